@@ -1,0 +1,214 @@
+"""Plain domain objects and lifecycle rules: no I/O here."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from nano_banana.errors import InvalidTransition
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.canceled})
+ACTIVE = frozenset({JobStatus.queued, JobStatus.running})
+
+# running -> running is a redelivered generate task re-claiming the job (attempt + 1).
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.queued: frozenset({JobStatus.running, JobStatus.failed, JobStatus.canceled}),
+    JobStatus.running: frozenset(
+        {JobStatus.running, JobStatus.succeeded, JobStatus.failed, JobStatus.canceled}
+    ),
+    JobStatus.succeeded: frozenset(),
+    JobStatus.failed: frozenset(),
+    JobStatus.canceled: frozenset(),
+}
+
+
+def sources_for(target: JobStatus) -> tuple[JobStatus, ...]:
+    """Every status from which `target` may be reached: the CAS `status = ANY(...)` list."""
+    return tuple(s for s, targets in TRANSITIONS.items() if target in targets)
+
+
+def check_transition(current: JobStatus, target: JobStatus) -> None:
+    """Raise InvalidTransition unless current -> target is in the table."""
+    if target not in TRANSITIONS[current]:
+        raise InvalidTransition(
+            f"job is {current.value}; it cannot become {target.value}",
+            details={"status": current.value, "target": target.value},
+        )
+
+
+class ErrorCode(enum.StrEnum):
+    """Stable codes stored on failed jobs (errorCode)."""
+
+    timeout = "timeout"
+    generation_failed = "generation_failed"
+    content_blocked = "content_blocked"
+    processor_unavailable = "processor_unavailable"
+    input_unavailable = "input_unavailable"
+    enqueue_failed = "enqueue_failed"
+    canceled = "canceled"
+
+
+class Role(enum.StrEnum):
+    user = "user"
+    assistant = "assistant"
+
+
+ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+
+MIME_EXT = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+
+
+def new_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def input_path(user_id: uuid.UUID, blob_id: uuid.UUID, mime_type: str) -> str:
+    return f"inputs/{user_id}/{blob_id}.{MIME_EXT[mime_type]}"
+
+
+def job_prefix(job_id: uuid.UUID) -> str:
+    return f"jobs/{job_id}/"
+
+
+def output_path(job_id: uuid.UUID, attempt: int, index: int, mime_type: str) -> str:
+    """Outputs are scoped by attempt so a stale worker only ever deletes its own blobs."""
+    return f"{job_prefix(job_id)}{attempt}/{index}.{MIME_EXT[mime_type]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    id: uuid.UUID
+    job_id: uuid.UUID
+    index: int
+    storage_path: str
+    mime_type: str
+    width: int
+    height: int
+    bytes: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: uuid.UUID
+    project_id: uuid.UUID
+    user_id: uuid.UUID
+    thread_id: uuid.UUID
+    parent_job_id: uuid.UUID | None
+    source_variant_id: uuid.UUID | None
+    prompt: str
+    input_path: str
+    status: JobStatus
+    error_code: str | None
+    error_message: str | None
+    variant_count: int
+    aspect_ratio: str | None
+    model: str
+    attempt: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    deadline_at: datetime
+    updated_at: datetime
+    variants: tuple[Variant, ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: uuid.UUID
+    thread_id: uuid.UUID
+    job_id: uuid.UUID
+    project_id: uuid.UUID
+    user_id: uuid.UUID
+    role: Role
+    content: str
+    variant_id: uuid.UUID | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """Everything needed to insert a queued job (and its user message) in one transaction."""
+
+    id: uuid.UUID
+    project_id: uuid.UUID
+    user_id: uuid.UUID
+    thread_id: uuid.UUID
+    parent_job_id: uuid.UUID | None
+    source_variant_id: uuid.UUID | None
+    prompt: str
+    input_path: str
+    variant_count: int
+    aspect_ratio: str | None
+    model: str
+    idempotency_key: str | None
+    request_hash: str | None
+    deadline_at: datetime
+    message_id: uuid.UUID = field(default_factory=new_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One earlier exchange of a refinement thread, as the generator sees it."""
+
+    prompt: str
+    image: bytes | None = None
+    image_mime: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    job_id: uuid.UUID
+    prompt: str
+    image: bytes
+    image_mime: str
+    variant_count: int
+    aspect_ratio: str | None
+    # Earlier prompts of the thread, oldest first (empty for a first job).
+    history: tuple[Turn, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    images: tuple[GeneratedImage, ...]
+    # Set when fewer images than asked came back (the job still succeeds).
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VariantUpload:
+    """An output already stored, waiting to be recorded with the final transition."""
+
+    index: int
+    storage_path: str
+    mime_type: str
+    width: int
+    height: int
+    bytes: int

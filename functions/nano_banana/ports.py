@@ -1,0 +1,257 @@
+"""The ports: what the use cases need from the outside world, as Protocols.
+
+Each has a production adapter and an embedded twin in `nano_banana/adapters/`; `bootstrap.py`
+picks one from settings. Contract suites in `tests/contract/` run against every implementation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from nano_banana.domain import (
+    GenerationRequest,
+    GenerationResult,
+    Job,
+    JobStatus,
+    Message,
+    NewJob,
+    VariantUpload,
+)
+
+Clock = Callable[[], datetime]
+"""Returns the current time, timezone-aware UTC. Injected so tests can move time."""
+
+
+# ---------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What one admitted job holds: one entry in the user's rate window, one project lease."""
+
+    user_id: uuid.UUID
+    project_id: uuid.UUID
+    job_id: uuid.UUID
+    at: datetime
+    lease_expires_at: datetime
+
+
+class Limits(Protocol):
+    """Rate window per user and concurrency leases per project, checked and reserved atomically."""
+
+    def reserve(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, lease_expires_at: datetime
+    ) -> Reservation:
+        """Admit one job or raise RateLimited / ConcurrencyLimited (reserving nothing) or
+        Unavailable (after bounded jittered retries on contention; nothing reserved).
+        Reserving again for the same job_id is idempotent and returns the same reservation."""
+        ...
+
+    def give_back(self, reservation: Reservation) -> None:
+        """Undo a reservation whose job was never created: removes the rate entry and the lease."""
+        ...
+
+    def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
+        """Remove the job's project lease (the job ended). Idempotent."""
+        ...
+
+    def active_jobs(self, project_id: uuid.UUID) -> list[uuid.UUID]:
+        """Job ids holding an unexpired lease in the project (for ops, tests and benchmarks)."""
+        ...
+
+
+# ---------------------------------------------------------------- task queue
+
+TaskKind = Literal["generate", "expire"]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    kind: TaskKind
+    job_id: uuid.UUID
+    # When the task should run; None = now.
+    schedule_at: datetime | None = None
+    # How long the platform waits for the handler before it counts the attempt failed.
+    dispatch_deadline_s: float | None = None
+
+
+def task_name(kind: TaskKind, job_id: uuid.UUID) -> str:
+    """Deterministic task id, so a duplicate enqueue is ALREADY_EXISTS (hashed prefix spreads names)."""
+    import hashlib
+
+    prefix = hashlib.sha256(job_id.bytes).hexdigest()[:8]
+    return f"{prefix}-{kind}-{job_id}"
+
+
+class TaskQueue(Protocol):
+    def enqueue(self, task: Task) -> None:
+        """Enqueue once: a task with the same (kind, job_id) already enqueued is a silent no-op.
+        Raises Unavailable when the queue cannot be reached."""
+        ...
+
+    def delete(self, kind: TaskKind, job_id: uuid.UUID) -> None:
+        """Best effort: remove a pending task (e.g. the expire task of a job that ended)."""
+        ...
+
+
+TaskHandler = Callable[[Task], None]
+"""What a queue delivers to (in-process queues call the use case directly)."""
+
+
+# ---------------------------------------------------------------- blobs
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    path: str
+    size: int
+    content_type: str | None
+
+
+class BlobStore(Protocol):
+    """One private bucket. Paths are keys like `inputs/{user}/{id}.png`, never URLs."""
+
+    def put(self, path: str, data: bytes, content_type: str) -> None:
+        """Write (overwriting: a redelivered task rewrites its own outputs)."""
+        ...
+
+    def get(self, path: str, *, max_bytes: int) -> bytes:
+        """Read; NotFound if absent; FileTooLarge if larger than max_bytes (never buffers past it)."""
+        ...
+
+    def stat(self, path: str) -> BlobInfo | None:
+        ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Paths under a prefix (recursive)."""
+        ...
+
+    def delete(self, paths: Sequence[str]) -> None:
+        """Idempotent: absent paths are fine."""
+        ...
+
+    def signed_url(self, path: str, *, ttl_s: int) -> str:
+        """A URL anyone holding it may GET until it expires."""
+        ...
+
+    def signed_upload_url(self, path: str, *, ttl_s: int) -> str:
+        """A URL an external processor may upload one object to (PUT/POST as the store documents)."""
+        ...
+
+
+# ---------------------------------------------------------------- generation
+
+
+class ImageGenerator(Protocol):
+    def generate(self, request: GenerationRequest, *, deadline: datetime) -> GenerationResult:
+        """Make request.variant_count images (at least one) before the deadline.
+        Raises ContentBlocked, GenerationFailed (after retries within the deadline)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorJob:
+    """What an external processor (n8n) is handed; it reports back through /callback."""
+
+    job: Job
+    request: GenerationRequest
+    input_url: str
+    output_prefix: str
+    upload_urls: tuple[str, ...]
+    callback_url: str
+
+
+class Processor(Protocol):
+    def submit(self, work: ProcessorJob, *, deadline: datetime) -> None:
+        """Hand the job over; raises ProcessorUnavailable after retries within the deadline."""
+        ...
+
+
+# ---------------------------------------------------------------- job store
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class JobStore(Protocol):
+    """Jobs, variants, messages and webhook receipts. Every status change is a compare-and-set."""
+
+    def can_access(self, project_id: uuid.UUID, user_id: uuid.UUID) -> bool: ...
+
+    def add_member(self, project_id: uuid.UUID, user_id: uuid.UUID) -> None: ...
+
+    def create_job(self, new: NewJob) -> Job | None:
+        """Insert a queued job and its user message in one transaction.
+        Returns None when (user_id, idempotency_key) already exists."""
+        ...
+
+    def find_by_idempotency_key(self, user_id: uuid.UUID, key: str) -> tuple[Job, str | None] | None:
+        """The job created with that key, and the hash of the request that created it."""
+        ...
+
+    def get_job(self, job_id: uuid.UUID, *, user_id: uuid.UUID | None = None) -> Job | None:
+        """With user_id: only if that user may access the job's project (else None: no leak)."""
+        ...
+
+    def list_jobs(
+        self, project_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> JobPage: ...
+
+    def claim_for_generation(self, job_id: uuid.UUID, now: datetime) -> Job | None:
+        """queued|running -> running, attempt + 1, if before the deadline. None if not claimable."""
+        ...
+
+    def thread_history(self, job: Job) -> list[Job]:
+        """The jobs of the job's thread before it, oldest first (the ancestors chain)."""
+        ...
+
+    def complete(
+        self, job_id: uuid.UUID, attempt: int, uploads: Sequence[VariantUpload], note: str | None
+    ) -> Job | None:
+        """running(attempt) -> succeeded with its variants and assistant message, one transaction.
+        None if the CAS lost (canceled, timed out or superseded meanwhile)."""
+        ...
+
+    def fail(
+        self,
+        job_id: uuid.UUID,
+        *,
+        code: str,
+        message: str,
+        from_statuses: Sequence[JobStatus],
+        attempt: int | None = None,
+        now: datetime | None = None,
+        only_if_past_deadline: bool = False,
+    ) -> Job | None:
+        """-> failed (with assistant message) if the status is in from_statuses (and attempt matches,
+        and, when asked, the deadline has passed). None if the CAS lost."""
+        ...
+
+    def cancel(self, job_id: uuid.UUID) -> Job | None:
+        """queued|running -> canceled. None if the CAS lost."""
+        ...
+
+    def overdue_jobs(self, now: datetime, limit: int) -> list[uuid.UUID]:
+        """Active jobs whose deadline has passed (for the sweep)."""
+        ...
+
+    def messages(self, thread_id: uuid.UUID) -> list[tuple[Message, Job]]:
+        """A thread's messages oldest first, each with its job (and the job's variants)."""
+        ...
+
+    def record_webhook(self, webhook_id: str) -> bool:
+        """True the first time a webhook id is seen; False on replay."""
+        ...
+
+    def wait_for_change(self, job_id: uuid.UUID, timeout_s: float) -> Iterator[None]:
+        """Yields each time the job's row changes (LISTEN/NOTIFY) until timeout_s passes."""
+        ...
+
+    def ping(self) -> None: ...

@@ -1,0 +1,119 @@
+"""All configuration, read once from the environment into one object."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "nano-banana-dev-secret-not-for-production-0123456789"
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every setting, with the defaults `make dev` runs on. Names are the env vars in README."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True, frozen=True)
+
+    # Which implementation of each port runs.
+    database_url: SecretStr | None = Field(None, validation_alias=_env("NANO_BANANA_DATABASE_URL", "DATABASE_URL"))
+    limits: Literal["memory", "firestore"] = Field("memory", validation_alias="NANO_BANANA_LIMITS")
+    queue: Literal["inline", "cloudtasks"] = Field("inline", validation_alias="NANO_BANANA_QUEUE")
+    storage: Literal["local", "supabase"] = Field("local", validation_alias="NANO_BANANA_STORAGE")
+    generator: Literal["preview", "vertex", "n8n"] = Field("preview", validation_alias="NANO_BANANA_GENERATOR")
+
+    # Local/dev.
+    data_dir: Path = Field(Path(".data"), validation_alias="NANO_BANANA_DATA_DIR")
+    host: str = Field("127.0.0.1", validation_alias="NANO_BANANA_HOST")
+    port: int = Field(8080, validation_alias=_env("PORT", "NANO_BANANA_PORT"))
+    public_base_url: str | None = Field(None, validation_alias="NANO_BANANA_PUBLIC_URL")
+    preview_delay_ms: int = Field(0, ge=0, le=600_000, validation_alias="NANO_BANANA_PREVIEW_DELAY_MS")
+    log_level: str = Field("INFO", validation_alias="NANO_BANANA_LOG_LEVEL")
+
+    # Guardrails.
+    max_file_bytes: int = Field(10 * 1024 * 1024, ge=1, validation_alias="NANO_BANANA_MAX_FILE_BYTES")
+    max_pixels: int = Field(50_000_000, ge=1, validation_alias="NANO_BANANA_MAX_PIXELS")
+    rate_per_hour: int = Field(10, ge=1, validation_alias="NANO_BANANA_RATE_PER_HOUR")
+    max_active_per_project: int = Field(2, ge=1, validation_alias="NANO_BANANA_MAX_ACTIVE_PER_PROJECT")
+    timeout_s: int = Field(300, ge=1, le=3600, validation_alias="NANO_BANANA_TIMEOUT_S")
+    max_prompt_chars: int = Field(2000, ge=1, validation_alias="NANO_BANANA_MAX_PROMPT_CHARS")
+    max_thread_turns: int = Field(20, ge=1, validation_alias="NANO_BANANA_MAX_THREAD_TURNS")
+    default_variant_count: int = Field(2, ge=1, le=4, validation_alias="NANO_BANANA_DEFAULT_VARIANTS")
+
+    # Auth (Supabase access tokens).
+    jwt_secret: SecretStr = Field(
+        SecretStr(DEV_JWT_SECRET), validation_alias=_env("NANO_BANANA_JWT_SECRET", "SUPABASE_JWT_SECRET")
+    )
+    jwt_audience: str = Field("authenticated", validation_alias="NANO_BANANA_JWT_AUDIENCE")
+    jwks_url: str | None = Field(None, validation_alias="NANO_BANANA_JWKS_URL")
+
+    # Supabase.
+    supabase_url: str | None = Field(None, validation_alias="SUPABASE_URL")
+    supabase_service_key: SecretStr | None = Field(
+        None, validation_alias=_env("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY")
+    )
+    bucket: str = Field("pip-ai-images", validation_alias="NANO_BANANA_BUCKET")
+    signed_url_ttl_s: int = Field(3600, ge=10, le=7 * 86400, validation_alias="NANO_BANANA_SIGNED_URL_TTL_S")
+    db_connect_timeout_s: float = Field(3.0, gt=0, validation_alias="NANO_BANANA_DB_CONNECT_TIMEOUT_S")
+    db_pool_max: int = Field(5, ge=1, validation_alias="NANO_BANANA_DB_POOL_MAX")
+
+    # Google Cloud.
+    gcp_project: str | None = Field(None, validation_alias=_env("GOOGLE_CLOUD_PROJECT", "NANO_BANANA_GCP_PROJECT"))
+    gcp_location: str = Field("us-central1", validation_alias=_env("NANO_BANANA_LOCATION", "GOOGLE_CLOUD_LOCATION"))
+    vertex_location: str = Field("global", validation_alias="NANO_BANANA_VERTEX_LOCATION")
+    model: str = Field("gemini-2.5-flash-image", validation_alias="NANO_BANANA_MODEL")
+    vertex_base_url: str | None = Field(None, validation_alias="NANO_BANANA_VERTEX_BASE_URL")
+    firestore_database: str = Field("(default)", validation_alias="NANO_BANANA_FIRESTORE_DATABASE")
+    firestore_collection_prefix: str = Field("nano_banana", validation_alias="NANO_BANANA_FIRESTORE_PREFIX")
+    tasks_queue: str = Field("nano-banana", validation_alias="NANO_BANANA_TASKS_QUEUE")
+    tasks_endpoint: str | None = Field(None, validation_alias="NANO_BANANA_TASKS_ENDPOINT")
+    generate_url: str | None = Field(None, validation_alias="NANO_BANANA_GENERATE_URL")
+    expire_url: str | None = Field(None, validation_alias="NANO_BANANA_EXPIRE_URL")
+    tasks_service_account: str | None = Field(None, validation_alias="NANO_BANANA_TASKS_SERVICE_ACCOUNT")
+    verify_task_oidc: bool = Field(True, validation_alias="NANO_BANANA_VERIFY_TASK_OIDC")
+    task_oidc_audience: str | None = Field(None, validation_alias="NANO_BANANA_TASK_OIDC_AUDIENCE")
+
+    # Optional n8n processor (names kept from the original integration notes).
+    n8n_webhook_url: str | None = Field(None, validation_alias="N8N_WEBHOOK_NANO_BANANA_PROCESSOR")
+    n8n_secret: SecretStr | None = Field(None, validation_alias="N8N_NANO_BANANA_SECRET")
+    callback_url: str | None = Field(None, validation_alias="NANO_BANANA_CALLBACK_URL")
+    callback_tolerance_s: int = Field(300, ge=1, validation_alias="NANO_BANANA_CALLBACK_TOLERANCE_S")
+    callback_max_bytes: int = Field(64 * 1024, ge=1024, validation_alias="NANO_BANANA_CALLBACK_MAX_BYTES")
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.database_url is not None and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET and not self.jwks_url:
+            raise ValueError("NANO_BANANA_JWT_SECRET (or NANO_BANANA_JWKS_URL) must be set outside local dev")
+        if self.storage == "supabase" and (not self.supabase_url or self.supabase_service_key is None):
+            raise ValueError("NANO_BANANA_STORAGE=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+        if self.generator == "n8n" and (not self.n8n_webhook_url or self.n8n_secret is None):
+            raise ValueError("NANO_BANANA_GENERATOR=n8n needs N8N_WEBHOOK_NANO_BANANA_PROCESSOR and N8N_NANO_BANANA_SECRET")
+        if self.queue == "cloudtasks" and not (self.generate_url and self.expire_url):
+            raise ValueError("NANO_BANANA_QUEUE=cloudtasks needs NANO_BANANA_GENERATE_URL and NANO_BANANA_EXPIRE_URL")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the embedded Postgres of `make dev` (no database URL given)."""
+        return self.database_url is None
+
+    @cached_property
+    def base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def callback_secrets(self) -> list[str]:
+        """N8N_NANO_BANANA_SECRET may list several keys, comma-separated, for rotation."""
+        if self.n8n_secret is None:
+            return []
+        return [s.strip() for s in self.n8n_secret.get_secret_value().split(",") if s.strip()]
+
+
+def load_settings() -> Settings:
+    return Settings()
