@@ -1,0 +1,133 @@
+"""In-process rate window and project leases: the embedded twin of `limits_firestore`.
+
+`decide` is the one admission algorithm; both adapters call it on their stored maps, so the memory
+twin and Firestore behave identically (one contract suite checks both).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from nano_banana.errors import ConcurrencyLimited, RateLimited
+from nano_banana.ports import Clock, Reservation
+
+WINDOW_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one admission: the maps to store (pruned, with the job's entries)."""
+
+    admits: dict[str, float]
+    leases: dict[str, float]
+    at: float
+    lease_expires_at: float
+    # False when the job already held both entries (an idempotent re-reserve): nothing to write.
+    changed: bool
+
+
+def decide(
+    admits: Mapping[str, float],
+    leases: Mapping[str, float],
+    *,
+    job_key: str,
+    now: float,
+    lease_expires_at: float,
+    rate_per_hour: int,
+    max_active: int,
+) -> Decision:
+    """Admit `job_key` into a user's window and a project's leases, or raise (nothing to write).
+
+    Times are epoch seconds. Window entries older than an hour and expired leases are pruned.
+    """
+    window = {k: t for k, t in admits.items() if t > now - WINDOW_S}
+    live = {k: t for k, t in leases.items() if t > now}
+    held_at = window.get(job_key)
+    held_lease = live.get(job_key)
+    if held_at is not None and held_lease is not None:
+        return Decision(window, live, held_at, held_lease, changed=False)
+    # Rate first: a user over their hourly budget learns that, whatever their project's load.
+    if held_at is None and len(window) >= rate_per_hour:
+        raise RateLimited(
+            f"at most {rate_per_hour} jobs per hour",
+            retry_after_s=min(window.values()) + WINDOW_S - now,
+            limit=rate_per_hour,
+            details={"limit": rate_per_hour, "window": "1h"},
+        )
+    if held_lease is None and len(live) >= max_active:
+        raise ConcurrencyLimited(
+            f"at most {max_active} active jobs per project",
+            retry_after_s=max(1.0, min(live.values()) - now),
+            limit=max_active,
+            details={"limit": max_active},
+        )
+    at = held_at if held_at is not None else now
+    expires = held_lease if held_lease is not None else lease_expires_at
+    return Decision({**window, job_key: at}, {**live, job_key: expires}, at, expires, changed=True)
+
+
+def to_epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+class MemoryLimits:
+    """`Limits` in one process: per user {jobId: admittedAt}, per project {jobId: leaseExpiresAt}."""
+
+    def __init__(self, rate_per_hour: int, max_active_per_project: int, clock: Clock) -> None:
+        self._rate = rate_per_hour
+        self._max_active = max_active_per_project
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._admits: dict[uuid.UUID, dict[str, float]] = {}
+        self._leases: dict[uuid.UUID, dict[str, float]] = {}
+
+    def reserve(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, lease_expires_at: datetime
+    ) -> Reservation:
+        """Admit one job or raise RateLimited / ConcurrencyLimited, reserving nothing."""
+        with self._lock:
+            decision = decide(
+                self._admits.get(user_id, {}),
+                self._leases.get(project_id, {}),
+                job_key=str(job_id),
+                now=to_epoch(self._clock()),
+                lease_expires_at=to_epoch(lease_expires_at),
+                rate_per_hour=self._rate,
+                max_active=self._max_active,
+            )
+            self._admits[user_id] = decision.admits
+            self._leases[project_id] = decision.leases
+        return Reservation(
+            user_id=user_id,
+            project_id=project_id,
+            job_id=job_id,
+            at=from_epoch(decision.at),
+            lease_expires_at=from_epoch(decision.lease_expires_at),
+        )
+
+    def give_back(self, reservation: Reservation) -> None:
+        """Remove the job's rate entry and lease. Idempotent."""
+        key = str(reservation.job_id)
+        with self._lock:
+            self._admits.get(reservation.user_id, {}).pop(key, None)
+            self._leases.get(reservation.project_id, {}).pop(key, None)
+
+    def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
+        """Remove the job's project lease. Idempotent."""
+        with self._lock:
+            self._leases.get(project_id, {}).pop(str(job_id), None)
+
+    def active_jobs(self, project_id: uuid.UUID) -> list[uuid.UUID]:
+        """Job ids holding an unexpired lease in the project."""
+        now = to_epoch(self._clock())
+        with self._lock:
+            leases = self._leases.get(project_id, {})
+            return sorted(uuid.UUID(k) for k, expires in leases.items() if expires > now)
