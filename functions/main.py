@@ -1,0 +1,57 @@
+"""Cloud Functions (2nd gen) entry points: `api`, `callback`, `generate`, `expire`, `sweep`.
+
+Thin on purpose: each one parses nothing itself and hands the request to one module. The runtime is
+built once per instance, on the first request, and each entry point imports only what it uses.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Request, Response
+    from nano_banana.bootstrap import Runtime
+
+
+@functools.cache
+def runtime() -> Runtime:
+    from nano_banana import bootstrap
+    from nano_banana.settings import load_settings
+
+    return bootstrap.build(load_settings())
+
+
+def api(request: Request) -> Response:
+    """The builder's HTTPS API under /api/nano-banana."""
+    from nano_banana import http
+
+    return http.handle(runtime().api, request)
+
+
+def callback(request: Request) -> Response:
+    """Signed processor callbacks (n8n or any external processor)."""
+    from nano_banana import callback as callbacks
+
+    return callbacks.handle(runtime().services, request)
+
+
+def generate(request: Request) -> Response:
+    """Cloud Tasks: run the model for one job."""
+    from nano_banana import tasks
+
+    return tasks.handle_task(runtime().services, request, "generate")
+
+
+def expire(request: Request) -> Response:
+    """Cloud Tasks, at the job's deadline: fail it with `timeout` if it is still active."""
+    from nano_banana import tasks
+
+    return tasks.handle_task(runtime().services, request, "expire")
+
+
+def sweep(request: Request) -> Response:
+    """Cloud Scheduler, every minute: the safety net for expire tasks that never ran."""
+    from nano_banana import tasks
+
+    return tasks.handle_task(runtime().services, request, "sweep")

@@ -28,9 +28,7 @@ ACTIVE = frozenset({JobStatus.queued, JobStatus.running})
 # running -> running is a redelivered generate task re-claiming the job (attempt + 1).
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.queued: frozenset({JobStatus.running, JobStatus.failed, JobStatus.canceled}),
-    JobStatus.running: frozenset(
-        {JobStatus.running, JobStatus.succeeded, JobStatus.failed, JobStatus.canceled}
-    ),
+    JobStatus.running: frozenset({JobStatus.running, JobStatus.succeeded, JobStatus.failed, JobStatus.canceled}),
     JobStatus.succeeded: frozenset(),
     JobStatus.failed: frozenset(),
     JobStatus.canceled: frozenset(),
@@ -113,6 +111,9 @@ class Job:
     source_variant_id: uuid.UUID | None
     prompt: str
     input_path: str
+    input_mime_type: str
+    input_width: int
+    input_height: int
     status: JobStatus
     error_code: str | None
     error_message: str | None
@@ -125,6 +126,8 @@ class Job:
     finished_at: datetime | None
     deadline_at: datetime
     updated_at: datetime
+    # Set when the job succeeded with fewer variants than asked.
+    note: str | None = None
     variants: tuple[Variant, ...] = ()
 
     @property
@@ -157,6 +160,9 @@ class NewJob:
     source_variant_id: uuid.UUID | None
     prompt: str
     input_path: str
+    input_mime_type: str
+    input_width: int
+    input_height: int
     variant_count: int
     aspect_ratio: str | None
     model: str

@@ -75,7 +75,9 @@ class UnsupportedMediaType(NanoBananaError):
 class _Limited(NanoBananaError):
     status = 429
 
-    def __init__(self, message: str, *, retry_after_s: float, limit: int, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after_s: float, limit: int, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message, details={**(details or {}), "retryAfterSeconds": max(1, int(retry_after_s + 0.999))})
         self.retry_after_s = max(1, int(retry_after_s + 0.999))
         self.limit = limit
@@ -101,7 +103,9 @@ class Unavailable(NanoBananaError):
     status = 503
     code = "unavailable"
 
-    def __init__(self, message: str = "a dependency is unavailable; retry shortly", *, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str = "a dependency is unavailable; retry shortly", *, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message, details=details)
         self.headers = {"Retry-After": "2"}
 

@@ -19,6 +19,7 @@ from nano_banana.domain import (
     JobStatus,
     Message,
     NewJob,
+    Variant,
     VariantUpload,
 )
 
@@ -123,8 +124,7 @@ class BlobStore(Protocol):
         """Read; NotFound if absent; FileTooLarge if larger than max_bytes (never buffers past it)."""
         ...
 
-    def stat(self, path: str) -> BlobInfo | None:
-        ...
+    def stat(self, path: str) -> BlobInfo | None: ...
 
     def list(self, prefix: str) -> list[str]:
         """Paths under a prefix (recursive)."""
@@ -192,6 +192,15 @@ class JobStore(Protocol):
         Returns None when (user_id, idempotency_key) already exists."""
         ...
 
+    def create_refinement(self, new: NewJob, *, max_turns: int) -> Job | int | None:
+        """Like create_job for a refinement, serialised per thread: returns the thread's turn count
+        instead of inserting when it already has max_turns jobs."""
+        ...
+
+    def variant_in_project(self, storage_path: str, project_id: uuid.UUID) -> Variant | None:
+        """The variant stored at that path, if it belongs to a job of the project."""
+        ...
+
     def find_by_idempotency_key(self, user_id: uuid.UUID, key: str) -> tuple[Job, str | None] | None:
         """The job created with that key, and the hash of the request that created it."""
         ...
@@ -213,10 +222,10 @@ class JobStore(Protocol):
         ...
 
     def complete(
-        self, job_id: uuid.UUID, attempt: int, uploads: Sequence[VariantUpload], note: str | None
+        self, job_id: uuid.UUID, attempt: int, uploads: Sequence[VariantUpload], note: str | None, *, now: datetime
     ) -> Job | None:
-        """running(attempt) -> succeeded with its variants and assistant message, one transaction.
-        None if the CAS lost (canceled, timed out or superseded meanwhile)."""
+        """running(attempt) -> succeeded with its variants and assistant message, one transaction, if the
+        deadline has not passed. None if the CAS lost (canceled, timed out or superseded meanwhile)."""
         ...
 
     def fail(
@@ -248,6 +257,10 @@ class JobStore(Protocol):
 
     def record_webhook(self, webhook_id: str) -> bool:
         """True the first time a webhook id is seen; False on replay."""
+        ...
+
+    def prune_webhooks(self, before: datetime) -> None:
+        """Forget webhook ids older than the replay window."""
         ...
 
     def wait_for_change(self, job_id: uuid.UUID, timeout_s: float) -> Iterator[None]:

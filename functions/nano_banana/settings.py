@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_JWT_SECRET = "nano-banana-dev-secret-not-for-production-0123456789"
+DEV_JWT_SECRET = "nano-banana-dev-secret-not-for-production-0123456789"  # noqa: S105 (local dev only; refused with a database URL)
 
 
 def _env(*names: str) -> AliasChoices:
@@ -93,7 +93,9 @@ class Settings(BaseSettings):
         if self.storage == "supabase" and (not self.supabase_url or self.supabase_service_key is None):
             raise ValueError("NANO_BANANA_STORAGE=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
         if self.generator == "n8n" and (not self.n8n_webhook_url or self.n8n_secret is None):
-            raise ValueError("NANO_BANANA_GENERATOR=n8n needs N8N_WEBHOOK_NANO_BANANA_PROCESSOR and N8N_NANO_BANANA_SECRET")
+            raise ValueError(
+                "NANO_BANANA_GENERATOR=n8n needs N8N_WEBHOOK_NANO_BANANA_PROCESSOR and N8N_NANO_BANANA_SECRET"
+            )
         if self.queue == "cloudtasks" and not (self.generate_url and self.expire_url):
             raise ValueError("NANO_BANANA_QUEUE=cloudtasks needs NANO_BANANA_GENERATE_URL and NANO_BANANA_EXPIRE_URL")
         return self

@@ -1,0 +1,378 @@
+"""JobStore on Postgres (Supabase in production, the embedded server locally) via psycopg 3."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any, cast
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from nano_banana.domain import (
+    ACTIVE,
+    Job,
+    JobStatus,
+    Message,
+    NewJob,
+    Role,
+    Variant,
+    VariantUpload,
+    sources_for,
+)
+from nano_banana.errors import InvalidRequest, Unavailable
+from nano_banana.ports import JobPage
+
+Row = dict[str, Any]
+
+
+@cache
+def queries() -> dict[str, str]:
+    """The named queries of queries.sql, with the {job_columns} fragment expanded."""
+    text = resources.files("nano_banana.adapters").joinpath("queries.sql").read_text()
+    blocks = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)
+    named = {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
+    fragment = named.pop("job_columns")
+    fragment = "\n".join(line for line in fragment.splitlines() if not line.startswith("--"))
+    return {name: body.replace("{job_columns}", fragment) for name, body in named.items()}
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _ts(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def _variant(v: dict[str, Any]) -> Variant:
+    return Variant(
+        id=_uuid(v["id"]),
+        job_id=_uuid(v["job_id"]),
+        index=int(v["index"]),
+        storage_path=str(v["storage_path"]),
+        mime_type=str(v["mime_type"]),
+        width=int(v["width"]),
+        height=int(v["height"]),
+        bytes=int(v["bytes"]),
+        created_at=_ts(v["created_at"]),
+    )
+
+
+def _job(row: Row) -> Job:
+    variants = row.get("variants") or []
+    if isinstance(variants, str):
+        variants = json.loads(variants)
+    return Job(
+        id=row["id"],
+        project_id=row["project_id"],
+        user_id=row["user_id"],
+        thread_id=row["thread_id"],
+        parent_job_id=row["parent_job_id"],
+        source_variant_id=row["source_variant_id"],
+        prompt=row["prompt"],
+        input_path=row["input_path"],
+        input_mime_type=row["input_mime_type"],
+        input_width=row["input_width"],
+        input_height=row["input_height"],
+        status=JobStatus(row["status"]),
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        variant_count=row["variant_count"],
+        aspect_ratio=row["aspect_ratio"],
+        model=row["model"],
+        attempt=row["attempt"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        deadline_at=row["deadline_at"],
+        updated_at=row["updated_at"],
+        note=row.get("note"),
+        variants=tuple(_variant(v) for v in variants),
+    )
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), uuid.UUID(job_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest("cursor is not valid", details={"field": "cursor"}) from exc
+
+
+def assistant_text_success(count: int, note: str | None) -> str:
+    plural = "variant" if count == 1 else "variants"
+    return f"Here {'is' if count == 1 else 'are'} {count} {plural}." + (f" {note}" if note else "")
+
+
+class PostgresJobStore:
+    """The JobStore port. Autocommit connections: each statement below is its own transaction
+    unless wrapped in `_transaction`. Counts statements sent (round trips) for benchmarks."""
+
+    def __init__(self, conninfo: str, *, connect_timeout_s: float = 3.0, max_size: int = 5) -> None:
+        self._conninfo = conninfo
+        self._connect_timeout_s = connect_timeout_s
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_size,
+            timeout=connect_timeout_s,
+            reconnect_timeout=60,
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": None,  # Supabase's transaction pooler cannot keep prepared statements
+                "connect_timeout": max(1, round(connect_timeout_s)),
+                "row_factory": dict_row,
+            },
+            open=False,
+            name="nano-banana",
+        )
+        self._pool.open(wait=False)
+        self._lock = threading.Lock()
+        self.round_trips = 0
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # ------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Row]]:
+        try:
+            with self._pool.connection() as conn:
+                yield cast("psycopg.Connection[Row]", conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            raise Unavailable("the database is unavailable; retry shortly") from exc
+
+    def _count(self) -> None:
+        with self._lock:
+            self.round_trips += 1
+
+    def _run(self, conn: psycopg.Connection[Row], name: str, params: dict[str, Any]) -> list[Row]:
+        self._count()
+        cur = conn.execute(queries()[name], params)
+        return cur.fetchall() if cur.description else []
+
+    def _query(self, name: str, params: dict[str, Any]) -> list[Row]:
+        with self._connection() as conn:
+            return self._run(conn, name, params)
+
+    def _one_job(self, name: str, params: dict[str, Any]) -> Job | None:
+        rows = self._query(name, params)
+        return _job(rows[0]) if rows else None
+
+    # ------------------------------------------------------------ access
+
+    def ping(self) -> None:
+        self._query("ping", {})
+
+    def can_access(self, project_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        rows = self._query("can_access", {"project_id": project_id, "user_id": user_id})
+        return bool(rows and rows[0]["ok"])
+
+    def add_member(self, project_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        self._query("add_member", {"project_id": project_id, "user_id": user_id})
+
+    # ------------------------------------------------------------ jobs
+
+    def _new_job_params(self, new: NewJob) -> dict[str, Any]:
+        return {
+            "id": new.id,
+            "project_id": new.project_id,
+            "user_id": new.user_id,
+            "thread_id": new.thread_id,
+            "parent_job_id": new.parent_job_id,
+            "source_variant_id": new.source_variant_id,
+            "prompt": new.prompt,
+            "input_path": new.input_path,
+            "input_mime_type": new.input_mime_type,
+            "input_width": new.input_width,
+            "input_height": new.input_height,
+            "variant_count": new.variant_count,
+            "aspect_ratio": new.aspect_ratio,
+            "model": new.model,
+            "idempotency_key": new.idempotency_key,
+            "request_hash": new.request_hash,
+            "deadline_at": new.deadline_at,
+            "message_id": new.message_id,
+        }
+
+    def create_job(self, new: NewJob) -> Job | None:
+        rows = self._query("create_job", self._new_job_params(new))
+        return _job(rows[0]) if rows else None
+
+    def create_refinement(self, new: NewJob, *, max_turns: int) -> Job | int | None:
+        """Insert a refinement job unless the thread already has max_turns jobs (then return the count).
+        One transaction, serialised per thread by an advisory lock."""
+        with self._connection() as conn, conn.transaction():
+            self._run(conn, "lock_thread", {"thread_id": new.thread_id})
+            turns = int(self._run(conn, "thread_turns", {"thread_id": new.thread_id})[0]["turns"])
+            if turns >= max_turns:
+                return turns
+            rows = self._run(conn, "create_job", self._new_job_params(new))
+            return _job(rows[0]) if rows else None
+
+    def variant_in_project(self, storage_path: str, project_id: uuid.UUID) -> Variant | None:
+        rows = self._query("variant_in_project", {"path": storage_path, "project_id": project_id})
+        return _variant(rows[0]) if rows else None
+
+    def find_by_idempotency_key(self, user_id: uuid.UUID, key: str) -> tuple[Job, str | None] | None:
+        rows = self._query("find_by_idempotency_key", {"user_id": user_id, "key": key})
+        return (_job(rows[0]), rows[0]["request_hash"]) if rows else None
+
+    def get_job(self, job_id: uuid.UUID, *, user_id: uuid.UUID | None = None) -> Job | None:
+        if user_id is None:
+            return self._one_job("get_job", {"id": job_id})
+        return self._one_job("get_job_for_user", {"id": job_id, "user_id": user_id})
+
+    def list_jobs(self, project_id: uuid.UUID, *, status: JobStatus | None, limit: int, cursor: str | None) -> JobPage:
+        after_created, after_id = decode_cursor(cursor) if cursor else (None, None)
+        rows = self._query(
+            "list_jobs",
+            {
+                "project_id": project_id,
+                "status": status.value if status else None,
+                "after_created": after_created,
+                "after_id": after_id,
+                "limit": limit + 1,
+            },
+        )
+        jobs = [_job(r) for r in rows[:limit]]
+        return JobPage(jobs=jobs, next_cursor=encode_cursor(jobs[-1]) if len(rows) > limit else None)
+
+    def claim_for_generation(self, job_id: uuid.UUID, now: datetime) -> Job | None:
+        from_statuses = [s.value for s in sources_for(JobStatus.running)]
+        return self._one_job("claim_for_generation", {"id": job_id, "from_statuses": from_statuses, "now": now})
+
+    def thread_history(self, job: Job) -> list[Job]:
+        if job.parent_job_id is None:
+            return []
+        return [_job(r) for r in self._query("thread_history", {"id": job.id})]
+
+    def complete(
+        self,
+        job_id: uuid.UUID,
+        attempt: int,
+        uploads: Sequence[VariantUpload],
+        note: str | None,
+        *,
+        now: datetime,
+    ) -> Job | None:
+        rows_in = [
+            {
+                "id": str(uuid.uuid4()),
+                "index": u.index,
+                "storage_path": u.storage_path,
+                "mime_type": u.mime_type,
+                "width": u.width,
+                "height": u.height,
+                "bytes": u.bytes,
+            }
+            for u in sorted(uploads, key=lambda u: u.index)
+        ]
+        params = {
+            "id": job_id,
+            "attempt": attempt,
+            "note": note,
+            "now": now,
+            "uploads": json.dumps(rows_in),
+            "content": assistant_text_success(len(rows_in), note),
+            "first_variant_id": rows_in[0]["id"] if rows_in else None,
+        }
+        return self._one_job("complete", params)
+
+    def fail(
+        self,
+        job_id: uuid.UUID,
+        *,
+        code: str,
+        message: str,
+        from_statuses: Sequence[JobStatus],
+        attempt: int | None = None,
+        now: datetime | None = None,
+        only_if_past_deadline: bool = False,
+    ) -> Job | None:
+        params = {
+            "id": job_id,
+            "code": code,
+            "message": message[:2000],
+            "from_statuses": [s.value for s in from_statuses],
+            "attempt": attempt,
+            "now": now,
+            "only_if_past_deadline": only_if_past_deadline,
+            "content": f"Sorry, this one failed ({code}): {message[:500]}",
+        }
+        return self._one_job("fail", params)
+
+    def cancel(self, job_id: uuid.UUID) -> Job | None:
+        params = {
+            "id": job_id,
+            "from_statuses": [s.value for s in ACTIVE],
+            "content": "Canceled.",
+        }
+        return self._one_job("cancel", params)
+
+    def overdue_jobs(self, now: datetime, limit: int) -> list[uuid.UUID]:
+        return [r["id"] for r in self._query("overdue_jobs", {"now": now, "limit": limit})]
+
+    def messages(self, thread_id: uuid.UUID) -> list[tuple[Message, Job]]:
+        out: list[tuple[Message, Job]] = []
+        for row in self._query("thread_messages", {"thread_id": thread_id}):
+            message = Message(
+                id=row["message_id"],
+                thread_id=row["message_thread_id"],
+                job_id=row["message_job_id"],
+                project_id=row["message_project_id"],
+                user_id=row["message_user_id"],
+                role=Role(row["role"]),
+                content=row["content"],
+                variant_id=row["variant_id"],
+                created_at=row["message_created_at"],
+            )
+            out.append((message, _job(row)))
+        return out
+
+    def record_webhook(self, webhook_id: str) -> bool:
+        return bool(self._query("record_webhook", {"webhook_id": webhook_id}))
+
+    def prune_webhooks(self, before: datetime) -> None:
+        self._query("prune_webhooks", {"before": before})
+
+    # ------------------------------------------------------------ change notifications
+
+    def wait_for_change(self, job_id: uuid.UUID, timeout_s: float) -> Iterator[None]:
+        """Yield on every NOTIFY about this job until timeout_s passes. One dedicated connection."""
+        wanted = str(job_id)
+        end = time.monotonic() + timeout_s
+        try:
+            conn = psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=max(1, round(self._connect_timeout_s))
+            )
+        except psycopg.OperationalError as exc:
+            raise Unavailable("the database is unavailable; retry shortly") from exc
+        with conn:
+            conn.execute("listen pip_ai_job_events")
+            while (remaining := end - time.monotonic()) > 0:
+                for notify in conn.notifies(timeout=remaining, stop_after=1):
+                    try:
+                        payload = json.loads(notify.payload)
+                    except ValueError:
+                        continue
+                    if payload.get("id") == wanted:
+                        yield None

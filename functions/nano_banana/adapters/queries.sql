@@ -1,0 +1,167 @@
+-- Named queries for the Postgres JobStore. Each block starts with `-- name: <name>`.
+-- Every status change is one compare-and-set UPDATE ... WHERE status = ANY(...) RETURNING.
+
+-- name: job_columns
+-- (fragment) the job row plus its variants as JSON, for every query that returns jobs
+j.id, j.project_id, j.user_id, j.thread_id, j.parent_job_id, j.source_variant_id, j.prompt, j.input_path,
+j.input_mime_type, j.input_width, j.input_height,
+j.status, j.error_code, j.error_message, j.note, j.variant_count, j.aspect_ratio, j.model, j.attempt,
+j.created_at, j.started_at, j.finished_at, j.deadline_at, j.updated_at,
+coalesce((
+  select json_agg(json_build_object(
+    'id', v.id, 'job_id', v.job_id, 'index', v.index, 'storage_path', v.storage_path,
+    'mime_type', v.mime_type, 'width', v.width, 'height', v.height, 'bytes', v.bytes,
+    'created_at', v.created_at) order by v.index)
+  from pip_ai_image_variants v where v.job_id = j.id
+), '[]'::json) as variants
+
+-- name: can_access
+select pip_ai_can_access_project(%(project_id)s, %(user_id)s) as ok
+
+-- name: add_member
+insert into pip_ai_project_members (project_id, user_id) values (%(project_id)s, %(user_id)s)
+on conflict do nothing
+
+-- name: create_job
+with inserted as (
+  insert into pip_ai_image_jobs (
+    id, project_id, user_id, thread_id, parent_job_id, source_variant_id, prompt, input_path,
+    input_mime_type, input_width, input_height, variant_count, aspect_ratio, model, idempotency_key, request_hash, deadline_at)
+  values (
+    %(id)s, %(project_id)s, %(user_id)s, %(thread_id)s, %(parent_job_id)s, %(source_variant_id)s, %(prompt)s,
+    %(input_path)s, %(input_mime_type)s, %(input_width)s, %(input_height)s, %(variant_count)s, %(aspect_ratio)s, %(model)s, %(idempotency_key)s, %(request_hash)s,
+    %(deadline_at)s)
+  on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
+  returning *
+), message as (
+  insert into pip_ai_image_messages (id, thread_id, job_id, project_id, user_id, role, content, variant_id)
+  select %(message_id)s, i.thread_id, i.id, i.project_id, i.user_id, 'user', i.prompt, i.source_variant_id
+  from inserted i
+  returning id
+)
+select {job_columns} from inserted j
+
+-- name: lock_thread
+-- Serialises refinements of one thread (inside a transaction) so the turn limit holds under races.
+select pg_advisory_xact_lock(hashtextextended(%(thread_id)s::text, 0))
+
+-- name: thread_turns
+select count(*) as turns from pip_ai_image_jobs where thread_id = %(thread_id)s
+
+-- name: find_by_idempotency_key
+select {job_columns}, j.request_hash from pip_ai_image_jobs j
+where j.user_id = %(user_id)s and j.idempotency_key = %(key)s
+
+-- name: get_job
+select {job_columns} from pip_ai_image_jobs j where j.id = %(id)s
+
+-- name: get_job_for_user
+select {job_columns} from pip_ai_image_jobs j
+where j.id = %(id)s and pip_ai_can_access_project(j.project_id, %(user_id)s)
+
+-- name: list_jobs
+select {job_columns} from pip_ai_image_jobs j
+where j.project_id = %(project_id)s
+  and (%(status)s::text is null or j.status = %(status)s::text)
+  and (%(after_created)s::timestamptz is null or (j.created_at, j.id) < (%(after_created)s::timestamptz, %(after_id)s::uuid))
+order by j.created_at desc, j.id desc
+limit %(limit)s
+
+-- name: claim_for_generation
+update pip_ai_image_jobs j
+set status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, now()), updated_at = now()
+where j.id = %(id)s and j.status = any(%(from_statuses)s) and j.deadline_at > %(now)s
+returning {job_columns}
+
+-- name: thread_history
+with recursive chain as (
+  select p.*, 1 as depth from pip_ai_image_jobs p
+  where p.id = (select parent_job_id from pip_ai_image_jobs where id = %(id)s)
+  union all
+  select p.*, c.depth + 1 from pip_ai_image_jobs p join chain c on p.id = c.parent_job_id
+  where c.depth < 1000
+)
+select {job_columns} from chain j order by j.depth desc
+
+-- name: complete
+with done as (
+  update pip_ai_image_jobs
+  set status = 'succeeded', finished_at = now(), updated_at = now(), note = %(note)s
+  where id = %(id)s and status = 'running' and attempt = %(attempt)s and deadline_at > %(now)s
+  returning *
+), variants as (
+  insert into pip_ai_image_variants (id, job_id, index, storage_path, mime_type, width, height, bytes)
+  select u.id, d.id, u.index, u.storage_path, u.mime_type, u.width, u.height, u.bytes
+  from done d, jsonb_to_recordset(%(uploads)s::jsonb)
+    as u(id uuid, index int, storage_path text, mime_type text, width int, height int, bytes int)
+  returning *
+), message as (
+  insert into pip_ai_image_messages (thread_id, job_id, project_id, user_id, role, content, variant_id)
+  select d.thread_id, d.id, d.project_id, d.user_id, 'assistant', %(content)s, %(first_variant_id)s from done d
+)
+select j.id, j.project_id, j.user_id, j.thread_id, j.parent_job_id, j.source_variant_id, j.prompt, j.input_path,
+j.input_mime_type, j.input_width, j.input_height,
+  j.input_mime_type, j.input_width, j.input_height,
+  j.status, j.error_code, j.error_message, j.note, j.variant_count, j.aspect_ratio, j.model, j.attempt,
+  j.created_at, j.started_at, j.finished_at, j.deadline_at, j.updated_at,
+  coalesce((select json_agg(json_build_object(
+    'id', v.id, 'job_id', v.job_id, 'index', v.index, 'storage_path', v.storage_path,
+    'mime_type', v.mime_type, 'width', v.width, 'height', v.height, 'bytes', v.bytes,
+    'created_at', v.created_at) order by v.index) from variants v), '[]'::json) as variants
+from done j
+
+-- name: fail
+with done as (
+  update pip_ai_image_jobs
+  set status = 'failed', error_code = %(code)s, error_message = %(message)s, finished_at = now(), updated_at = now()
+  where id = %(id)s and status = any(%(from_statuses)s)
+    and (%(attempt)s::int is null or attempt = %(attempt)s::int)
+    and (not %(only_if_past_deadline)s or deadline_at <= %(now)s)
+  returning *
+), message as (
+  insert into pip_ai_image_messages (thread_id, job_id, project_id, user_id, role, content)
+  select d.thread_id, d.id, d.project_id, d.user_id, 'assistant', %(content)s from done d
+)
+select {job_columns} from done j
+
+-- name: cancel
+with done as (
+  update pip_ai_image_jobs
+  set status = 'canceled', finished_at = now(), updated_at = now()
+  where id = %(id)s and status = any(%(from_statuses)s)
+  returning *
+), message as (
+  insert into pip_ai_image_messages (thread_id, job_id, project_id, user_id, role, content)
+  select d.thread_id, d.id, d.project_id, d.user_id, 'assistant', %(content)s from done d
+)
+select {job_columns} from done j
+
+-- name: overdue_jobs
+select id from pip_ai_image_jobs
+where status in ('queued', 'running') and deadline_at <= %(now)s
+order by deadline_at
+limit %(limit)s
+
+-- name: thread_messages
+select m.id as message_id, m.thread_id as message_thread_id, m.job_id as message_job_id,
+  m.project_id as message_project_id, m.user_id as message_user_id, m.role, m.content, m.variant_id,
+  m.created_at as message_created_at, {job_columns}
+from pip_ai_image_messages m join pip_ai_image_jobs j on j.id = m.job_id
+where m.thread_id = %(thread_id)s
+order by m.created_at, m.id
+
+-- name: record_webhook
+insert into pip_ai_webhook_receipts (webhook_id) values (%(webhook_id)s)
+on conflict do nothing
+returning webhook_id
+
+-- name: prune_webhooks
+delete from pip_ai_webhook_receipts where received_at < %(before)s
+
+-- name: ping
+select 1
+
+-- name: variant_in_project
+select v.id, v.job_id, v.index, v.storage_path, v.mime_type, v.width, v.height, v.bytes, v.created_at
+from pip_ai_image_variants v join pip_ai_image_jobs j on j.id = v.job_id
+where v.storage_path = %(path)s and j.project_id = %(project_id)s

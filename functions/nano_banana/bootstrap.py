@@ -1,0 +1,196 @@
+"""The one composition root: builds every adapter from settings and hands them to the use cases.
+
+Adapters are imported only when selected, and the generator is created on first use, so the `api`
+entry point never imports google.genai.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from nano_banana import log as logs
+from nano_banana import usecases
+from nano_banana.auth import TokenVerifier
+from nano_banana.http import Api
+from nano_banana.ports import BlobStore, Clock, ImageGenerator, JobStore, Limits, Processor, Task, TaskQueue
+from nano_banana.settings import Settings
+
+T = TypeVar("T")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    """Everything one process serves with; `close()` releases pools, threads and the embedded server."""
+
+    settings: Settings
+    services: usecases.Services
+    api: Api
+
+    def close(self) -> None:
+        self.services.close()
+
+
+class _Lazy(Generic[T]):
+    """Builds a value on first use, once, thread-safely."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._factory()
+        return self._value
+
+
+def blob_signing_key(settings: Settings) -> bytes:
+    return hmac.new(
+        settings.jwt_secret.get_secret_value().encode(), b"nano-banana/local-blobs", hashlib.sha256
+    ).digest()
+
+
+def build_store(settings: Settings, closers: list[Callable[[], None]], extras: dict[str, Any]) -> JobStore:
+    from nano_banana.adapters.postgres import PostgresJobStore
+
+    if settings.database_url is not None:
+        conninfo = settings.database_url.get_secret_value()
+    else:
+        from nano_banana.embedded_pg import EmbeddedPostgres
+        from nano_banana.migrations import apply_migrations
+
+        pg = EmbeddedPostgres(settings.data_dir / "postgres")
+        extras["embedded_postgres"] = pg
+        conninfo = pg.uri
+        apply_migrations(conninfo)
+    store = PostgresJobStore(conninfo, connect_timeout_s=settings.db_connect_timeout_s, max_size=settings.db_pool_max)
+    closers.append(store.close)
+    return store
+
+
+def build_limits(settings: Settings, clock: Clock) -> Limits:
+    if settings.limits == "firestore":
+        from google.cloud import firestore
+
+        from nano_banana.adapters.limits_firestore import FirestoreLimits
+
+        client = firestore.Client(project=settings.gcp_project, database=settings.firestore_database)
+        return FirestoreLimits(
+            client, settings.firestore_collection_prefix, settings.rate_per_hour, settings.max_active_per_project, clock
+        )
+    from nano_banana.adapters.limits_memory import MemoryLimits
+
+    return MemoryLimits(settings.rate_per_hour, settings.max_active_per_project, clock)
+
+
+def build_queue(settings: Settings, clock: Clock, closers: list[Callable[[], None]]) -> TaskQueue:
+    if settings.queue == "cloudtasks":
+        from google.cloud import tasks_v2
+
+        from nano_banana.adapters.queue_cloudtasks import CloudTasksQueue
+
+        if settings.tasks_endpoint:  # a local CloudTasks server (tests); production uses Google's endpoint
+            import grpc
+            from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
+            channel = grpc.insecure_channel(settings.tasks_endpoint)
+            client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+        else:
+            client = tasks_v2.CloudTasksClient()
+        queue_path = client.queue_path(settings.gcp_project or "local", settings.gcp_location, settings.tasks_queue)
+        return CloudTasksQueue(
+            client,
+            queue_path,
+            str(settings.generate_url),
+            str(settings.expire_url),
+            settings.tasks_service_account,
+            settings.task_oidc_audience,
+            clock,
+        )
+    from nano_banana.adapters.queue_inline import InlineQueue
+
+    queue = InlineQueue(None, clock)
+    closers.insert(0, queue.close)
+    return queue
+
+
+def build_blobs(settings: Settings, clock: Clock) -> BlobStore:
+    if settings.storage == "supabase":
+        from nano_banana.adapters.blobs_supabase import SupabaseBlobStore
+
+        assert settings.supabase_url is not None
+        assert settings.supabase_service_key is not None
+        return SupabaseBlobStore(
+            settings.supabase_url, settings.supabase_service_key.get_secret_value(), settings.bucket, timeout_s=10.0
+        )
+    from nano_banana.adapters.blobs_local import LocalBlobStore
+
+    return LocalBlobStore(settings.data_dir / "blobs", settings.base_url, blob_signing_key(settings), clock)
+
+
+def build_generator(settings: Settings, clock: Clock) -> ImageGenerator:
+    if settings.generator == "vertex":
+        from nano_banana.adapters import generator_vertex
+
+        return generator_vertex.VertexGenerator(generator_vertex.client_factory(settings), settings.model, clock=clock)
+    from nano_banana.adapters.generator_preview import PreviewGenerator
+
+    return PreviewGenerator(settings.preview_delay_ms, settings.max_pixels)
+
+
+def build_processor(settings: Settings, clock: Clock) -> Processor:
+    from nano_banana.adapters.processor_n8n import N8nProcessor
+
+    assert settings.n8n_webhook_url is not None
+    return N8nProcessor(settings.n8n_webhook_url, settings.callback_secrets, clock=clock)
+
+
+def dispatch(services: usecases.Services, task: Task) -> None:
+    """What an in-process queue delivers to: the same use cases the task entry points call."""
+    if task.kind == "generate":
+        usecases.run_generation(services, task.job_id)
+    else:
+        usecases.expire_job(services, task.job_id)
+
+
+def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
+    """Wire every adapter the settings select. Tests call this with their own settings and clock."""
+    logs.configure(settings.log_level)
+    closers: list[Callable[[], None]] = []
+    extras: dict[str, Any] = {}
+    store = build_store(settings, closers, extras)
+    queue = build_queue(settings, clock, closers)
+    generator = _Lazy(lambda: build_generator(settings, clock)) if settings.generator != "n8n" else None
+    processor = _Lazy(lambda: build_processor(settings, clock)) if settings.generator == "n8n" else None
+    services = usecases.Services(
+        settings=settings,
+        store=store,
+        limits=build_limits(settings, clock),
+        queue=queue,
+        blobs=build_blobs(settings, clock),
+        generator_factory=generator.get if generator else None,
+        processor_factory=processor.get if processor else None,
+        clock=clock,
+        extras=extras,
+        closers=closers,
+    )
+    if (bind := getattr(queue, "bind", None)) is not None:
+        bind(lambda task: dispatch(services, task))
+    if "embedded_postgres" in extras:
+        closers.append(extras["embedded_postgres"].stop)  # last: after the pool closed
+    verifier = TokenVerifier(
+        secret=settings.jwt_secret.get_secret_value(), audience=settings.jwt_audience, jwks_url=settings.jwks_url
+    )
+    return Runtime(settings=settings, services=services, api=Api(services=services, verifier=verifier))

@@ -1,0 +1,232 @@
+"""`nano-banana`: the all-in-one local server (`dev`), `dev-token`, and `migrate`.
+
+`dev` serves every function in one process on the embedded defaults: the API, the callback, the task
+handlers, signed local blob URLs, and the studio page. Dev-only routes (the studio's sign-in, blob
+serving) are registered here and never exist in the deployed functions (functions/main.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def _dev_identity(data_dir: Path) -> tuple[uuid.UUID, uuid.UUID]:
+    """A stable local user and project, kept in the data dir so a restart keeps the gallery."""
+    path = data_dir / "dev-identity.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        return uuid.UUID(saved["userId"]), uuid.UUID(saved["projectId"])
+    user_id, project_id = uuid.uuid4(), uuid.uuid4()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"userId": str(user_id), "projectId": str(project_id)}))
+    return user_id, project_id
+
+
+def create_app(rt: Any) -> Any:
+    """The local Flask app: main.py's entry points plus the dev-only routes."""
+    import main
+    from flask import Flask, Response, request, send_from_directory
+
+    from nano_banana import auth
+    from nano_banana.adapters.blobs_local import LocalBlobStore
+    from nano_banana.errors import NanoBananaError, NotFound
+    from nano_banana.http import error_response
+
+    settings = rt.settings
+    app = Flask("nano_banana_dev", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = None  # the API streams and caps bodies itself
+
+    @app.route("/", methods=["GET"])
+    def studio() -> Response:
+        return send_from_directory(STATIC_DIR, "index.html")
+
+    @app.route("/static/<path:name>", methods=["GET"])
+    def static_file(name: str) -> Response:
+        return send_from_directory(STATIC_DIR, name)
+
+    if settings.embedded:
+
+        @app.route("/api/nano-banana/dev/session", methods=["POST"])
+        def dev_session() -> Response:
+            user_id, project_id = _dev_identity(settings.data_dir)
+            rt.services.store.add_member(project_id, user_id)
+            token = auth.issue_dev_token(
+                settings.jwt_secret.get_secret_value(), user_id, audience=settings.jwt_audience
+            )
+            body = {
+                "token": token,
+                "userId": str(user_id),
+                "projectId": str(project_id),
+                "expiresAt": auth.dev_token_expiry().isoformat(),
+            }
+            return Response(json.dumps(body), mimetype="application/json", headers={"Cache-Control": "no-store"})
+
+    blobs = rt.services.blobs
+
+    @app.route("/blobs/<path:path>", methods=["GET", "PUT"])
+    def blob(path: str) -> Response:
+        try:
+            if not isinstance(blobs, LocalBlobStore):
+                raise NotFound("blobs are served by the storage backend")
+            method = request.method
+            if not blobs.verify_signature(method, path, request.args.get("exp", ""), request.args.get("sig", "")):
+                raise NotFound("no such blob, or the link expired")
+            if method == "PUT":
+                data = request.stream.read(settings.max_file_bytes + 1)
+                if len(data) > settings.max_file_bytes:
+                    from nano_banana.errors import FileTooLarge
+
+                    raise FileTooLarge("upload is too large")
+                blobs.put(path, data, request.mimetype or "application/octet-stream")
+                return Response(status=200)
+            info = blobs.stat(path)
+            if info is None:
+                raise NotFound("no such blob")
+            data = blobs.get(path, max_bytes=max(info.size, 1))
+            return Response(
+                data,
+                mimetype=info.content_type or "application/octet-stream",
+                headers={"Cache-Control": "private, max-age=300"},
+            )
+        except NanoBananaError as exc:
+            return error_response(exc)
+
+    entries = {
+        "/api/nano-banana/callback": main.callback,
+        "/tasks/generate": main.generate,
+        "/tasks/expire": main.expire,
+        "/tasks/sweep": main.sweep,
+    }
+
+    @app.route("/api/nano-banana/callback", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    @app.route("/tasks/<name>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    def platform(name: str | None = None) -> Response:
+        handler = entries.get(request.path)
+        if handler is None:
+            return error_response(NotFound("no such task handler"))
+        return handler(request)
+
+    @app.route("/healthz", methods=["GET"])
+    @app.route("/readyz", methods=["GET"])
+    @app.route("/api/nano-banana", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    @app.route("/api/nano-banana/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
+    def api(rest: str = "") -> Response:
+        return main.api(request)
+
+    return app
+
+
+def serve(args: argparse.Namespace) -> int:
+    import main
+    from werkzeug.serving import make_server
+
+    rt = main.runtime()
+    settings = rt.settings
+    app = create_app(rt)
+    server = make_server(settings.host, settings.port, app, threaded=True)
+    stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    url = settings.base_url
+    print(
+        f"\n  Nano Banana is running at {url}/  (studio page)\n"
+        f"  API: {url}/api/nano-banana/...   health: {url}/healthz\n"
+        f"  Data: {settings.data_dir.resolve()}  (embedded Postgres, local blobs)\n"
+        f"  A token for curl: .venv/bin/nano-banana dev-token --user <uuid> --project <uuid>\n"
+        f"  Ctrl-C stops the server and Postgres.\n",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    finally:
+        rt.close()
+        print("  stopped cleanly.", file=sys.stderr, flush=True)
+    return 0
+
+
+def dev_token(args: argparse.Namespace) -> int:
+    from nano_banana import auth
+    from nano_banana.adapters.postgres import PostgresJobStore
+    from nano_banana.embedded_pg import EmbeddedPostgres
+    from nano_banana.migrations import apply_migrations
+    from nano_banana.settings import load_settings
+
+    settings = load_settings()
+    try:
+        user_id, project_id = uuid.UUID(args.user), uuid.UUID(args.project)
+    except ValueError:
+        print("--user and --project must be UUIDs", file=sys.stderr)
+        return 2
+    pg: EmbeddedPostgres | None = None
+    if settings.database_url is not None:
+        conninfo = settings.database_url.get_secret_value()
+    else:
+        pgdata = settings.data_dir / "postgres"
+        was_running = (pgdata / "postmaster.pid").exists()
+        pg = EmbeddedPostgres(pgdata)
+        conninfo = pg.uri
+        apply_migrations(conninfo)
+        if was_running:
+            pg = None  # `make dev` owns it; leave it running
+    store = PostgresJobStore(conninfo, connect_timeout_s=settings.db_connect_timeout_s, max_size=1)
+    try:
+        store.add_member(project_id, user_id)
+    finally:
+        store.close()
+        if pg is not None:
+            pg.stop()
+    print(
+        auth.issue_dev_token(
+            settings.jwt_secret.get_secret_value(), user_id, audience=settings.jwt_audience, ttl_s=args.ttl
+        )
+    )
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    from nano_banana.embedded_pg import EmbeddedPostgres
+    from nano_banana.migrations import apply_migrations
+    from nano_banana.settings import load_settings
+
+    settings = load_settings()
+    if settings.database_url is not None:
+        applied = apply_migrations(settings.database_url.get_secret_value())
+    else:
+        pg = EmbeddedPostgres(settings.data_dir / "postgres")
+        applied = apply_migrations(pg.uri)
+    print(json.dumps({"applied": applied}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nano-banana", description="Nano Banana job service, locally.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="serve everything on the embedded defaults").set_defaults(run=serve)
+    token = sub.add_parser("dev-token", help="make a user a project member and print a bearer token")
+    token.add_argument("--user", required=True)
+    token.add_argument("--project", required=True)
+    token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12 h)")
+    token.set_defaults(run=dev_token)
+    sub.add_parser("migrate", help="apply infra/supabase/migrations").set_defaults(run=migrate)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,502 @@
+"""The HTTP edge of the `api` function: parse, call one use case, render. Errors become one envelope."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from flask import Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nano_banana import usecases
+from nano_banana.auth import TokenVerifier
+from nano_banana.domain import ASPECT_RATIOS, Job, JobStatus, Variant
+from nano_banana.errors import (
+    BadRequest,
+    FileTooLarge,
+    InvalidRequest,
+    InvalidTransition,
+    MethodNotAllowed,
+    NanoBananaError,
+    NotFound,
+    UnsupportedMediaType,
+)
+from nano_banana.images import ACCEPTED, inspect_image
+from nano_banana.uploads import read_multipart
+
+log = logging.getLogger("nano_banana")
+
+BASE_PATH = "/api/nano-banana"
+JSON_MAX_BYTES = 64 * 1024
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+_M = TypeVar("_M", bound=BaseModel)
+
+AspectRatio = Literal["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]
+
+
+@dataclass(frozen=True)
+class Api:
+    """What the `api` entry point needs: the use cases' services and the token verifier."""
+
+    services: usecases.Services
+    verifier: TokenVerifier
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=10_000, frozen=True)
+
+
+class CreateJobBody(_Body):
+    project_id: uuid.UUID = Field(alias="projectId")
+    prompt: str
+    input_path: str = Field(alias="inputPath", max_length=512)
+    variant_count: int | None = Field(None, alias="variantCount", ge=1, le=4)
+    aspect_ratio: AspectRatio | None = Field(None, alias="aspectRatio")
+
+
+class RefineBody(_Body):
+    job_id: uuid.UUID = Field(alias="jobId")
+    variant_id: uuid.UUID = Field(alias="variantId")
+    prompt: str
+
+
+class ListQuery(_Body):
+    project_id: uuid.UUID = Field(alias="projectId")
+    status: JobStatus | None = None
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = Field(None, max_length=200)
+
+
+class BlocksQuery(_Body):
+    variant_id: uuid.UUID = Field(alias="variantId")
+    type: Literal["image", "image_compare"] = "image"
+    layout: Literal["slider", "side_by_side"] = "slider"
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def error_response(exc: NanoBananaError) -> Response:
+    body = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+    return _json(body, exc.status, headers=exc.headers)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _signed(api: Api, path: str) -> str:
+    return api.services.blobs.signed_url(path, ttl_s=api.services.settings.signed_url_ttl_s)
+
+
+def render_variant(api: Api, v: Variant) -> dict[str, Any]:
+    return {
+        "id": str(v.id),
+        "index": v.index,
+        "url": _signed(api, v.storage_path),
+        "storagePath": v.storage_path,
+        "mimeType": v.mime_type,
+        "width": v.width,
+        "height": v.height,
+        "bytes": v.bytes,
+    }
+
+
+def render_job(api: Api, job: Job) -> dict[str, Any]:
+    return {
+        "id": str(job.id),
+        "projectId": str(job.project_id),
+        "userId": str(job.user_id),
+        "threadId": str(job.thread_id),
+        "parentJobId": str(job.parent_job_id) if job.parent_job_id else None,
+        "sourceVariantId": str(job.source_variant_id) if job.source_variant_id else None,
+        "prompt": job.prompt,
+        "status": job.status.value,
+        "errorCode": job.error_code,
+        "errorMessage": job.error_message,
+        "note": job.note,
+        "variantCount": job.variant_count,
+        "aspectRatio": job.aspect_ratio,
+        "model": job.model,
+        "attempt": job.attempt,
+        "inputUrl": _signed(api, job.input_path),
+        "inputPath": job.input_path,
+        "inputWidth": job.input_width,
+        "inputHeight": job.input_height,
+        "createdAt": _iso(job.created_at),
+        "startedAt": _iso(job.started_at),
+        "finishedAt": _iso(job.finished_at),
+        "deadlineAt": _iso(job.deadline_at),
+        "updatedAt": _iso(job.updated_at),
+        "variants": [render_variant(api, v) for v in job.variants],
+    }
+
+
+def _alt(prompt: str, prefix: str) -> str:
+    text = " ".join(prompt.split())
+    return f"{prefix}: {text[:160]}{'…' if len(text) > 160 else ''}"
+
+
+def render_block(api: Api, job: Job, query: BlocksQuery) -> dict[str, Any]:
+    """Document Builder block JSON for a succeeded job's variant."""
+    if job.status is not JobStatus.succeeded:
+        raise InvalidTransition(
+            f"job is {job.status.value}; only succeeded jobs have blocks", details={"status": job.status.value}
+        )
+    variant = next((v for v in job.variants if v.id == query.variant_id), None)
+    if variant is None:
+        raise NotFound("variant not found in this job", details={"variantId": str(query.variant_id)})
+    after = {
+        "src": _signed(api, variant.storage_path),
+        "storagePath": variant.storage_path,
+        "width": variant.width,
+        "height": variant.height,
+    }
+    if query.type == "image":
+        props = {
+            **after,
+            "alt": _alt(job.prompt, "AI-edited image"),
+            "jobId": str(job.id),
+            "variantId": str(variant.id),
+        }
+        return {"type": "image", "props": props}
+    before = {
+        "src": _signed(api, job.input_path),
+        "storagePath": job.input_path,
+        "width": job.input_width,
+        "height": job.input_height,
+    }
+    return {
+        "type": "image_compare",
+        "props": {
+            "layout": query.layout,
+            "before": before,
+            "after": after,
+            "initialPosition": 50,
+            "alt": _alt(job.prompt, "Before and after"),
+            "jobId": str(job.id),
+            "variantId": str(variant.id),
+        },
+    }
+
+
+# ---------------------------------------------------------------- parsing helpers
+
+
+def _validated(model: type[_M], data: Any) -> _M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "body", "problem": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise InvalidRequest("the request is not valid", details={"fields": fields}) from exc
+
+
+def _json_body(request: Request) -> Any:
+    if request.content_length is not None and request.content_length > JSON_MAX_BYTES:
+        raise FileTooLarge(f"JSON bodies are limited to {JSON_MAX_BYTES} bytes")
+    raw = request.stream.read(JSON_MAX_BYTES + 1)
+    if len(raw) > JSON_MAX_BYTES:
+        raise FileTooLarge(f"JSON bodies are limited to {JSON_MAX_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("the body is not valid JSON") from exc
+
+
+def _uuid(value: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise NotFound(f"{field} not found", details={field: value[:64]}) from exc
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise InvalidRequest(
+            "Idempotency-Key must be 1-255 visible ASCII characters", details={"field": "Idempotency-Key"}
+        )
+    return key
+
+
+def _form_int(fields: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = fields.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", details={"field": name})
+    return int(raw)
+
+
+def _create_command(api: Api, request: Request) -> usecases.CreateJob:
+    settings = api.services.settings
+    key = _idempotency_key(request)
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        form = read_multipart(
+            request.headers.get("Content-Type"),
+            request.content_length,
+            request.stream.read,
+            file_field="image",
+            max_file_bytes=settings.max_file_bytes,
+        )
+        unknown = set(form.fields) - {"projectId", "prompt", "variantCount", "aspectRatio"}
+        if unknown:
+            raise InvalidRequest("unknown form fields", details={"fields": sorted(unknown)[:10]})
+        project = form.fields.get("projectId", "")
+        try:
+            project_id = uuid.UUID(project)
+        except ValueError as exc:
+            raise InvalidRequest("projectId must be a UUID", details={"field": "projectId"}) from exc
+        aspect = form.fields.get("aspectRatio") or None
+        if aspect is not None and aspect not in ASPECT_RATIOS:
+            raise InvalidRequest(
+                "aspectRatio is not supported", details={"field": "aspectRatio", "allowed": list(ASPECT_RATIOS)}
+            )
+        info = inspect_image(form.file, max_bytes=settings.max_file_bytes, max_pixels=settings.max_pixels)
+        return usecases.CreateJob(
+            project_id=project_id,
+            prompt=form.fields.get("prompt", ""),
+            variant_count=_form_int(form.fields, "variantCount", settings.default_variant_count, 1, 4),
+            aspect_ratio=aspect,
+            upload=usecases.ImageUpload(form.file, info),
+            idempotency_key=key,
+        )
+    if mimetype == "application/json":
+        body = _validated(CreateJobBody, _json_body(request))
+        return usecases.CreateJob(
+            project_id=body.project_id,
+            prompt=body.prompt,
+            variant_count=body.variant_count or settings.default_variant_count,
+            aspect_ratio=body.aspect_ratio,
+            input_path=body.input_path,
+            idempotency_key=key,
+        )
+    raise UnsupportedMediaType(
+        "send multipart/form-data (with an image) or application/json (with an inputPath)",
+        details={"contentType": mimetype[:100]},
+    )
+
+
+# ---------------------------------------------------------------- routes
+
+Handler = Callable[[Api, Request, dict[str, str]], Response]
+
+
+def _user(api: Api, request: Request) -> uuid.UUID:
+    return api.verifier.user_id(request.headers.get("Authorization"))
+
+
+def create_job(api: Api, request: Request, _: dict[str, str]) -> Response:
+    user_id = _user(api, request)
+    created = usecases.create_job(api.services, user_id, _create_command(api, request))
+    body = {"jobId": str(created.job.id), "status": created.job.status.value, "threadId": str(created.job.thread_id)}
+    return _json(body, 200 if created.replayed else 202, headers={"Location": f"{BASE_PATH}/jobs/{created.job.id}"})
+
+
+def list_jobs(api: Api, request: Request, _: dict[str, str]) -> Response:
+    user_id = _user(api, request)
+    query = _validated(ListQuery, request.args.to_dict())
+    page = usecases.list_jobs(
+        api.services, user_id, query.project_id, status=query.status, limit=query.limit, cursor=query.cursor
+    )
+    return _json({"jobs": [render_job(api, j) for j in page.jobs], "nextCursor": page.next_cursor})
+
+
+def get_job(api: Api, request: Request, params: dict[str, str]) -> Response:
+    user_id = _user(api, request)
+    return _json(render_job(api, usecases.get_job(api.services, user_id, _uuid(params["id"], "jobId"))))
+
+
+def cancel_job(api: Api, request: Request, params: dict[str, str]) -> Response:
+    user_id = _user(api, request)
+    return _json(render_job(api, usecases.cancel_job(api.services, user_id, _uuid(params["id"], "jobId"))))
+
+
+def refine(api: Api, request: Request, _: dict[str, str]) -> Response:
+    user_id = _user(api, request)
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("send application/json", details={"contentType": request.mimetype[:100]})
+    body = _validated(RefineBody, _json_body(request))
+    command = usecases.Refine(body.job_id, body.variant_id, body.prompt, _idempotency_key(request))
+    created = usecases.refine(api.services, user_id, command)
+    result = {
+        "jobId": str(created.job.id),
+        "messageId": str(created.message_id) if created.message_id else None,
+        "status": created.job.status.value,
+        "threadId": str(created.job.thread_id),
+    }
+    return _json(result, 200 if created.replayed else 202, headers={"Location": f"{BASE_PATH}/jobs/{created.job.id}"})
+
+
+def thread_messages(api: Api, request: Request, params: dict[str, str]) -> Response:
+    user_id = _user(api, request)
+    thread_id, messages = usecases.thread(api.services, user_id, _uuid(params["id"], "jobId"))
+    jobs: dict[uuid.UUID, dict[str, Any]] = {}
+    rendered = []
+    for message, job in messages:
+        if job.id not in jobs:
+            jobs[job.id] = render_job(api, job)
+        rendered.append(
+            {
+                "id": str(message.id),
+                "threadId": str(message.thread_id),
+                "jobId": str(message.job_id),
+                "role": message.role.value,
+                "content": message.content,
+                "variantId": str(message.variant_id) if message.variant_id else None,
+                "createdAt": _iso(message.created_at),
+                "job": jobs[job.id],
+            }
+        )
+    return _json({"threadId": str(thread_id), "messages": rendered})
+
+
+def blocks(api: Api, request: Request, params: dict[str, str]) -> Response:
+    user_id = _user(api, request)
+    query = _validated(BlocksQuery, request.args.to_dict())
+    job = usecases.get_job(api.services, user_id, _uuid(params["id"], "jobId"))
+    return _json(render_block(api, job, query))
+
+
+def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:
+    """Server-sent events: the job now and on every change (Postgres LISTEN/NOTIFY) until it ends."""
+    header = request.headers.get("Authorization")
+    token = request.args.get("access_token")
+    user_id = api.verifier.user_id(header if header else (f"Bearer {token}" if token else None))
+    job = usecases.get_job(api.services, user_id, _uuid(params["id"], "jobId"))
+    svc = api.services
+
+    def stream() -> Iterator[str]:
+        current = job
+        last = (current.status, current.updated_at)
+        yield f"event: job\ndata: {json.dumps(render_job(api, current))}\n\n"
+        if current.terminal:
+            return
+        budget = max(5.0, (current.deadline_at - svc.clock()).total_seconds() + 30)
+        for _ in svc.store.wait_for_change(current.id, budget):
+            latest = svc.store.get_job(current.id)
+            if latest is None:
+                return
+            if (latest.status, latest.updated_at) != last:
+                last = (latest.status, latest.updated_at)
+                yield f"event: job\ndata: {json.dumps(render_job(api, latest))}\n\n"
+            if latest.terminal:
+                return
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return Response(stream(), mimetype="text/event-stream", headers=headers)
+
+
+def public_config(api: Api, _request: Request, _params: dict[str, str]) -> Response:
+    s = api.services.settings
+    return _json(
+        {
+            "maxFileBytes": s.max_file_bytes,
+            "maxPixels": s.max_pixels,
+            "acceptedTypes": list(ACCEPTED),
+            "maxVariants": 4,
+            "defaultVariants": s.default_variant_count,
+            "aspectRatios": list(ASPECT_RATIOS),
+            "timeoutSeconds": s.timeout_s,
+            "ratePerHour": s.rate_per_hour,
+            "maxActivePerProject": s.max_active_per_project,
+            "maxPromptChars": s.max_prompt_chars,
+            "maxThreadTurns": s.max_thread_turns,
+        }
+    )
+
+
+def healthz(api: Api, _request: Request, _params: dict[str, str]) -> Response:
+    return _json({"status": "ok"})
+
+
+def readyz(api: Api, _request: Request, _params: dict[str, str]) -> Response:
+    checks: dict[str, str] = {}
+    svc = api.services
+    for name, check in (
+        ("database", svc.store.ping),
+        ("limits", lambda: svc.limits.active_jobs(uuid.UUID(int=0))),
+        ("storage", lambda: svc.blobs.stat("healthz/probe")),
+    ):
+        try:
+            check()
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = type(exc).__name__
+    ready = all(v == "ok" for v in checks.values())
+    if not ready:
+        body = {"error": {"code": "unavailable", "message": "a dependency is not ready", "details": checks}}
+        return _json(body, 503)
+    return _json({"status": "ready", "checks": checks})
+
+
+ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
+    ("GET", re.compile(r"^/healthz$"), healthz),
+    ("GET", re.compile(r"^/readyz$"), readyz),
+    ("GET", re.compile(r"^/config$"), public_config),
+    ("POST", re.compile(r"^/jobs$"), create_job),
+    ("GET", re.compile(r"^/jobs$"), list_jobs),
+    ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)$"), get_job),
+    ("POST", re.compile(r"^/jobs/(?P<id>[^/]+)/cancel$"), cancel_job),
+    ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)/messages$"), thread_messages),
+    ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)/blocks$"), blocks),
+    ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)/events$"), job_events),
+    ("POST", re.compile(r"^/messages$"), refine),
+]
+
+
+def route(routes: list[tuple[str, re.Pattern[str], Handler]], method: str, path: str) -> tuple[Handler, dict[str, str]]:
+    """Find the handler for a path (with or without the /api/nano-banana base)."""
+    if path.startswith(BASE_PATH):
+        path = path[len(BASE_PATH) :] or "/"
+    path = path.rstrip("/") or "/"
+    allowed = []
+    for verb, pattern, handler in routes:
+        match = pattern.match(path)
+        if match:
+            if verb == method or (verb == "GET" and method == "HEAD"):
+                return handler, match.groupdict()
+            allowed.append(verb)
+    if allowed:
+        raise MethodNotAllowed(f"use {' or '.join(allowed)} here", details={"allowed": allowed})
+    raise NotFound("no such route", details={"path": path[:200]})
+
+
+def handle(api: Api, request: Request, routes: list[tuple[str, re.Pattern[str], Handler]] = ROUTES) -> Response:
+    """Dispatch one request; every failure becomes the error envelope, never a stack trace."""
+    try:
+        handler, params = route(routes, request.method, request.path)
+        return handler(api, request, params)
+    except NanoBananaError as exc:
+        if exc.status >= 500:
+            log.warning(exc.message, extra={"event": "request_failed", "code": exc.code, "path": request.path[:200]})
+        return error_response(exc)
+    except Exception as exc:
+        log.error(
+            "unhandled error",
+            extra={"event": "internal_error", "errorType": type(exc).__name__, "path": request.path[:200]},
+        )
+        return _json({"error": {"code": "internal", "message": "internal error", "details": {}}}, 500)

@@ -1,0 +1,70 @@
+"""The task entry points' edge: authenticate the platform's call, run one use case, answer so that
+Cloud Tasks retries only when a retry can help (at-least-once delivery)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from flask import Request, Response
+
+from nano_banana import usecases
+from nano_banana.errors import NanoBananaError, TransientError, Unauthenticated, Unavailable
+from nano_banana.http import error_response
+from nano_banana.settings import Settings
+
+log = logging.getLogger("nano_banana")
+
+
+def _answer(body: dict[str, object], status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def authenticate(settings: Settings, request: Request, audience: str | None) -> None:
+    """Production tasks carry a Google-signed OIDC token; only explicit configuration turns the check off."""
+    if settings.queue != "cloudtasks" or not settings.verify_task_oidc:
+        return
+    from nano_banana.task_auth import verify_task_request
+
+    if not settings.tasks_service_account:
+        raise Unauthenticated("task authentication is not configured")
+    verify_task_request(
+        request.headers.get("Authorization"),
+        audience=settings.task_oidc_audience or audience or request.base_url,
+        service_account=settings.tasks_service_account,
+    )
+
+
+def _job_id(request: Request) -> uuid.UUID | None:
+    try:
+        body = json.loads(request.get_data(cache=False)[:4096])
+        return uuid.UUID(str(body["jobId"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def handle_task(services: usecases.Services, request: Request, kind: str) -> Response:
+    try:
+        authenticate(
+            services.settings,
+            request,
+            services.settings.generate_url if kind == "generate" else services.settings.expire_url,
+        )
+        if kind == "sweep":
+            return _answer({"expired": usecases.sweep(services)})
+        job_id = _job_id(request)
+        if job_id is None:  # a retry cannot fix a malformed task: acknowledge it
+            log.warning("malformed task ignored", extra={"event": "task_ignored", "task": kind})
+            return _answer({"ignored": 'body must be {"jobId": "<uuid>"}'})
+        run = usecases.run_generation if kind == "generate" else usecases.expire_job
+        job = run(services, job_id)
+        return _answer({"jobId": str(job_id), "status": job.status.value if job else "unchanged"})
+    except (TransientError, Unavailable) as exc:
+        log.warning("task will be retried", extra={"event": "task_retry", "task": kind, "reason": str(exc)[:200]})
+        return _answer({"retry": True}, 503)
+    except NanoBananaError as exc:
+        return error_response(exc)
+    except Exception as exc:
+        log.error("task failed", extra={"event": "task_error", "task": kind, "errorType": type(exc).__name__})
+        return _answer({"retry": True}, 500)

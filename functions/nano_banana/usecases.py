@@ -1,0 +1,570 @@
+"""One function per thing a user (or the platform) can do. Ports in, domain objects out."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from nano_banana.domain import (
+    ACTIVE,
+    ErrorCode,
+    GenerationRequest,
+    Job,
+    JobStatus,
+    Message,
+    NewJob,
+    Turn,
+    VariantUpload,
+    input_path,
+    job_prefix,
+    new_id,
+    output_path,
+)
+from nano_banana.errors import (
+    ContentBlocked,
+    Forbidden,
+    GenerationFailed,
+    IdempotencyConflict,
+    InvalidRequest,
+    InvalidTransition,
+    NanoBananaError,
+    NotFound,
+    ProcessorUnavailable,
+    TransientError,
+    Unavailable,
+)
+from nano_banana.images import ImageInfo, inspect_image
+from nano_banana.log import redact, timed
+from nano_banana.ports import (
+    BlobStore,
+    Clock,
+    ImageGenerator,
+    JobPage,
+    JobStore,
+    Limits,
+    Processor,
+    ProcessorJob,
+    Reservation,
+    Task,
+    TaskQueue,
+)
+from nano_banana.settings import Settings
+
+log = logging.getLogger("nano_banana")
+
+LEASE_GRACE = timedelta(seconds=60)
+
+
+@dataclass
+class Services:
+    """The ports a use case may touch, wired once by bootstrap.py."""
+
+    settings: Settings
+    store: JobStore
+    limits: Limits
+    queue: TaskQueue
+    blobs: BlobStore
+    # Built on first use (the Vertex client is heavy; the `api` function never needs it).
+    generator_factory: Callable[[], ImageGenerator] | None
+    processor_factory: Callable[[], Processor] | None
+    clock: Clock
+    extras: dict[str, object] = field(default_factory=dict)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def generator(self) -> ImageGenerator | None:
+        return self.generator_factory() if self.generator_factory else None
+
+    @property
+    def processor(self) -> Processor | None:
+        return self.processor_factory() if self.processor_factory else None
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class ImageUpload:
+    data: bytes
+    info: ImageInfo
+
+
+@dataclass(frozen=True, slots=True)
+class CreateJob:
+    project_id: uuid.UUID
+    prompt: str
+    variant_count: int
+    aspect_ratio: str | None
+    upload: ImageUpload | None = None
+    input_path: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refine:
+    job_id: uuid.UUID
+    variant_id: uuid.UUID
+    prompt: str
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    job: Job
+    message_id: uuid.UUID | None
+    replayed: bool
+
+
+def request_hash(*parts: object) -> str:
+    """Fingerprint of a creation request, to tell an idempotent retry from a key reused for another body."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else str(part).encode())
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- creation
+
+
+def _check_prompt(svc: Services, prompt: str) -> str:
+    prompt = prompt.strip()
+    if not prompt:
+        raise InvalidRequest("prompt is required", details={"field": "prompt"})
+    if len(prompt) > svc.settings.max_prompt_chars:
+        raise InvalidRequest(
+            f"prompt is longer than {svc.settings.max_prompt_chars} characters",
+            details={"field": "prompt", "maxChars": svc.settings.max_prompt_chars},
+        )
+    return prompt
+
+
+def _require_access(svc: Services, project_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    if not svc.store.can_access(project_id, user_id):
+        raise Forbidden("you are not a member of this project", details={"projectId": str(project_id)})
+
+
+def _replay(svc: Services, user_id: uuid.UUID, key: str | None, fingerprint: str) -> Job | None:
+    """The job an earlier request with this Idempotency-Key created, if the body matches."""
+    if key is None:
+        return None
+    found = svc.store.find_by_idempotency_key(user_id, key)
+    if found is None:
+        return None
+    job, stored_hash = found
+    if stored_hash != fingerprint:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used with a different request", details={"jobId": str(job.id)}
+        )
+    return job
+
+
+def _resolve_input(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> tuple[bytes, ImageInfo, bool]:
+    """The input image and whether it still has to be stored (uploads) or already is (inputPath)."""
+    if cmd.upload is not None:
+        return cmd.upload.data, cmd.upload.info, True
+    path = cmd.input_path or ""
+    own = path.startswith(f"inputs/{user_id}/") and path.count("/") == 2
+    if not own and svc.store.variant_in_project(path, cmd.project_id) is None:
+        raise Forbidden(
+            "inputPath must be one of your uploads or a variant of this project", details={"field": "inputPath"}
+        )
+    data = svc.blobs.get(path, max_bytes=svc.settings.max_file_bytes)
+    return data, inspect_image(data, max_bytes=svc.settings.max_file_bytes, max_pixels=svc.settings.max_pixels), False
+
+
+def create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
+    """Validate, reserve limits, store the input, insert the job and enqueue its tasks — or undo all of it."""
+    prompt = _check_prompt(svc, cmd.prompt)
+    if cmd.upload is None and not cmd.input_path:
+        raise InvalidRequest("send an image file or an inputPath", details={"field": "image"})
+    _require_access(svc, cmd.project_id, user_id)
+    fingerprint = request_hash(
+        "job",
+        cmd.project_id,
+        prompt,
+        cmd.variant_count,
+        cmd.aspect_ratio,
+        hashlib.sha256(cmd.upload.data).hexdigest() if cmd.upload else cmd.input_path,
+    )
+    if (existing := _replay(svc, user_id, cmd.idempotency_key, fingerprint)) is not None:
+        return Created(job=existing, message_id=None, replayed=True)
+    data, info, must_store = _resolve_input(svc, user_id, cmd)
+    job_id = new_id()
+    path = input_path(user_id, new_id(), info.mime_type) if must_store else str(cmd.input_path)
+    new = NewJob(
+        id=job_id,
+        project_id=cmd.project_id,
+        user_id=user_id,
+        thread_id=job_id,
+        parent_job_id=None,
+        source_variant_id=None,
+        prompt=prompt,
+        input_path=path,
+        input_mime_type=info.mime_type,
+        input_width=info.width,
+        input_height=info.height,
+        variant_count=cmd.variant_count,
+        aspect_ratio=cmd.aspect_ratio,
+        model=svc.settings.model if svc.settings.generator != "preview" else "preview",
+        idempotency_key=cmd.idempotency_key,
+        request_hash=fingerprint,
+        deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
+    )
+    return _admit(svc, new, store_input=(path, data, info.mime_type) if must_store else None)
+
+
+def _admit(
+    svc: Services, new: NewJob, *, store_input: tuple[str, bytes, str] | None, max_turns: int | None = None
+) -> Created:
+    with timed("job_created", jobId=str(new.id), projectId=str(new.project_id)) as event:
+        reservation = svc.limits.reserve(
+            user_id=new.user_id,
+            project_id=new.project_id,
+            job_id=new.id,
+            lease_expires_at=new.deadline_at + LEASE_GRACE,
+        )
+        stored: list[str] = []
+        job: Job | None = None
+        try:
+            if store_input is not None:
+                path, data, mime = store_input
+                svc.blobs.put(path, data, mime)
+                stored.append(path)
+            if max_turns is None:
+                job = svc.store.create_job(new)
+            else:
+                result = svc.store.create_refinement(new, max_turns=max_turns)
+                if isinstance(result, int):
+                    raise InvalidRequest(
+                        f"this thread already has {result} turns; the limit is {max_turns}",
+                        details={"maxTurns": max_turns},
+                    )
+                job = result
+            if job is None:  # lost an Idempotency-Key race to a concurrent identical request
+                _undo(svc, reservation, stored)
+                replay = _replay(svc, new.user_id, new.idempotency_key, new.request_hash or "")
+                if replay is None:
+                    raise Unavailable("could not create the job; retry")
+                event["replayed"] = True
+                return Created(job=replay, message_id=None, replayed=True)
+            _enqueue_job_tasks(svc, job)
+        except BaseException as exc:
+            if job is not None and job.status is JobStatus.queued:
+                failed = svc.store.fail(
+                    job.id,
+                    code=ErrorCode.enqueue_failed,
+                    message="the job could not be scheduled",
+                    from_statuses=[JobStatus.queued],
+                )
+                if failed is None:  # something else moved it meanwhile; leave its slot to that transition
+                    raise
+            _undo(svc, reservation, stored)
+            event["outcome"] = "rolled_back"
+            if isinstance(exc, NanoBananaError):
+                raise
+            raise Unavailable("could not create the job; nothing was reserved") from exc
+        event["status"] = job.status.value
+        return Created(job=job, message_id=new.message_id, replayed=False)
+
+
+def _undo(svc: Services, reservation: Reservation, stored: Sequence[str]) -> None:
+    try:
+        svc.limits.give_back(reservation)
+    except Exception:
+        log.exception(
+            "could not give back a reservation", extra={"event": "give_back_failed", "jobId": str(reservation.job_id)}
+        )
+    if stored:
+        try:
+            svc.blobs.delete(stored)
+        except Exception:
+            log.exception(
+                "could not delete an input", extra={"event": "input_cleanup_failed", "jobId": str(reservation.job_id)}
+            )
+
+
+def _enqueue_job_tasks(svc: Services, job: Job) -> None:
+    remaining = (job.deadline_at - svc.clock()).total_seconds()
+    svc.queue.enqueue(Task(kind="generate", job_id=job.id, dispatch_deadline_s=max(15.0, remaining + 30)))
+    svc.queue.enqueue(Task(kind="expire", job_id=job.id, schedule_at=job.deadline_at, dispatch_deadline_s=60))
+
+
+# ---------------------------------------------------------------- refinement
+
+
+def refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
+    """A new job in the same thread, made from a variant of a succeeded job, with the thread as context."""
+    prompt = _check_prompt(svc, cmd.prompt)
+    parent = svc.store.get_job(cmd.job_id, user_id=user_id)
+    if parent is None:
+        raise NotFound("job not found", details={"jobId": str(cmd.job_id)})
+    variant = next((v for v in parent.variants if v.id == cmd.variant_id), None)
+    if variant is None:
+        if parent.status is not JobStatus.succeeded:
+            raise InvalidTransition(
+                f"job is {parent.status.value}; only a succeeded job's variants can be refined",
+                details={"status": parent.status.value},
+            )
+        raise NotFound("variant not found in this job", details={"variantId": str(cmd.variant_id)})
+    fingerprint = request_hash("refine", cmd.job_id, cmd.variant_id, prompt)
+    if (existing := _replay(svc, user_id, cmd.idempotency_key, fingerprint)) is not None:
+        return Created(job=existing, message_id=None, replayed=True)
+    job_id = new_id()
+    new = NewJob(
+        id=job_id,
+        project_id=parent.project_id,
+        user_id=user_id,
+        thread_id=parent.thread_id,
+        parent_job_id=parent.id,
+        source_variant_id=variant.id,
+        prompt=prompt,
+        input_path=variant.storage_path,
+        input_mime_type=variant.mime_type,
+        input_width=variant.width,
+        input_height=variant.height,
+        variant_count=parent.variant_count,
+        aspect_ratio=parent.aspect_ratio,
+        model=parent.model,
+        idempotency_key=cmd.idempotency_key,
+        request_hash=fingerprint,
+        deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
+    )
+    return _admit(svc, new, store_input=None, max_turns=svc.settings.max_thread_turns)
+
+
+# ---------------------------------------------------------------- reads
+
+
+def get_job(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    job = svc.store.get_job(job_id, user_id=user_id)
+    if job is None:
+        raise NotFound("job not found", details={"jobId": str(job_id)})
+    return job
+
+
+def list_jobs(
+    svc: Services,
+    user_id: uuid.UUID,
+    project_id: uuid.UUID,
+    *,
+    status: JobStatus | None,
+    limit: int,
+    cursor: str | None,
+) -> JobPage:
+    _require_access(svc, project_id, user_id)
+    return svc.store.list_jobs(project_id, status=status, limit=limit, cursor=cursor)
+
+
+def thread(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> tuple[uuid.UUID, list[tuple[Message, Job]]]:
+    job = get_job(svc, user_id, job_id)
+    return job.thread_id, svc.store.messages(job.thread_id)
+
+
+# ---------------------------------------------------------------- transitions into terminal states
+
+
+def _ended(svc: Services, job: Job, event: str, **fields: object) -> None:
+    """After a won transition into a terminal state: free the slot (once) and drop the expire task."""
+    try:
+        svc.limits.release_slot(project_id=job.project_id, job_id=job.id)
+    except Exception:  # the lease expires on its own at deadline + grace
+        log.exception("could not release a slot", extra={"event": "release_failed", "jobId": str(job.id)})
+    if event != "job_expired":
+        try:
+            svc.queue.delete("expire", job.id)
+        except Exception:
+            log.warning(
+                "could not delete an expire task", extra={"event": "expire_delete_failed", "jobId": str(job.id)}
+            )
+    log.info(
+        event,
+        extra={
+            "event": event,
+            "jobId": str(job.id),
+            "projectId": str(job.project_id),
+            "status": job.status.value,
+            "errorCode": job.error_code,
+            "durationMs": round((job.updated_at - job.created_at).total_seconds() * 1000, 1),
+            **fields,
+        },
+    )
+
+
+def cancel_job(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    current = get_job(svc, user_id, job_id)
+    job = svc.store.cancel(job_id)
+    if job is None:
+        latest = svc.store.get_job(job_id) or current
+        raise InvalidTransition(
+            f"job is {latest.status.value}; it can no longer be canceled", details={"status": latest.status.value}
+        )
+    _ended(svc, job, "job_canceled")
+    return job
+
+
+def fail_job(svc: Services, job: Job, code: str, message: str, *, attempt: int | None = None) -> Job | None:
+    failed = svc.store.fail(job.id, code=code, message=redact(message), from_statuses=list(ACTIVE), attempt=attempt)
+    if failed is not None:
+        _ended(svc, failed, "job_failed")
+    return failed
+
+
+def expire_job(svc: Services, job_id: uuid.UUID) -> Job | None:
+    """The deadline passed: a job still queued/running becomes failed(timeout). Early delivery is retried."""
+    now = svc.clock()
+    job = svc.store.fail(
+        job_id,
+        code=ErrorCode.timeout,
+        message=f"the job did not finish within {svc.settings.timeout_s} seconds",
+        from_statuses=list(ACTIVE),
+        now=now,
+        only_if_past_deadline=True,
+    )
+    if job is not None:
+        _ended(svc, job, "job_expired")
+        return job
+    current = svc.store.get_job(job_id)
+    if current is not None and not current.terminal and current.deadline_at > now:
+        raise TransientError("the deadline has not passed yet by this clock")
+    return None
+
+
+def sweep(svc: Services, limit: int = 200) -> int:
+    """Safety net for expire tasks that never ran. Returns how many jobs it expired."""
+    expired = 0
+    with timed("sweep") as event:
+        for job_id in svc.store.overdue_jobs(svc.clock(), limit):
+            if expire_job(svc, job_id) is not None:
+                expired += 1
+        svc.store.prune_webhooks(svc.clock() - timedelta(days=2))
+        event["expired"] = expired
+    return expired
+
+
+def complete_job(
+    svc: Services, job: Job, attempt: int, uploads: Sequence[VariantUpload], note: str | None
+) -> Job | None:
+    """running(attempt) -> succeeded with its variants. If the CAS loses, this attempt's blobs are deleted."""
+    done = svc.store.complete(job.id, attempt, uploads, note, now=svc.clock())
+    mine = [u.storage_path for u in uploads]
+    if done is None:
+        _delete_quietly(svc, mine, job.id)
+        log.info("result discarded", extra={"event": "result_discarded", "jobId": str(job.id), "attempt": attempt})
+        return None
+    _ended(svc, done, "job_succeeded", variants=len(uploads))
+    stale = [p for p in svc.blobs.list(job_prefix(job.id)) if p not in set(mine)]
+    _delete_quietly(svc, stale, job.id)  # outputs of crashed earlier attempts
+    return done
+
+
+def _delete_quietly(svc: Services, paths: Sequence[str], job_id: uuid.UUID) -> None:
+    if not paths:
+        return
+    try:
+        svc.blobs.delete(paths)
+    except Exception:
+        log.warning("could not delete blobs", extra={"event": "blob_cleanup_failed", "jobId": str(job_id)})
+
+
+# ---------------------------------------------------------------- generation (the generate task)
+
+
+def _generation_request(svc: Services, job: Job, image: bytes, mime: str) -> GenerationRequest:
+    history = tuple(Turn(prompt=j.prompt) for j in svc.store.thread_history(job))
+    return GenerationRequest(
+        job_id=job.id,
+        prompt=job.prompt,
+        image=image,
+        image_mime=mime,
+        variant_count=job.variant_count,
+        aspect_ratio=job.aspect_ratio,
+        history=history,
+    )
+
+
+def run_generation(svc: Services, job_id: uuid.UUID) -> Job | None:
+    """The generate task. Idempotent under redelivery: a job past this step is left alone (2xx);
+    raises TransientError only when a retry can help."""
+    started = time.perf_counter()
+    job = svc.store.claim_for_generation(job_id, svc.clock())
+    if job is None:
+        current = svc.store.get_job(job_id)
+        if current is not None and not current.terminal and current.deadline_at <= svc.clock():
+            expire_job(svc, job_id)
+        return None
+    attempt = job.attempt
+    log.info(
+        "job_started",
+        extra={"event": "job_started", "jobId": str(job.id), "projectId": str(job.project_id), "attempt": attempt},
+    )
+    try:
+        image = svc.blobs.get(job.input_path, max_bytes=svc.settings.max_file_bytes)
+    except NotFound:
+        return fail_job(svc, job, ErrorCode.input_unavailable, "the input image is missing", attempt=attempt)
+    except Unavailable as exc:
+        raise TransientError("storage unavailable while reading the input") from exc
+    mime = inspect_image(image, max_bytes=svc.settings.max_file_bytes, max_pixels=svc.settings.max_pixels).mime_type
+    request = _generation_request(svc, job, image, mime)
+    if svc.processor is not None:
+        return _hand_to_processor(svc, job, request)
+    assert svc.generator is not None
+    try:
+        result = svc.generator.generate(request, deadline=job.deadline_at)
+    except ContentBlocked as exc:
+        return fail_job(svc, job, ErrorCode.content_blocked, exc.message, attempt=attempt)
+    except GenerationFailed as exc:
+        code = ErrorCode.timeout if svc.clock() >= job.deadline_at else ErrorCode.generation_failed
+        return fail_job(svc, job, code, exc.message, attempt=attempt)
+    uploads: list[VariantUpload] = []
+    try:
+        for index, image_out in enumerate(result.images):
+            path = output_path(job.id, attempt, index, image_out.mime_type)
+            svc.blobs.put(path, image_out.data, image_out.mime_type)
+            uploads.append(
+                VariantUpload(index, path, image_out.mime_type, image_out.width, image_out.height, len(image_out.data))
+            )
+    except Unavailable as exc:
+        _delete_quietly(svc, [u.storage_path for u in uploads], job.id)
+        if svc.clock() >= job.deadline_at:
+            return fail_job(svc, job, ErrorCode.timeout, "storage unavailable until the deadline", attempt=attempt)
+        raise TransientError("storage unavailable while uploading outputs") from exc
+    done = complete_job(svc, job, attempt, uploads, result.note)
+    log.info(
+        "generation_finished",
+        extra={
+            "event": "generation_finished",
+            "jobId": str(job.id),
+            "won": done is not None,
+            "durationMs": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
+    return done
+
+
+def _hand_to_processor(svc: Services, job: Job, request: GenerationRequest) -> Job | None:
+    assert svc.processor is not None
+    ttl = max(60, int((job.deadline_at - svc.clock()).total_seconds()) + 60)
+    prefix = f"{job_prefix(job.id)}{job.attempt}/"
+    work = ProcessorJob(
+        job=job,
+        request=request,
+        input_url=svc.blobs.signed_url(job.input_path, ttl_s=ttl),
+        output_prefix=prefix,
+        upload_urls=tuple(svc.blobs.signed_upload_url(f"{prefix}{i}.png", ttl_s=ttl) for i in range(job.variant_count)),
+        callback_url=svc.settings.callback_url or f"{svc.settings.base_url}/api/nano-banana/callback",
+    )
+    try:
+        svc.processor.submit(work, deadline=job.deadline_at)
+    except ProcessorUnavailable as exc:
+        return fail_job(svc, job, ErrorCode.processor_unavailable, exc.message, attempt=job.attempt)
+    return job
