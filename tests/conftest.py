@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from nano_banana.adapters.postgres import PostgresJobStore
 from nano_banana.embedded_pg import EmbeddedPostgres
 from nano_banana.migrations import apply_migrations

@@ -386,6 +386,12 @@ def _ended(svc: Services, job: Job, event: str, **fields: object) -> None:
             log.warning(
                 "could not delete an expire task", extra={"event": "expire_delete_failed", "jobId": str(job.id)}
             )
+    if job.status is not JobStatus.succeeded:
+        # Outputs of any attempt (a crashed worker's included); a live worker deletes its own after losing.
+        try:
+            _delete_quietly(svc, svc.blobs.list(job_prefix(job.id)), job.id)
+        except Exception:
+            log.warning("could not list outputs", extra={"event": "blob_cleanup_failed", "jobId": str(job.id)})
     log.info(
         event,
         extra={

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from nano_banana.settings import DEV_JWT_SECRET
 from PIL import Image
 
+from nano_banana.settings import DEV_JWT_SECRET
 from tests.support.devserver import DevServer, Session, png_bytes
 from tests.support.openapi import validate, validate_error
 

@@ -72,6 +72,7 @@ class DevServer:
     def token_for(self, user_id: uuid.UUID, project_id: uuid.UUID | None = None) -> Session:
         """A token for any user (membership added via the dev-token CLI when a project is given)."""
         import jwt
+
         from nano_banana.settings import DEV_JWT_SECRET
 
         if project_id is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from nano_banana.domain import ACTIVE, TERMINAL, TRANSITIONS, JobStatus, check_transition, sources_for
 from nano_banana.errors import InvalidTransition
 

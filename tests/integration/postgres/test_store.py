@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+
 from nano_banana.adapters.postgres import PostgresJobStore
 from nano_banana.domain import ACTIVE, JobStatus, NewJob, VariantUpload, output_path
 from nano_banana.embedded_pg import EmbeddedPostgres

@@ -1,0 +1,48 @@
+"""A small, real in-memory BlobStore for use-case tests that do not need files or HTTP."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from nano_banana.errors import FileTooLarge, NotFound
+from nano_banana.ports import BlobInfo
+
+
+class MemoryBlobStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[bytes, str]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, path: str, data: bytes, content_type: str) -> None:
+        with self._lock:
+            self.objects[path] = (data, content_type)
+
+    def get(self, path: str, *, max_bytes: int) -> bytes:
+        with self._lock:
+            if path not in self.objects:
+                raise NotFound("no such blob")
+            data = self.objects[path][0]
+        if len(data) > max_bytes:
+            raise FileTooLarge("blob too large")
+        return data
+
+    def stat(self, path: str) -> BlobInfo | None:
+        with self._lock:
+            found = self.objects.get(path)
+        return BlobInfo(path, len(found[0]), found[1]) if found else None
+
+    def list(self, prefix: str) -> list[str]:
+        with self._lock:
+            return sorted(p for p in self.objects if p.startswith(prefix))
+
+    def delete(self, paths: Sequence[str]) -> None:
+        with self._lock:
+            for p in paths:
+                self.objects.pop(p, None)
+
+    def signed_url(self, path: str, *, ttl_s: int) -> str:
+        return f"memory://{path}?ttl={ttl_s}"
+
+    def signed_upload_url(self, path: str, *, ttl_s: int) -> str:
+        return f"memory://{path}?upload&ttl={ttl_s}"
