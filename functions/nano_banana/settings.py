@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     tasks_service_account: str | None = Field(None, validation_alias="NANO_BANANA_TASKS_SERVICE_ACCOUNT")
     verify_task_oidc: bool = Field(True, validation_alias="NANO_BANANA_VERIFY_TASK_OIDC")
     task_oidc_audience: str | None = Field(None, validation_alias="NANO_BANANA_TASK_OIDC_AUDIENCE")
+    task_oidc_certs_url: str | None = Field(None, validation_alias="NANO_BANANA_TASK_OIDC_CERTS_URL")
 
     # Optional n8n processor (names kept from the original integration notes).
     n8n_webhook_url: str | None = Field(None, validation_alias="N8N_WEBHOOK_NANO_BANANA_PROCESSOR")
