@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.cloud import firestore
+
 from nano_banana.adapters.limits_firestore import FirestoreLimits
 from nano_banana.adapters.limits_memory import MemoryLimits
 from nano_banana.errors import ConcurrencyLimited, RateLimited
 from nano_banana.ports import Limits, Reservation
-
 from tests.support.firestore import firestore_client, firestore_emulator  # noqa: F401
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -111,11 +111,18 @@ def _race(n: int, attempt: Callable[[], Reservation]) -> tuple[Counter[str], lis
     return outcomes, admitted, time.monotonic() - started
 
 
-def test_exact_admission_under_contention(kind: str, make_limits: MakeLimits, clock: FakeClock) -> None:
+def test_exact_admission_under_contention(
+    kind: str,
+    make_limits: MakeLimits,
+    clock: FakeClock,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     limits = make_limits(rate_per_hour=10, max_active=100)
+    ops = _count_ops(request.getfixturevalue("firestore_client"), monkeypatch) if kind == "firestore" else Counter()
     user = uuid.uuid4()
     outcomes, admitted, elapsed = _race(80, lambda: _reserve(limits, clock, user=user))
-    print(f"\n[{kind}] 80 parallel reserves, one user, rate 10/h: {dict(outcomes)} in {elapsed:.2f} s")
+    print(f"\n[{kind}] 80 parallel reserves, one user, rate 10/h: {dict(outcomes)} in {elapsed:.2f} s {dict(ops)}")
     assert outcomes == Counter({"admitted": 10, "RateLimited": 70})
     assert len({r.job_id for r in admitted}) == 10
 
@@ -250,3 +257,53 @@ def test_firestore_reservation_latency(firestore_client: firestore.Client, clock
     p95 = sorted(samples)[int(len(samples) * 0.95) - 1]
     print(f"\n[firestore] uncontended reserve against the emulator: p50 {p50:.1f} ms, p95 {p95:.1f} ms (n=40)")
     assert p50 < 500
+
+
+@pytest.mark.firestore
+def test_firestore_operations_per_job(
+    firestore_client: firestore.Client,  # noqa: F811
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The RPCs one job costs (reserve + release)."""
+    ops = _count_ops(firestore_client, monkeypatch)
+    limits = FirestoreLimits(firestore_client, "ops", 10, 2, clock)
+    held = _reserve(limits, clock)
+    limits.release_slot(project_id=held.project_id, job_id=held.job_id)
+    print(f"\n[firestore] one job (reserve + release, uncontended): {dict(ops)}")
+    assert ops == Counter({"BatchGetDocuments": 1, "documents read": 2, "Commit": 2, "documents written": 3})
+
+
+def _count_ops(client: firestore.Client, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count the Firestore RPCs and documents an adapter uses, by wrapping the real client's calls."""
+    ops: Counter[str] = Counter()
+    lock = threading.Lock()
+    real_get_all, real_batch = client.get_all, client.batch
+
+    def get_all(refs: list[firestore.DocumentReference], **kwargs: object) -> object:
+        with lock:
+            ops["BatchGetDocuments"] += 1
+            ops["documents read"] += len(refs)
+        return real_get_all(refs, **kwargs)
+
+    def batch() -> object:
+        wrapped = real_batch()
+        real_commit = wrapped.commit
+
+        def commit(**kwargs: object) -> object:
+            with lock:
+                ops["Commit"] += 1
+                ops["documents written"] += len(wrapped._write_pbs)
+            try:
+                return real_commit(**kwargs)
+            except Exception:
+                with lock:
+                    ops["Commit lost"] += 1
+                raise
+
+        wrapped.commit = commit
+        return wrapped
+
+    monkeypatch.setattr(client, "get_all", get_all)
+    monkeypatch.setattr(client, "batch", batch)
+    return ops

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.cloud import firestore
+
 from nano_banana.adapters.limits_firestore import FirestoreLimits
 from nano_banana.errors import Unavailable
 
