@@ -33,6 +33,7 @@ def authenticate(settings: Settings, request: Request, audience: str | None) -> 
         request.headers.get("Authorization"),
         audience=settings.task_oidc_audience or audience or request.base_url,
         service_account=settings.tasks_service_account,
+        certs_url=settings.task_oidc_certs_url,
     )
 
 

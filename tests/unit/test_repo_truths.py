@@ -1,0 +1,64 @@
+"""Things that must stay true across the repo: README documents every setting, requirements match."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from pydantic import AliasChoices
+
+from nano_banana.settings import Settings
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env_names() -> list[list[str]]:
+    names = []
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        names.append([str(a) for a in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)])
+    return names
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    missing = [names[0] for names in _env_names() if not any(f"`{n}`" in table for n in names)]
+    assert missing == []
+
+
+def test_env_example_names_only_real_settings() -> None:
+    known = {n for names in _env_names() for n in names}
+    used = set(re.findall(r"^#?\s*([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), flags=re.MULTILINE))
+    assert used
+    assert used <= known
+
+
+def test_deployed_requirements_match_pyproject() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = [
+        line
+        for line in (ROOT / "functions" / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert lines == deps
+    assert all("==" in d for d in deps), "runtime dependencies are pinned exactly"
+
+
+def test_readme_names_every_error_code() -> None:
+    from nano_banana import errors
+
+    readme = (ROOT / "README.md").read_text()
+    codes = {
+        cls.code for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.NanoBananaError)
+    }
+    codes -= {
+        "internal",
+        "generation_failed",
+        "content_blocked",
+        "processor_unavailable",
+    }  # job errorCodes, listed separately
+    assert {c for c in codes if f"`{c}`" not in readme} == set()
