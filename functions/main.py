@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from flask import Request, Response
+
     from nano_banana.bootstrap import Runtime
 
 

@@ -33,9 +33,9 @@ def _dev_identity(data_dir: Path) -> tuple[uuid.UUID, uuid.UUID]:
 
 def create_app(rt: Any) -> Any:
     """The local Flask app: main.py's entry points plus the dev-only routes."""
-    import main
     from flask import Flask, Response, request, send_from_directory
 
+    import main
     from nano_banana import auth
     from nano_banana.adapters.blobs_local import LocalBlobStore
     from nano_banana.errors import NanoBananaError, NotFound
@@ -126,8 +126,9 @@ def create_app(rt: Any) -> Any:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import main
     from werkzeug.serving import make_server
+
+    import main
 
     rt = main.runtime()
     settings = rt.settings
