@@ -106,6 +106,7 @@ def build_queue(settings: Settings, clock: Clock, closers: list[Callable[[], Non
             from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
             channel = grpc.insecure_channel(settings.tasks_endpoint)
+            closers.append(channel.close)
             client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
         else:
             client = tasks_v2.CloudTasksClient()

@@ -144,7 +144,7 @@ class DevServer:
 
 
 def start_dev_server(tmp: Path, env_overrides: dict[str, str] | None = None, *, timeout_s: float = 60) -> DevServer:
-    port = free_port()
+    port = int((env_overrides or {}).get("PORT") or free_port())
     data_dir = tmp / f"data-{port}"
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {

@@ -1,0 +1,135 @@
+"""The spine on the production adapters' local twins: Firestore emulator limits and Cloud Tasks (the real
+client against the fake CloudTasks server, which dispatches generate/expire over HTTP with OIDC tokens)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.devserver import DevServer, free_port, png_bytes, start_dev_server
+from tests.support.fake_cloudtasks import FakeCloudTasks
+from tests.support.firestore import Emulator, firestore_emulator  # noqa: F401
+
+pytestmark = [pytest.mark.e2e, pytest.mark.firestore, pytest.mark.cloudtasks]
+
+TASKS_SA = "nano-banana-tasks@test-project.iam.gserviceaccount.com"
+
+
+@pytest.fixture
+def cloud_server(
+    tmp_path: Path, firestore_emulator: Emulator
+) -> Iterator[Callable[..., tuple[DevServer, FakeCloudTasks]]]:  # noqa: F811
+    started: list[tuple[DevServer, FakeCloudTasks]] = []
+
+    def start(**env: str) -> tuple[DevServer, FakeCloudTasks]:
+        firestore_emulator.wipe()
+        fake = FakeCloudTasks().start()
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = start_dev_server(
+            tmp_path,
+            {
+                "PORT": str(port),
+                "NANO_BANANA_LIMITS": "firestore",
+                "NANO_BANANA_QUEUE": "cloudtasks",
+                "GOOGLE_CLOUD_PROJECT": "test-project",
+                "FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
+                "NANO_BANANA_TASKS_ENDPOINT": fake.endpoint,
+                "NANO_BANANA_TASK_OIDC_CERTS_URL": fake.certs_url,
+                "NANO_BANANA_TASKS_SERVICE_ACCOUNT": TASKS_SA,
+                "NANO_BANANA_GENERATE_URL": f"{base}/tasks/generate",
+                "NANO_BANANA_EXPIRE_URL": f"{base}/tasks/expire",
+                **env,
+            },
+        )
+        started.append((server, fake))
+        return server, fake
+
+    yield start
+    for server, fake in started:
+        server.stop()
+        fake.stop()
+
+
+def test_job_runs_through_cloud_tasks_and_firestore(
+    cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]],
+) -> None:
+    server, fake = cloud_server()
+    s = server.session()
+    r = server.create_job(s)
+    assert r.status_code == 202, r.text
+    job = server.wait_for(s, r.json()["jobId"], {"succeeded"})
+    assert len(job["variants"]) == 2
+    assert httpx.get(job["variants"][0]["url"]).status_code == 200
+    generate = [a for a in fake.attempts if a.url.endswith("/tasks/generate")]
+    assert len(generate) == 1
+    assert generate[0].status == 200
+    assert fake.wait_for(lambda: "DeleteTask" in fake.methods(), 5), "the expire task is deleted when the job ends"
+    assert fake.methods().count("CreateTask") == 2
+
+
+def test_unauthenticated_task_calls_are_refused(cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]]) -> None:
+    server, _ = cloud_server()
+    for headers in ({}, {"Authorization": "Bearer forged"}):
+        r = server.client.post("/tasks/generate", json={"jobId": str(uuid.uuid4())}, headers=headers)
+        assert r.status_code == 401
+
+
+def test_expire_task_fails_a_stuck_job_and_frees_the_slot(
+    cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]],
+) -> None:
+    server, _ = cloud_server(
+        NANO_BANANA_TIMEOUT_S="2", NANO_BANANA_PREVIEW_DELAY_MS="6000", NANO_BANANA_MAX_ACTIVE_PER_PROJECT="1"
+    )
+    s = server.session()
+    job_id = server.create_job(s).json()["jobId"]
+    assert server.create_job(s).status_code == 429
+    job = server.wait_for(s, job_id, {"failed"}, timeout_s=15)
+    assert job["errorCode"] == "timeout"
+    assert server.create_job(s).status_code == 202, "the slot was released in Firestore"
+
+
+def test_a_generate_task_delivered_twice_makes_one_set_of_variants(
+    cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]],
+) -> None:
+    server, fake = cloud_server()
+    s = server.session()
+    job_id = server.create_job(s).json()["jobId"]
+    job = server.wait_for(s, job_id, {"succeeded"})
+    first = [v["storagePath"] for v in job["variants"]]
+    generate = next(a for a in fake.attempts if a.url.endswith("/tasks/generate"))
+    again = httpx.post(generate.url, content=generate.body, headers=generate.headers, timeout=30)
+    assert again.status_code == 200, again.text
+    time.sleep(0.3)
+    job = server.job(s, job_id)
+    assert [v["storagePath"] for v in job["variants"]] == first
+    outputs = [
+        p
+        for p in (server.data_dir / "blobs" / "jobs" / job_id).rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    ]
+    assert len(outputs) == 2
+
+
+def test_rate_limit_is_exact_under_parallel_creation(
+    cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]],
+) -> None:
+    server, _ = cloud_server(NANO_BANANA_MAX_ACTIVE_PER_PROJECT="100", NANO_BANANA_RATE_PER_HOUR="5")
+    s = server.session()
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(_: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            files = {"image": ("a.png", png_bytes(), "image/png")}
+            data = {"projectId": s.project_id, "prompt": "race"}
+            return c.post("/api/nano-banana/jobs", data=data, files=files, headers=s.headers).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(create, range(12)))
+    assert codes.count(202) == 5
+    assert codes.count(429) == 7
