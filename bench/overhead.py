@@ -22,10 +22,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "functions"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nano_banana import auth, bootstrap  # noqa: E402
-from nano_banana.domain import GenerationRequest, GenerationResult  # noqa: E402
-from nano_banana.settings import Settings  # noqa: E402
-from tests.support.devserver import free_port, png_bytes  # noqa: E402
+from nano_banana import auth, bootstrap
+from nano_banana.domain import GenerationRequest, GenerationResult
+from nano_banana.settings import Settings
+from tests.support.devserver import free_port, png_bytes
 
 
 def pct(values: list[float], p: float) -> float:

@@ -13,7 +13,7 @@ from nano_banana.embedded_pg import EmbeddedPostgres
 from nano_banana.migrations import apply_migrations
 
 # Fixture modules shared across suites (each helper module keeps its own servers and fixtures).
-pytest_plugins = ["tests.support.devserver"]
+pytest_plugins = ["tests.support.devserver", "tests.support.firestore"]
 
 TABLES = (
     "pip_ai_image_messages, pip_ai_image_variants, pip_ai_image_jobs, pip_ai_project_members, pip_ai_webhook_receipts"

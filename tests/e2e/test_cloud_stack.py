@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.devserver import DevServer, free_port, png_bytes, start_dev_server
 from tests.support.fake_cloudtasks import FakeCloudTasks
-from tests.support.firestore import Emulator, firestore_emulator  # noqa: F401
+from tests.support.firestore import Emulator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.firestore, pytest.mark.cloudtasks]
 
@@ -23,7 +23,7 @@ TASKS_SA = "nano-banana-tasks@test-project.iam.gserviceaccount.com"
 @pytest.fixture
 def cloud_server(
     tmp_path: Path, firestore_emulator: Emulator
-) -> Iterator[Callable[..., tuple[DevServer, FakeCloudTasks]]]:  # noqa: F811
+) -> Iterator[Callable[..., tuple[DevServer, FakeCloudTasks]]]:
     started: list[tuple[DevServer, FakeCloudTasks]] = []
 
     def start(**env: str) -> tuple[DevServer, FakeCloudTasks]:
