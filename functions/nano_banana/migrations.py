@@ -56,7 +56,9 @@ def apply_migrations(conninfo: str, directory: Path = DEFAULT_DIR) -> list[str]:
                         (version, name, checksum),
                     )
                 applied_now.append(version)
-                log.info("migration applied", extra={"event": "migration_applied", "version": version, "name": name})
+                log.info(
+                    "migration applied", extra={"event": "migration_applied", "version": version, "migration": name}
+                )
         finally:
             conn.execute("select pg_advisory_unlock(7216431)")
     return applied_now

@@ -27,7 +27,11 @@ StartServer = Callable[..., DevServer]
 
 def blob_files(server: DevServer, prefix: str) -> list[Path]:
     root = server.data_dir / "blobs" / prefix
-    return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")] if root.exists() else []
+    return (
+        [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".meta")]
+        if root.exists()
+        else []
+    )
 
 
 def job_count(server: DevServer, s: Session) -> int:

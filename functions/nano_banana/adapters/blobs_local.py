@@ -1,0 +1,115 @@
+"""BlobStore on a local directory, with HMAC-signed URLs served by the dev server (`/blobs/...`)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from nano_banana.errors import FileTooLarge, InvalidRequest, NotFound
+from nano_banana.ports import BlobInfo, Clock
+
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_CHUNK = 64 * 1024
+_META = ".meta"
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path, base_url: str, signing_key: bytes, clock: Clock) -> None:
+        self._root = root.resolve()
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._base_url = base_url.rstrip("/")
+        self._key = signing_key
+        self._clock = clock
+
+    def _file(self, path: str) -> Path:
+        if len(path) > 512 or not _SAFE_PATH.match(path) or ".." in path or path.endswith(_META):
+            raise InvalidRequest("storage path is not valid", details={"path": path[:100]})
+        target = (self._root / path).resolve()
+        if not target.is_relative_to(self._root):
+            raise InvalidRequest("storage path is not valid", details={"path": path[:100]})
+        return target
+
+    def put(self, path: str, data: bytes, content_type: str) -> None:
+        target = self._file(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for name, payload in (
+            (target.name + _META, json.dumps({"contentType": content_type}).encode()),
+            (target.name, data),
+        ):
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as out:
+                out.write(payload)
+            os.replace(tmp, target.parent / name)  # atomic: readers see the old or the new object
+
+    def get(self, path: str, *, max_bytes: int) -> bytes:
+        target = self._file(path)
+        try:
+            with target.open("rb") as src:
+                data = bytearray()
+                while chunk := src.read(_CHUNK):
+                    data.extend(chunk)
+                    if len(data) > max_bytes:
+                        raise FileTooLarge(f"object is larger than {max_bytes} bytes", details={"maxBytes": max_bytes})
+                return bytes(data)
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise NotFound("no such object", details={"path": path[:100]}) from exc
+
+    def stat(self, path: str) -> BlobInfo | None:
+        target = self._file(path)
+        if not target.is_file():
+            return None
+        try:
+            content_type = json.loads((target.parent / (target.name + _META)).read_text())["contentType"]
+        except (OSError, ValueError, KeyError):
+            content_type = None
+        return BlobInfo(path=path, size=target.stat().st_size, content_type=content_type)
+
+    def list(self, prefix: str) -> list[str]:
+        base = (self._root / prefix).resolve()
+        if not base.is_relative_to(self._root):
+            return []
+        top = base if base.is_dir() else base.parent
+        out = []
+        for file in top.rglob("*"):
+            rel = file.relative_to(self._root).as_posix()
+            if (
+                file.is_file()
+                and not file.name.startswith(".")
+                and not file.name.endswith(_META)
+                and rel.startswith(prefix)
+            ):
+                out.append(rel)
+        return sorted(out)
+
+    def delete(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            target = self._file(path)
+            for name in (target.name, target.name + _META):
+                (target.parent / name).unlink(missing_ok=True)
+
+    def _sign(self, method: str, path: str, exp: int) -> str:
+        return hmac.new(self._key, f"{method}\n{path}\n{exp}".encode(), hashlib.sha256).hexdigest()
+
+    def _url(self, method: str, path: str, ttl_s: int) -> str:
+        self._file(path)
+        exp = int(self._clock().timestamp()) + ttl_s
+        return f"{self._base_url}/blobs/{quote(path)}?exp={exp}&sig={self._sign(method, path, exp)}"
+
+    def signed_url(self, path: str, *, ttl_s: int) -> str:
+        return self._url("GET", path, ttl_s)
+
+    def signed_upload_url(self, path: str, *, ttl_s: int) -> str:
+        return self._url("PUT", path, ttl_s)
+
+    def verify_signature(self, method: str, path: str, exp: str, sig: str) -> bool:
+        """For the dev server's /blobs route: a valid, unexpired signature for this method and path."""
+        if not exp.isdigit() or int(exp) < self._clock().timestamp():
+            return False
+        return hmac.compare_digest(self._sign(method, path, int(exp)), sig)

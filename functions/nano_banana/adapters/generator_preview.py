@@ -1,0 +1,72 @@
+"""The offline preview generator: a visible, deterministic Pillow edit of the input per variant."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from datetime import UTC, datetime
+
+from nano_banana.domain import GeneratedImage, GenerationRequest, GenerationResult
+from nano_banana.errors import GenerationFailed
+
+_TINTS = ((255, 170, 60), (80, 170, 255), (120, 220, 120), (230, 90, 200))
+_MAX_SIDE = 1024
+
+
+def _ratio(aspect: str | None) -> float | None:
+    if not aspect:
+        return None
+    w, h = aspect.split(":")
+    return int(w) / int(h)
+
+
+class PreviewGenerator:
+    def __init__(self, delay_ms: int, max_pixels: int) -> None:
+        self._delay_s = delay_ms / 1000
+        self._max_pixels = max_pixels
+
+    def generate(self, request: GenerationRequest, *, deadline: datetime) -> GenerationResult:
+        if self._delay_s:
+            remaining = (deadline - datetime.now(UTC)).total_seconds()
+            time.sleep(max(0.0, min(self._delay_s, remaining)))
+            if self._delay_s > remaining:
+                raise GenerationFailed("the preview generator ran past the deadline")
+        from PIL import Image, ImageDraw, ImageOps
+
+        Image.MAX_IMAGE_PIXELS = self._max_pixels
+        source = Image.open(io.BytesIO(request.image))
+        source.draft("RGB", (_MAX_SIDE, _MAX_SIDE))
+        base = ImageOps.exif_transpose(source).convert("RGB")
+        base.thumbnail((_MAX_SIDE, _MAX_SIDE))
+        ratio = _ratio(request.aspect_ratio)
+        if ratio is not None:
+            w, h = base.size
+            if w / h > ratio:
+                new_w = max(1, round(h * ratio))
+                base = base.crop(((w - new_w) // 2, 0, (w - new_w) // 2 + new_w, h))
+            else:
+                new_h = max(1, round(w / ratio))
+                base = base.crop((0, (h - new_h) // 2, w, (h - new_h) // 2 + new_h))
+        turn = len(request.history) + 1
+        seed = hashlib.sha256(request.prompt.encode()).digest()
+        images = []
+        for index in range(request.variant_count):
+            tint = _TINTS[(index + seed[0]) % len(_TINTS)]
+            edited = Image.blend(base, Image.new("RGB", base.size, tint), 0.28)
+            edited = ImageOps.expand(
+                ImageOps.crop(edited, border=max(1, min(edited.size) // 40)),
+                border=max(1, min(edited.size) // 40),
+                fill=tint,
+            )
+            draw = ImageDraw.Draw(edited)
+            label = f"variant {index + 1} · turn {turn}"
+            prompt = request.prompt[:40]
+            box_h = max(14, edited.height // 9)
+            draw.rectangle((0, edited.height - box_h, edited.width, edited.height), fill=(0, 0, 0))
+            draw.text((6, edited.height - box_h + 2), label, fill=(255, 255, 255))
+            draw.text((6, edited.height - box_h // 2), prompt, fill=tint)
+            out = io.BytesIO()
+            edited.save(out, "PNG", optimize=False)
+            images.append(GeneratedImage(out.getvalue(), "image/png", edited.width, edited.height))
+        return GenerationResult(images=tuple(images))

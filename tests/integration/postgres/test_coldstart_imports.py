@@ -1,0 +1,45 @@
+"""The `api` entry point never imports google.genai, even when the generator is Vertex."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.postgres
+ROOT = Path(__file__).resolve().parents[3]
+
+PROBE = """
+import json, sys, time
+t = time.perf_counter()
+import main
+import_s = time.perf_counter() - t
+from werkzeug.test import EnvironBuilder
+from flask import Request
+env = EnvironBuilder(path="/api/nano-banana/config", method="GET").get_environ()
+response = main.api(Request(env))
+heavy = sorted(m for m in ("google.genai", "google.cloud.aiplatform", "vertexai") if m in sys.modules)
+print(json.dumps({"status": response.status_code, "heavy": heavy, "import_s": import_s}))
+main.runtime().close()
+"""
+
+
+def test_api_serves_without_importing_the_model_sdk(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "NANO_BANANA_DATA_DIR": str(tmp_path),
+        "NANO_BANANA_GENERATOR": "vertex",
+        "GOOGLE_CLOUD_PROJECT": "test-project",
+        "PYTHONPATH": str(ROOT / "functions"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == 200
+    assert result["heavy"] == []
+    assert result["import_s"] < 0.5, "importing main is deferred work only"
