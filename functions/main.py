@@ -6,7 +6,7 @@ built once per instance, on the first request, and each entry point imports only
 
 from __future__ import annotations
 
-import functools
+import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,12 +15,21 @@ if TYPE_CHECKING:
     from nano_banana.bootstrap import Runtime
 
 
-@functools.cache
-def runtime() -> Runtime:
-    from nano_banana import bootstrap
-    from nano_banana.settings import load_settings
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
 
-    return bootstrap.build(load_settings())
+
+def runtime() -> Runtime:
+    """The instance's runtime, built once even when the first requests arrive concurrently."""
+    global _runtime  # noqa: PLW0603 (one runtime per instance is the point)
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                from nano_banana import bootstrap
+                from nano_banana.settings import load_settings
+
+                _runtime = bootstrap.build(load_settings())
+    return _runtime
 
 
 def api(request: Request) -> Response:

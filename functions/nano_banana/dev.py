@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -35,8 +36,7 @@ def create_app(rt: Any) -> Any:
     """The local Flask app: main.py's entry points plus the dev-only routes."""
     from flask import Flask, Response, request, send_from_directory
 
-    import main
-    from nano_banana import auth
+    from nano_banana import auth, http, tasks
     from nano_banana.adapters.blobs_local import LocalBlobStore
     from nano_banana.errors import NanoBananaError, NotFound
     from nano_banana.http import error_response
@@ -100,27 +100,24 @@ def create_app(rt: Any) -> Any:
         except NanoBananaError as exc:
             return error_response(exc)
 
-    entries = {
-        "/api/nano-banana/callback": main.callback,
-        "/tasks/generate": main.generate,
-        "/tasks/expire": main.expire,
-        "/tasks/sweep": main.sweep,
-    }
-
     @app.route("/api/nano-banana/callback", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    def callback() -> Response:
+        from nano_banana import callback as callbacks
+
+        return callbacks.handle(rt.services, request)
+
     @app.route("/tasks/<name>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-    def platform(name: str | None = None) -> Response:
-        handler = entries.get(request.path)
-        if handler is None:
+    def task(name: str) -> Response:
+        if name not in ("generate", "expire", "sweep"):
             return error_response(NotFound("no such task handler"))
-        return handler(request)
+        return tasks.handle_task(rt.services, request, name)
 
     @app.route("/healthz", methods=["GET"])
     @app.route("/readyz", methods=["GET"])
     @app.route("/api/nano-banana", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     @app.route("/api/nano-banana/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
     def api(rest: str = "") -> Response:
-        return main.api(request)
+        return http.handle(rt.api, request)
 
     return app
 
@@ -133,6 +130,7 @@ def serve(args: argparse.Namespace) -> int:
     rt = main.runtime()
     settings = rt.settings
     app = create_app(rt)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our logs are JSON lines; no plain access log
     server = make_server(settings.host, settings.port, app, threaded=True)
     stopping = threading.Event()
 
