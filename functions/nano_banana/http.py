@@ -396,7 +396,10 @@ def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:
         if current.terminal:
             return
         budget = max(5.0, (current.deadline_at - svc.clock()).total_seconds() + 30)
-        for _ in svc.store.wait_for_change(current.id, budget):
+        for changed in svc.store.wait_for_change(current.id, budget):
+            if not changed:
+                yield ": keepalive\n\n"  # an SSE comment keeps proxies from closing an idle stream
+                continue
             latest = svc.store.get_job(current.id)
             if latest is None:
                 return

@@ -263,8 +263,9 @@ class JobStore(Protocol):
         """Forget webhook ids older than the replay window."""
         ...
 
-    def wait_for_change(self, job_id: uuid.UUID, timeout_s: float) -> Iterator[None]:
-        """Yields each time the job's row changes (LISTEN/NOTIFY) until timeout_s passes."""
+    def wait_for_change(self, job_id: uuid.UUID, timeout_s: float, heartbeat_s: float = 15.0) -> Iterator[bool]:
+        """Yields True each time the job's row changes (LISTEN/NOTIFY), False after heartbeat_s of
+        silence, until timeout_s passes."""
         ...
 
     def ping(self) -> None: ...

@@ -356,8 +356,9 @@ class PostgresJobStore:
 
     # ------------------------------------------------------------ change notifications
 
-    def wait_for_change(self, job_id: uuid.UUID, timeout_s: float) -> Iterator[None]:
-        """Yield on every NOTIFY about this job until timeout_s passes. One dedicated connection."""
+    def wait_for_change(self, job_id: uuid.UUID, timeout_s: float, heartbeat_s: float = 15.0) -> Iterator[bool]:
+        """Yield True on every NOTIFY about this job, False every heartbeat_s of silence, until timeout_s
+        passes. One dedicated connection."""
         wanted = str(job_id)
         end = time.monotonic() + timeout_s
         try:
@@ -369,10 +370,10 @@ class PostgresJobStore:
         with conn:
             conn.execute("listen pip_ai_job_events")
             while (remaining := end - time.monotonic()) > 0:
-                for notify in conn.notifies(timeout=remaining, stop_after=1):
+                changed = False
+                for notify in conn.notifies(timeout=min(remaining, heartbeat_s), stop_after=1):
                     try:
-                        payload = json.loads(notify.payload)
+                        changed = json.loads(notify.payload).get("id") == wanted
                     except ValueError:
                         continue
-                    if payload.get("id") == wanted:
-                        yield None
+                yield changed

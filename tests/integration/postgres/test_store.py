@@ -263,8 +263,13 @@ def test_changes_are_notified(pg_store: PostgresJobStore) -> None:
     assert job is not None
     seen: list[float] = []
 
+    beats: list[bool] = []
+
     def listen() -> None:
-        for _ in pg_store.wait_for_change(job.id, 5):
+        for changed in pg_store.wait_for_change(job.id, 5, heartbeat_s=0.1):
+            if not changed:
+                beats.append(changed)
+                continue
             seen.append(1)
             return
 
@@ -277,6 +282,7 @@ def test_changes_are_notified(pg_store: PostgresJobStore) -> None:
     pg_store.cancel(job.id)
     listener.join(6)
     assert seen == [1]
+    assert beats, "silence produces heartbeats"
 
 
 def test_access_function_and_row_level_security(pg_store: PostgresJobStore, embedded_pg: EmbeddedPostgres) -> None:
