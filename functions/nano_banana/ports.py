@@ -259,6 +259,10 @@ class JobStore(Protocol):
         """True the first time a webhook id is seen; False on replay."""
         ...
 
+    def forget_webhook(self, webhook_id: str) -> None:
+        """Drop a receipt whose processing failed in a retryable way, so the retry is not a 'replay'."""
+        ...
+
     def prune_webhooks(self, before: datetime) -> None:
         """Forget webhook ids older than the replay window."""
         ...

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     n8n_webhook_url: str | None = Field(None, validation_alias="N8N_WEBHOOK_NANO_BANANA_PROCESSOR")
     n8n_secret: SecretStr | None = Field(None, validation_alias="N8N_NANO_BANANA_SECRET")
     callback_url: str | None = Field(None, validation_alias="NANO_BANANA_CALLBACK_URL")
-    callback_tolerance_s: int = Field(300, ge=1, validation_alias="NANO_BANANA_CALLBACK_TOLERANCE_S")
+    callback_tolerance_s: int = Field(300, ge=1, le=300, validation_alias="NANO_BANANA_CALLBACK_TOLERANCE_S")
     callback_max_bytes: int = Field(64 * 1024, ge=1024, validation_alias="NANO_BANANA_CALLBACK_MAX_BYTES")
 
     @model_validator(mode="after")

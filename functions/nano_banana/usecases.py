@@ -473,6 +473,11 @@ def complete_job(
     return done
 
 
+def discard_outputs(svc: Services, job_id: uuid.UUID, paths: Sequence[str]) -> None:
+    """Delete outputs that will never be recorded (a late or rejected result)."""
+    _delete_quietly(svc, paths, job_id)
+
+
 def _delete_quietly(svc: Services, paths: Sequence[str], job_id: uuid.UUID) -> None:
     if not paths:
         return

@@ -351,6 +351,9 @@ class PostgresJobStore:
     def record_webhook(self, webhook_id: str) -> bool:
         return bool(self._query("record_webhook", {"webhook_id": webhook_id}))
 
+    def forget_webhook(self, webhook_id: str) -> None:
+        self._query("forget_webhook", {"webhook_id": webhook_id})
+
     def prune_webhooks(self, before: datetime) -> None:
         self._query("prune_webhooks", {"before": before})
 

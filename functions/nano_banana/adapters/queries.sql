@@ -165,3 +165,6 @@ select 1
 select v.id, v.job_id, v.index, v.storage_path, v.mime_type, v.width, v.height, v.bytes, v.created_at
 from pip_ai_image_variants v join pip_ai_image_jobs j on j.id = v.job_id
 where v.storage_path = %(path)s and j.project_id = %(project_id)s
+
+-- name: forget_webhook
+delete from pip_ai_webhook_receipts where webhook_id = %(webhook_id)s

@@ -1,0 +1,220 @@
+"""Signed callbacks and the n8n processor mode, against the real dev server and a fake n8n."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.devserver import DevServer, Session, png_bytes
+from tests.support.fake_n8n import FakeN8n, png
+from tests.support.openapi import validate_error
+
+pytestmark = pytest.mark.callback
+
+SECRET = "n8n-shared-secret-for-tests"
+OLD_SECRET = "the-previous-secret"
+
+Start = Callable[..., tuple[DevServer, FakeN8n]]
+
+
+@pytest.fixture
+def n8n_stack(dev_server_factory: Callable[..., DevServer]) -> Iterator[Start]:
+    fakes: list[FakeN8n] = []
+
+    def start(mode: str = "good", **env: str) -> tuple[DevServer, FakeN8n]:
+        fake = FakeN8n(SECRET, mode=mode)
+        fakes.append(fake)
+        server = dev_server_factory(
+            NANO_BANANA_GENERATOR="n8n",
+            N8N_WEBHOOK_NANO_BANANA_PROCESSOR=fake.url,
+            N8N_NANO_BANANA_SECRET=f"{SECRET},{OLD_SECRET}",
+            **env,
+        )
+        return server, fake
+
+    yield start
+    for fake in fakes:
+        fake.stop()
+
+
+def _callback_url(server: DevServer) -> str:
+    return f"{server.api}/callback"
+
+
+def _running_job(server: DevServer, fake: FakeN8n, s: Session) -> dict[str, Any]:
+    job_id = server.create_job(s, variant_count=2).json()["jobId"]
+    end = time.monotonic() + 10
+    while not any(p["jobId"] == job_id for p in fake.received):
+        assert time.monotonic() < end, "n8n never received the job"
+        time.sleep(0.05)
+    return server.wait_for(s, job_id, {"running"})
+
+
+def test_n8n_processes_the_job_and_calls_back(n8n_stack: Start) -> None:
+    server, fake = n8n_stack()
+    s = server.session()
+    job_id = server.create_job(s, prompt="paint it teal", variant_count=2, aspect_ratio="3:2").json()["jobId"]
+    job = server.wait_for(s, job_id, {"succeeded"})
+    assert len(job["variants"]) == 2
+    assert all(v["storagePath"].startswith(f"jobs/{job_id}/") for v in job["variants"])
+    assert httpx.get(job["variants"][1]["url"]).content == png((40, 200, 90))
+    (sent,) = fake.received
+    assert sent["prompt"] == "paint it teal"
+    assert sent["variantCount"] == 2
+    assert sent["aspectRatio"] == "3:2"
+    assert sent["context"] == []
+    assert len(sent["uploadUrls"]) == 2
+    assert sent["outputPrefix"] == f"jobs/{job_id}/1/"
+    assert sent["callbackUrl"].endswith("/api/nano-banana/callback")
+    assert fake.downloaded == [png_bytes()]
+    assert fake.rejected == 0
+
+
+def test_replayed_webhook_is_acknowledged_and_ignored(n8n_stack: Start) -> None:
+    server, fake = n8n_stack()
+    s = server.session()
+    job = server.wait_for(s, server.create_job(s).json()["jobId"], {"succeeded"})
+    raw, headers, status = fake.callbacks[-1]
+    assert status == 200
+    again = httpx.post(_callback_url(server), content=raw, headers=headers)
+    assert again.status_code == 200
+    assert again.json() == {"duplicate": True}
+    assert server.job(s, job["id"])["variants"] == job["variants"]
+
+
+def test_forged_stale_and_tampered_callbacks_are_401(n8n_stack: Start) -> None:
+    server, fake = n8n_stack("never")
+    s = server.session()
+    job = _running_job(server, fake, s)
+    url = _callback_url(server)
+    body = json.dumps(
+        {"jobId": job["id"], "status": "failed", "error": {"code": "generation_failed", "message": "x"}}
+    ).encode()
+    good = fake_sign(body, SECRET)
+    cases = {
+        "missing": {},
+        "wrong-secret": fake_sign(body, "not-the-secret"),
+        "stale": fake_sign(body, SECRET, now=datetime.now(UTC) - timedelta(minutes=6)),
+        "future": fake_sign(body, SECRET, now=datetime.now(UTC) + timedelta(minutes=6)),
+        "garbage-signature": {**good, "webhook-signature": "v1,@@@"},
+        "no-version": {**good, "webhook-signature": "abc"},
+        "other-id": {**good, "webhook-id": "msg_other"},
+    }
+    for name, headers in cases.items():
+        r = httpx.post(url, content=body, headers=headers)
+        assert r.status_code == 401, name
+        validate_error(r.json(), "invalid_signature")
+    tampered = body.replace(b"generation_failed", b"generation_faileD")
+    assert httpx.post(url, content=tampered, headers=good).status_code == 401
+    assert server.job(s, job["id"])["status"] == "running", "nothing was applied"
+    rotated = httpx.post(url, content=body, headers=fake_sign(body, OLD_SECRET))
+    assert rotated.status_code == 200, "the previous key still verifies during rotation"
+    assert server.job(s, job["id"])["errorCode"] == "generation_failed"
+
+
+def fake_sign(body: bytes, secret: str, **kwargs: Any) -> dict[str, str]:
+    from nano_banana import webhooks
+
+    return {"Content-Type": "application/json", **webhooks.sign(body, secret, **kwargs)}
+
+
+def test_bad_variant_reports_write_nothing(n8n_stack: Start) -> None:
+    server, fake = n8n_stack("never")
+    s = server.session()
+    job = _running_job(server, fake, s)
+    sent = next(p for p in fake.received if p["jobId"] == job["id"])
+    httpx.put(
+        sent["uploadUrls"][0], content=b"GIF89a not an image", headers={"Content-Type": "image/png"}
+    ).raise_for_status()
+    foreign = f"jobs/{uuid.uuid4()}/1/0.png"
+    bodies = {
+        "foreign-prefix": [{"path": foreign, "mimeType": "image/png"}],
+        "traversal": [{"path": f"jobs/{job['id']}/../../inputs/x.png", "mimeType": "image/png"}],
+        "missing": [{"path": f"jobs/{job['id']}/1/9.png", "mimeType": "image/png"}],
+        "not-an-image": [{"path": f"{sent['outputPrefix']}0.png", "mimeType": "image/png"}],
+        "bad-mime": [{"path": f"{sent['outputPrefix']}0.png", "mimeType": "image/gif"}],
+        "empty": [],
+    }
+    for name, variants in bodies.items():
+        r = fake.call_back(sent["callbackUrl"], {"jobId": job["id"], "status": "succeeded", "variants": variants})
+        assert r.status_code in (415, 422), (name, r.text)
+    r = fake.call_back(sent["callbackUrl"], {"jobId": job["id"], "status": "succeeded", "extra": 1})
+    assert r.status_code == 422
+    r = fake.call_back(sent["callbackUrl"], {"jobId": str(uuid.uuid4()), "status": "running"})
+    assert r.status_code == 404
+    assert server.job(s, job["id"])["status"] == "running"
+    assert server.job(s, job["id"])["variants"] == []
+    # The same webhook id can still deliver a good result after a rejection (rejections record nothing).
+    httpx.put(sent["uploadUrls"][0], content=png((1, 2, 3)), headers={"Content-Type": "image/png"}).raise_for_status()
+    good = {
+        "jobId": job["id"],
+        "status": "succeeded",
+        "variants": [{"path": f"{sent['outputPrefix']}0.png", "mimeType": "image/png"}],
+    }
+    r = fake.call_back(sent["callbackUrl"], good, msg_id="msg_fixed")
+    assert r.status_code == 200, r.text
+    finished = server.job(s, job["id"])
+    assert finished["status"] == "succeeded"
+    assert finished["note"] == "1 of 2 variants came back."
+
+
+def test_late_callback_after_cancel_is_409_and_its_blobs_are_deleted(n8n_stack: Start) -> None:
+    server, fake = n8n_stack("never")
+    s = server.session()
+    job = _running_job(server, fake, s)
+    sent = next(p for p in fake.received if p["jobId"] == job["id"])
+    assert server.client.post(f"/api/nano-banana/jobs/{job['id']}/cancel", headers=s.headers).status_code == 200
+    for url in sent["uploadUrls"]:
+        httpx.put(url, content=png((9, 9, 9)), headers={"Content-Type": "image/png"}).raise_for_status()
+    body = {
+        "jobId": job["id"],
+        "status": "succeeded",
+        "variants": [{"path": f"{sent['outputPrefix']}{i}.png", "mimeType": "image/png"} for i in range(2)],
+    }
+    r = fake.call_back(sent["callbackUrl"], body)
+    assert r.status_code == 409
+    validate_error(r.json(), "invalid_transition")
+    blobs = server.data_dir / "blobs" / "jobs" / job["id"]
+    assert list(blobs.rglob("*.png")) == []
+    assert server.job(s, job["id"])["status"] == "canceled"
+
+
+def test_failure_report_fails_the_job(n8n_stack: Start) -> None:
+    server, _ = n8n_stack("fail")
+    s = server.session()
+    job = server.wait_for(s, server.create_job(s).json()["jobId"], {"failed"})
+    assert (job["errorCode"], job["errorMessage"]) == ("content_blocked", "the model refused")
+    assert server.create_job(s).status_code == 202
+
+
+def test_n8n_down_fails_with_processor_unavailable_within_the_deadline(n8n_stack: Start) -> None:
+    server, fake = n8n_stack("down", NANO_BANANA_TIMEOUT_S="4")
+    s = server.session()
+    started = time.monotonic()
+    job = server.wait_for(s, server.create_job(s).json()["jobId"], {"failed"}, timeout_s=15)
+    assert job["errorCode"] in ("processor_unavailable", "timeout")
+    assert time.monotonic() - started < 10
+    assert fake.received == []
+
+
+def test_n8n_that_never_calls_back_times_out(n8n_stack: Start) -> None:
+    server, fake = n8n_stack("never", NANO_BANANA_TIMEOUT_S="2")
+    s = server.session()
+    job = server.wait_for(s, server.create_job(s).json()["jobId"], {"failed"}, timeout_s=10)
+    assert job["errorCode"] == "timeout"
+    assert len(fake.received) == 1
+
+
+def test_oversized_callback_is_413_before_verification(n8n_stack: Start) -> None:
+    server, _ = n8n_stack("never")
+    body = b"{" + b" " * 70_000 + b"}"
+    r = httpx.post(_callback_url(server), content=body, headers=fake_sign(body, SECRET))
+    assert r.status_code == 413
+    assert httpx.get(_callback_url(server)).status_code == 405

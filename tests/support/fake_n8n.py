@@ -1,0 +1,102 @@
+"""A local HTTP server playing the n8n processor workflow, for the callback tests."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from nano_banana import webhooks
+from nano_banana.errors import InvalidSignature
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (48, 32)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class FakeN8n:
+    """Modes: good, fail, never, down, slow. `received` keeps each verified request payload."""
+
+    secret: str
+    mode: str = "good"
+    callback_delay_s: float = 0.0
+    received: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+    callbacks: list[tuple[bytes, dict[str, str], int]] = field(default_factory=list)
+    downloaded: list[bytes] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                try:
+                    webhooks.verify(raw, dict(self.headers), [outer.secret], tolerance_s=300, now=datetime.now(UTC))
+                except InvalidSignature:
+                    outer.rejected += 1
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                if outer.mode == "down":
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                payload = json.loads(raw)
+                outer.received.append(payload)
+                self.send_response(202)
+                self.end_headers()
+                if outer.mode != "never":
+                    threading.Thread(target=outer.process, args=(payload,), daemon=True).start()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/webhook/pip-ai-nano-banana"
+
+    def process(self, payload: dict[str, Any]) -> None:
+        """What the workflow does: fetch the input, 'generate', upload, call back signed."""
+        time.sleep(self.callback_delay_s)
+        self.downloaded.append(httpx.get(payload["inputUrl"], timeout=10).content)
+        if self.mode == "fail":
+            self.call_back(
+                payload["callbackUrl"],
+                {
+                    "jobId": payload["jobId"],
+                    "status": "failed",
+                    "error": {"code": "content_blocked", "message": "the model refused"},
+                },
+            )
+            return
+        variants = []
+        for index, url in enumerate(payload["uploadUrls"]):
+            data = png((40 * index, 200, 90))
+            httpx.put(url, content=data, headers={"Content-Type": "image/png"}, timeout=10).raise_for_status()
+            variants.append({"path": f"{payload['outputPrefix']}{index}.png", "mimeType": "image/png"})
+        self.call_back(payload["callbackUrl"], {"jobId": payload["jobId"], "status": "succeeded", "variants": variants})
+
+    def call_back(self, url: str, body: dict[str, Any], **sign_kwargs: Any) -> httpx.Response:
+        raw = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **webhooks.sign(raw, self.secret, **sign_kwargs)}
+        response = httpx.post(url, content=raw, headers=headers, timeout=30)
+        self.callbacks.append((raw, headers, response.status_code))
+        return response
+
+    def stop(self) -> None:
+        self._server.shutdown()
