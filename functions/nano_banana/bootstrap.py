@@ -143,9 +143,9 @@ def build_blobs(settings: Settings, clock: Clock) -> BlobStore:
 
 def build_generator(settings: Settings, clock: Clock) -> ImageGenerator:
     if settings.generator == "vertex":
-        from nano_banana.adapters import generator_vertex
+        from nano_banana.adapters.generator_vertex import VertexGenerator, client_factory
 
-        return generator_vertex.VertexGenerator(generator_vertex.client_factory(settings), settings.model, clock=clock)
+        return VertexGenerator(client_factory(settings), settings.model, clock=clock, max_pixels=settings.max_pixels)
     from nano_banana.adapters.generator_preview import PreviewGenerator
 
     return PreviewGenerator(settings.preview_delay_ms, settings.max_pixels)

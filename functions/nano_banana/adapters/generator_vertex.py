@@ -1,0 +1,272 @@
+"""ImageGenerator on Vertex AI's Gemini image model ("Nano Banana") through google-genai.
+
+Imported only when NANO_BANANA_GENERATOR=vertex, and the client is created on the first job, so the
+`api` function never pays for google.genai. Every call's timeout is the job's remaining time; 429, 5xx,
+timeouts and connection errors retry with full-jitter backoff while time remains; safety blocks and
+text-only answers become ContentBlocked rather than errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import httpx2
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from nano_banana.domain import GeneratedImage, GenerationRequest, GenerationResult
+from nano_banana.errors import ContentBlocked, GenerationFailed
+from nano_banana.log import redact
+from nano_banana.ports import Clock
+from nano_banana.retry import Backoff
+
+if TYPE_CHECKING:
+    from nano_banana.settings import Settings
+
+log = logging.getLogger("nano_banana")
+
+BLOCKED_FINISH_REASONS = frozenset(
+    {
+        "SAFETY",
+        "IMAGE_SAFETY",
+        "PROHIBITED_CONTENT",
+        "IMAGE_PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "IMAGE_RECITATION",
+    }
+)
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# google-genai 3.x speaks httpx2; older transports raise httpx errors. Both mean "try again".
+TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException)
+TRANSPORT_ERRORS = (httpx.TransportError, httpx2.TransportError)
+DEFAULT_BACKOFF = Backoff(base_s=1.0, cap_s=20.0)
+MIN_CALL_S = 1.0  # below this much remaining time a call cannot succeed; stop instead
+
+
+def client_factory(settings: Settings) -> Callable[[], genai.Client]:
+    """The production client: Vertex AI with Application Default Credentials."""
+
+    def make() -> genai.Client:
+        options = types.HttpOptions(base_url=settings.vertex_base_url, retry_options=types.HttpRetryOptions(attempts=1))
+        return genai.Client(
+            vertexai=True, project=settings.gcp_project, location=settings.vertex_location, http_options=options
+        )
+
+    return make
+
+
+def _clean(text: str) -> str:
+    """The provider's message without anything secret: tokens, keys, query strings."""
+    text = redact(text)
+    text = re.sub(r"(https?://[^\s?\"']+)\?[^\s\"']*", r"\1", text)
+    return text[:500]
+
+
+class VertexGenerator:
+    def __init__(
+        self,
+        client_factory: Callable[[], genai.Client],
+        model: str,
+        *,
+        single_candidate_models: frozenset[str] = frozenset({"gemini-3-pro-image-preview"}),
+        clock: Clock,
+        rng: random.Random | None = None,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        max_pixels: int = 50_000_000,
+    ) -> None:
+        self._factory = client_factory
+        self._client: genai.Client | None = None
+        self._lock = threading.Lock()
+        self._model = model
+        self._single = single_candidate_models
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._backoff = backoff
+        self._max_pixels = max_pixels
+
+    @property
+    def client(self) -> genai.Client:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory()
+        return self._client
+
+    # ------------------------------------------------------------ request
+
+    def contents(self, request: GenerationRequest) -> list[types.Content]:
+        """Multi-turn contents: each earlier prompt of the thread, then the image with the new prompt."""
+        turns: list[types.Content] = []
+        for turn in request.history:
+            parts = [types.Part.from_text(text=turn.prompt)]
+            if turn.image is not None and turn.image_mime:
+                parts.insert(0, types.Part.from_bytes(data=turn.image, mime_type=turn.image_mime))
+            turns.append(types.Content(role="user", parts=parts))
+        final = [
+            types.Part.from_bytes(data=request.image, mime_type=request.image_mime),
+            types.Part.from_text(text=request.prompt),
+        ]
+        turns.append(types.Content(role="user", parts=final))
+        return turns
+
+    def _config(self, candidates: int, aspect_ratio: str | None, timeout_s: float) -> types.GenerateContentConfig:
+        return types.GenerateContentConfig(
+            response_modalities=["IMAGE"],
+            candidate_count=candidates,
+            image_config=types.ImageConfig(aspect_ratio=aspect_ratio) if aspect_ratio else None,
+            http_options=types.HttpOptions(timeout=max(1000, int(timeout_s * 1000))),
+        )
+
+    # ------------------------------------------------------------ calls with retries
+
+    def _remaining(self, deadline: datetime) -> float:
+        return (deadline - self._clock()).total_seconds()
+
+    def _with_retries(
+        self, deadline: datetime, call: Callable[[float], types.GenerateContentResponse]
+    ) -> types.GenerateContentResponse:
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = self._remaining(deadline)
+            if remaining < MIN_CALL_S:
+                raise GenerationFailed("the model did not answer before the job's deadline")
+            try:
+                return call(remaining)
+            except genai_errors.APIError as exc:
+                if exc.code not in RETRYABLE_STATUS:
+                    raise GenerationFailed(
+                        f"the model refused the request ({exc.code}): {_clean(exc.message or '')}"
+                    ) from exc
+                reason = f"{exc.code} {_clean(exc.message or '')}"
+            except TIMEOUTS:
+                reason = "timeout"
+            except TRANSPORT_ERRORS as exc:
+                reason = f"connection error ({type(exc).__name__})"
+            delay = self._backoff.delay(attempt, self._rng)
+            if self._remaining(deadline) - delay < MIN_CALL_S:
+                raise GenerationFailed(f"the model kept failing until the deadline: {reason}")
+            log.warning(
+                "model call retried",
+                extra={"event": "vertex_retry", "attempt": attempt, "reason": reason, "delayMs": round(delay * 1000)},
+            )
+            time.sleep(delay)
+
+    def _call(self, request: GenerationRequest, candidates: int, deadline: datetime) -> types.GenerateContentResponse:
+        contents = self.contents(request)
+        return self._with_retries(
+            deadline,
+            lambda remaining: self.client.models.generate_content(
+                model=self._model, contents=contents, config=self._config(candidates, request.aspect_ratio, remaining)
+            ),
+        )
+
+    async def _call_async(self, request: GenerationRequest, deadline: datetime) -> types.GenerateContentResponse:
+        contents = self.contents(request)
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = self._remaining(deadline)
+            if remaining < MIN_CALL_S:
+                raise GenerationFailed("the model did not answer before the job's deadline")
+            try:
+                return await self.client.aio.models.generate_content(
+                    model=self._model, contents=contents, config=self._config(1, request.aspect_ratio, remaining)
+                )
+            except genai_errors.APIError as exc:
+                if exc.code not in RETRYABLE_STATUS:
+                    raise GenerationFailed(
+                        f"the model refused the request ({exc.code}): {_clean(exc.message or '')}"
+                    ) from exc
+                reason = f"{exc.code}"
+            except (*TIMEOUTS, *TRANSPORT_ERRORS) as exc:
+                reason = type(exc).__name__
+            delay = self._backoff.delay(attempt, self._rng)
+            if self._remaining(deadline) - delay < MIN_CALL_S:
+                raise GenerationFailed(f"the model kept failing until the deadline: {reason}")
+            await asyncio.sleep(delay)
+
+    async def _gather(
+        self, request: GenerationRequest, deadline: datetime
+    ) -> list[types.GenerateContentResponse | BaseException]:
+        calls = [self._call_async(request, deadline) for _ in range(request.variant_count)]
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    # ------------------------------------------------------------ the port
+
+    def generate(self, request: GenerationRequest, *, deadline: datetime) -> GenerationResult:
+        if self._model in self._single and request.variant_count > 1:
+            results = asyncio.run(self._gather(request, deadline))
+            responses = [r for r in results if isinstance(r, types.GenerateContentResponse)]
+            if not responses:
+                first = results[0]
+                raise first if isinstance(first, Exception) else GenerationFailed("the model failed")
+        else:
+            responses = [self._call(request, request.variant_count, deadline)]
+        images, texts, blocked = self._read(responses)
+        if not images:
+            if blocked or texts:
+                raise ContentBlocked(
+                    _clean(" ".join(texts)) or f"the model blocked the request ({', '.join(sorted(blocked))})"
+                )
+            raise GenerationFailed("the model returned no image")
+        images = images[: request.variant_count]
+        note = None
+        if len(images) < request.variant_count:
+            note = f"{len(images)} of {request.variant_count} variants came back."
+        return GenerationResult(images=tuple(images), note=note)
+
+    def _read(self, responses: list[types.GenerateContentResponse]) -> tuple[list[GeneratedImage], list[str], set[str]]:
+        from PIL import Image
+
+        images: list[GeneratedImage] = []
+        texts: list[str] = []
+        blocked: set[str] = set()
+        for response in responses:
+            feedback = response.prompt_feedback
+            if feedback is not None and feedback.block_reason is not None:
+                blocked.add(str(_name(feedback.block_reason)))
+                if feedback.block_reason_message:
+                    texts.append(feedback.block_reason_message)
+            for candidate in response.candidates or []:
+                reason = _name(candidate.finish_reason)
+                if reason in BLOCKED_FINISH_REASONS:
+                    blocked.add(reason)
+                if candidate.finish_message:
+                    texts.append(candidate.finish_message)
+                for part in (candidate.content.parts or []) if candidate.content else []:
+                    if part.inline_data is not None and part.inline_data.data:
+                        data = part.inline_data.data
+                        try:
+                            Image.MAX_IMAGE_PIXELS = self._max_pixels
+                            with Image.open(io.BytesIO(data)) as img:
+                                img.load()
+                                fmt = (img.format or "PNG").upper()
+                                width, height = img.size
+                        except Exception:
+                            log.warning("model returned an undecodable image", extra={"event": "vertex_bad_image"})
+                            continue
+                        mime = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}.get(fmt)
+                        if mime is None:
+                            continue
+                        images.append(GeneratedImage(data=data, mime_type=mime, width=width, height=height))
+                    elif part.text:
+                        texts.append(part.text)
+        return images, texts, blocked
+
+
+def _name(value: Any) -> str:
+    return str(getattr(value, "value", value) or "")

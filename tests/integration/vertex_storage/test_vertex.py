@@ -1,0 +1,175 @@
+"""VertexGenerator: the real google-genai client against a local generateContent server."""
+
+from __future__ import annotations
+
+import base64
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from google import genai
+from google.genai import types
+from google.oauth2.credentials import Credentials
+
+from nano_banana.adapters.generator_vertex import VertexGenerator
+from nano_banana.domain import GenerationRequest, Turn
+from nano_banana.errors import ContentBlocked, GenerationFailed
+from nano_banana.retry import Backoff
+from tests.support import vertex_server as vs
+from tests.support.devserver import png_bytes
+
+pytestmark = pytest.mark.vertex
+FAST = Backoff(base_s=0.05, cap_s=0.2)
+
+
+@pytest.fixture
+def server() -> Iterator[vs.VertexServer]:
+    s = vs.VertexServer()
+    yield s
+    s.stop()
+
+
+def generator(server: vs.VertexServer, model: str = "gemini-2.5-flash-image") -> VertexGenerator:
+    def factory() -> genai.Client:
+        return genai.Client(
+            vertexai=True,
+            project="test-project",
+            location="global",
+            credentials=Credentials(token="test-token"),  # type: ignore[no-untyped-call]
+            http_options=types.HttpOptions(base_url=server.url, retry_options=types.HttpRetryOptions(attempts=1)),
+        )
+
+    return VertexGenerator(factory, model, clock=lambda: datetime.now(UTC), rng=random.Random(1), backoff=FAST)
+
+
+def request(n: int = 2, history: tuple[Turn, ...] = (), aspect: str | None = "16:9") -> GenerationRequest:
+    return GenerationRequest(uuid.uuid4(), "make it golden hour", png_bytes(), "image/png", n, aspect, history)
+
+
+def soon(seconds: float = 10) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def test_images_come_back_and_the_sdk_sent_what_we_meant(server: vs.VertexServer) -> None:
+    history = (Turn("turn the sky orange"), Turn("now add birds"))
+    result = generator(server).generate(request(2, history), deadline=soon())
+    assert [(i.mime_type, i.width, i.height) for i in result.images] == [("image/png", 64, 36)] * 2
+    assert result.note is None
+    (sent,) = server.requests
+    assert sent["match"] == {
+        "version": "v1beta1",
+        "project": "test-project",
+        "location": "global",
+        "model": "gemini-2.5-flash-image",
+    }
+    assert sent["headers"]["Authorization"] == "Bearer test-token"
+    body = sent["body"]
+    contents = body["contents"]
+    assert [c["role"] for c in contents] == ["user", "user", "user"]
+    assert [p["text"] for c in contents[:2] for p in c["parts"]] == ["turn the sky orange", "now add birds"]
+    last = contents[-1]["parts"]
+    data = last[0]["inlineData"]["data"]
+    assert base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)) == png_bytes()
+    assert last[0]["inlineData"].get("mimeType", last[0]["inlineData"].get("mime_type")) == "image/png"
+    assert last[1]["text"] == "make it golden hour"
+    config = body["generationConfig"]
+    assert config["candidateCount"] == 2
+    assert config["responseModalities"] == ["IMAGE"]
+    assert config["imageConfig"] == {"aspectRatio": "16:9"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (vs.safety_block, "The image was blocked."),
+        (vs.prompt_block, "Prompt blocked."),
+        (lambda: vs.text_only("I can't edit faces."), "I can't edit faces."),
+    ],
+    ids=["finish-reason", "prompt-feedback", "text-only"],
+)
+def test_blocks_are_content_blocked_not_errors(server: vs.VertexServer, answer: object, message: str) -> None:
+    server.script = [answer]  # type: ignore[list-item]
+    with pytest.raises(ContentBlocked) as info:
+        generator(server).generate(request(), deadline=soon())
+    assert message in info.value.message
+    assert len(server.requests) == 1, "a block is not retried"
+
+
+def test_transient_errors_retry_then_succeed(server: vs.VertexServer) -> None:
+    server.script = [lambda: vs.error(429), lambda: vs.error(503), lambda: vs.images(2)]
+    result = generator(server).generate(request(), deadline=soon())
+    assert len(result.images) == 2
+    assert len(server.requests) == 3
+
+
+def test_persistent_500s_fail_within_the_deadline(server: vs.VertexServer) -> None:
+    server.script = [lambda: vs.error(500, "backend exploded key=AIzaSECRET")]
+    started = time.monotonic()
+    with pytest.raises(GenerationFailed) as info:
+        generator(server).generate(request(), deadline=soon(3))
+    assert time.monotonic() - started < 3.5
+    assert len(server.requests) >= 3
+    assert "AIzaSECRET" not in info.value.message
+
+
+def test_a_client_error_is_not_retried(server: vs.VertexServer) -> None:
+    server.script = [lambda: vs.error(400, "image too small, see https://x.example/doc?token=abc")]
+    with pytest.raises(GenerationFailed) as info:
+        generator(server).generate(request(), deadline=soon())
+    assert len(server.requests) == 1
+    assert "token=abc" not in info.value.message
+    assert "image too small" in info.value.message
+
+
+def test_a_slow_model_is_cut_off_at_the_deadline(server: vs.VertexServer) -> None:
+    server.delay_s = 5
+    started = time.monotonic()
+    with pytest.raises(GenerationFailed):
+        generator(server).generate(request(), deadline=soon(2.5))
+    assert time.monotonic() - started < 4, "the call timeout follows the remaining time"
+
+
+def test_fewer_images_than_asked_succeed_with_a_note(server: vs.VertexServer) -> None:
+    server.script = [lambda: vs.images(1)]
+    result = generator(server).generate(request(3), deadline=soon())
+    assert len(result.images) == 1
+    assert result.note == "1 of 3 variants came back."
+
+
+def test_single_candidate_models_get_parallel_calls(server: vs.VertexServer) -> None:
+    server.script = [lambda: vs.images(1)]
+    result = generator(server, "gemini-3-pro-image-preview").generate(request(3), deadline=soon())
+    assert len(result.images) == 3
+    assert len(server.requests) == 3
+    assert {r["body"]["generationConfig"]["candidateCount"] for r in server.requests} == {1}
+
+
+def test_the_client_is_created_once_lazily(server: vs.VertexServer) -> None:
+    made = []
+
+    def factory() -> genai.Client:
+        made.append(1)
+        return genai.Client(
+            vertexai=True,
+            project="p",
+            location="global",
+            credentials=Credentials(token="t"),
+            http_options=types.HttpOptions(base_url=server.url),
+        )  # type: ignore[no-untyped-call]
+
+    gen = VertexGenerator(factory, "gemini-2.5-flash-image", clock=lambda: datetime.now(UTC), backoff=FAST)
+    assert made == []
+    gen.generate(request(1), deadline=soon())
+    gen.generate(request(1), deadline=soon())
+    assert made == [1]
+
+
+def test_generate_entry_point_imports_quickly() -> None:
+    code = "import time; t=time.perf_counter(); import main, nano_banana.tasks, nano_banana.usecases; print(time.perf_counter()-t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert float(out.stdout.strip()) < 1.0
