@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 from storage3 import SyncStorageClient
 from storage3.exceptions import StorageApiError
+from storage3.types import CreateSignedUploadUrlOptions
 
 from nano_banana.errors import FileTooLarge, NotFound, Unavailable
 from nano_banana.ports import BlobInfo
@@ -145,6 +146,6 @@ class SupabaseBlobStore:
 
     def signed_upload_url(self, path: str, *, ttl_s: int) -> str:
         """Storage's upload URLs live 2 hours whatever ttl_s says; PUT the object to it."""
-        options: Any = {"upsert": "true"}
+        options = CreateSignedUploadUrlOptions(upsert="true")
         response = self._call("sign an upload", lambda: self._bucket.create_signed_upload_url(path, options))
         return str(response["signed_url"])

@@ -1,0 +1,45 @@
+"""The dev server on NANO_BANANA_STORAGE=supabase: storage3 against the local Storage server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.support.devserver import DevServer, png_bytes
+from tests.support.storage_server import StorageServer
+
+pytestmark = [pytest.mark.storage, pytest.mark.e2e]
+KEY = "service-role-key-e2e"
+
+
+def test_jobs_run_on_supabase_storage(dev_server_factory: Callable[..., DevServer]) -> None:
+    storage = StorageServer(KEY)
+    try:
+        server = dev_server_factory(
+            NANO_BANANA_STORAGE="supabase", SUPABASE_URL=storage.url, SUPABASE_SERVICE_ROLE_KEY=KEY
+        )
+        s = server.session()
+        job = server.wait_for(s, server.create_job(s).json()["jobId"], {"succeeded"})
+        assert job["inputUrl"].startswith(storage.url)
+        assert httpx.get(job["inputUrl"]).content == png_bytes()
+        for variant in job["variants"]:
+            assert variant["url"].startswith(f"{storage.url}/storage/v1/object/sign/pip-ai-images/jobs/{job['id']}/")
+            assert httpx.get(variant["url"]).status_code == 200
+        stored = sorted(k for k in storage.objects if k.startswith(f"jobs/{job['id']}/"))
+        assert stored == sorted(v["storagePath"] for v in job["variants"])
+        assert KEY not in server.logs()
+        # Storage down: creation answers 503 and keeps nothing; the job count does not change.
+        storage.fail_next = 100
+        r = server.create_job(s)
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "unavailable"
+        storage.fail_next = 0
+        listed = server.client.get(
+            "/api/nano-banana/jobs", params={"projectId": s.project_id}, headers=s.headers
+        ).json()
+        assert len(listed["jobs"]) == 1
+        assert server.create_job(s).status_code == 202, "the failed attempt gave its reservation back"
+    finally:
+        storage.stop()
