@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     generate_url: str | None = Field(None, validation_alias="NANO_BANANA_GENERATE_URL")
     expire_url: str | None = Field(None, validation_alias="NANO_BANANA_EXPIRE_URL")
     tasks_service_account: str | None = Field(None, validation_alias="NANO_BANANA_TASKS_SERVICE_ACCOUNT")
+    scheduler_service_account: str | None = Field(None, validation_alias="NANO_BANANA_SCHEDULER_SERVICE_ACCOUNT")
+    sweep_url: str | None = Field(None, validation_alias="NANO_BANANA_SWEEP_URL")
     verify_task_oidc: bool = Field(True, validation_alias="NANO_BANANA_VERIFY_TASK_OIDC")
     task_oidc_audience: str | None = Field(None, validation_alias="NANO_BANANA_TASK_OIDC_AUDIENCE")
     task_oidc_certs_url: str | None = Field(None, validation_alias="NANO_BANANA_TASK_OIDC_CERTS_URL")

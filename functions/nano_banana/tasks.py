@@ -21,18 +21,24 @@ def _answer(body: dict[str, object], status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
-def authenticate(settings: Settings, request: Request, audience: str | None) -> None:
-    """Production tasks carry a Google-signed OIDC token; only explicit configuration turns the check off."""
+def authenticate(settings: Settings, request: Request, kind: str) -> None:
+    """Production calls carry a Google-signed OIDC token: Cloud Tasks' account for generate/expire, Cloud
+    Scheduler's for sweep. Only explicit configuration turns the check off."""
     if settings.queue != "cloudtasks" or not settings.verify_task_oidc:
         return
     from nano_banana.task_auth import verify_task_request
 
-    if not settings.tasks_service_account:
+    if kind == "sweep":
+        account, audience = settings.scheduler_service_account, settings.sweep_url
+    else:
+        account = settings.tasks_service_account
+        audience = settings.task_oidc_audience or (settings.generate_url if kind == "generate" else settings.expire_url)
+    if not account:
         raise Unauthenticated("task authentication is not configured")
     verify_task_request(
         request.headers.get("Authorization"),
-        audience=settings.task_oidc_audience or audience or request.base_url,
-        service_account=settings.tasks_service_account,
+        audience=audience or request.base_url,
+        service_account=account,
         certs_url=settings.task_oidc_certs_url,
     )
 
@@ -47,11 +53,7 @@ def _job_id(request: Request) -> uuid.UUID | None:
 
 def handle_task(services: usecases.Services, request: Request, kind: str) -> Response:
     try:
-        authenticate(
-            services.settings,
-            request,
-            services.settings.generate_url if kind == "generate" else services.settings.expire_url,
-        )
+        authenticate(services.settings, request, kind)
         if kind == "sweep":
             return _answer({"expired": usecases.sweep(services)})
         job_id = _job_id(request)

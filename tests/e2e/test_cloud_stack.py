@@ -12,12 +12,13 @@ import httpx
 import pytest
 
 from tests.support.devserver import DevServer, free_port, png_bytes, start_dev_server
-from tests.support.fake_cloudtasks import FakeCloudTasks
+from tests.support.fake_cloudtasks import FakeCloudTasks, mint_id_token
 from tests.support.firestore import Emulator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.firestore, pytest.mark.cloudtasks]
 
 TASKS_SA = "nano-banana-tasks@test-project.iam.gserviceaccount.com"
+SCHEDULER_SA = "nano-banana-scheduler@test-project.iam.gserviceaccount.com"
 
 
 @pytest.fixture
@@ -42,6 +43,8 @@ def cloud_server(
                 "NANO_BANANA_TASKS_ENDPOINT": fake.endpoint,
                 "NANO_BANANA_TASK_OIDC_CERTS_URL": fake.certs_url,
                 "NANO_BANANA_TASKS_SERVICE_ACCOUNT": TASKS_SA,
+                "NANO_BANANA_SCHEDULER_SERVICE_ACCOUNT": SCHEDULER_SA,
+                "NANO_BANANA_SWEEP_URL": f"{base}/tasks/sweep",
                 "NANO_BANANA_GENERATE_URL": f"{base}/tasks/generate",
                 "NANO_BANANA_EXPIRE_URL": f"{base}/tasks/expire",
                 **env,
@@ -66,11 +69,32 @@ def test_job_runs_through_cloud_tasks_and_firestore(
     job = server.wait_for(s, r.json()["jobId"], {"succeeded"})
     assert len(job["variants"]) == 2
     assert httpx.get(job["variants"][0]["url"]).status_code == 200
+    assert fake.wait_for(lambda: any(a.url.endswith("/tasks/generate") for a in fake.attempts), 5)
     generate = [a for a in fake.attempts if a.url.endswith("/tasks/generate")]
     assert len(generate) == 1
     assert generate[0].status == 200
     assert fake.wait_for(lambda: "DeleteTask" in fake.methods(), 5), "the expire task is deleted when the job ends"
     assert fake.methods().count("CreateTask") == 2
+
+
+def test_sweep_accepts_only_the_scheduler(cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]]) -> None:
+    server, _ = cloud_server()
+    url = f"{server.url}/tasks/sweep"
+    scheduler = mint_id_token(audience=url, email=SCHEDULER_SA)
+    assert server.client.post("/tasks/sweep", json={}, headers={"Authorization": f"Bearer {scheduler}"}).json() == {
+        "expired": 0
+    }
+    for token in (
+        mint_id_token(audience=url, email=TASKS_SA),
+        mint_id_token(audience=f"{server.url}/tasks/generate", email=SCHEDULER_SA),
+    ):
+        r = server.client.post("/tasks/sweep", json={}, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401
+    generate = mint_id_token(audience=f"{server.url}/tasks/generate", email=SCHEDULER_SA)
+    r = server.client.post(
+        "/tasks/generate", json={"jobId": str(uuid.uuid4())}, headers={"Authorization": f"Bearer {generate}"}
+    )
+    assert r.status_code == 401, "the scheduler cannot run generate tasks"
 
 
 def test_unauthenticated_task_calls_are_refused(cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]]) -> None:
@@ -102,6 +126,7 @@ def test_a_generate_task_delivered_twice_makes_one_set_of_variants(
     job_id = server.create_job(s).json()["jobId"]
     job = server.wait_for(s, job_id, {"succeeded"})
     first = [v["storagePath"] for v in job["variants"]]
+    assert fake.wait_for(lambda: any(a.url.endswith("/tasks/generate") for a in fake.attempts), 5)
     generate = next(a for a in fake.attempts if a.url.endswith("/tasks/generate"))
     again = httpx.post(generate.url, content=generate.body, headers=generate.headers, timeout=30)
     assert again.status_code == 200, again.text
