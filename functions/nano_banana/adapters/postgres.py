@@ -157,7 +157,12 @@ class PostgresJobStore:
         try:
             with self._pool.connection() as conn:
                 yield cast("psycopg.Connection[Row]", conn)
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # After an outage every idle connection is dead: have the pool test them all now, so one
+            # request fails instead of one per pooled connection.
+            self._pool.check()
+            raise Unavailable("the database is unavailable; retry shortly") from exc
+        except PoolTimeout as exc:
             raise Unavailable("the database is unavailable; retry shortly") from exc
 
     def _count(self) -> None:
