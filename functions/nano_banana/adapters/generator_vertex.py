@@ -15,9 +15,10 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import httpx2
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from nano_banana.settings import Settings
 
 log = logging.getLogger("nano_banana")
+T = TypeVar("T")
 
 BLOCKED_FINISH_REASONS = frozenset(
     {
@@ -209,7 +211,7 @@ class VertexGenerator:
 
     def generate(self, request: GenerationRequest, *, deadline: datetime) -> GenerationResult:
         if self._model in self._single and request.variant_count > 1:
-            results = asyncio.run(self._gather(request, deadline))
+            results = _run_coroutine(self._gather(request, deadline))
             responses = [r for r in results if isinstance(r, types.GenerateContentResponse)]
             if not responses:
                 first = results[0]
@@ -266,6 +268,16 @@ class VertexGenerator:
                     elif part.text:
                         texts.append(part.text)
         return images, texts, blocked
+
+
+def _run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, also from a thread whose event loop is already running (then on a helper thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vertex-aio") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _name(value: Any) -> str:

@@ -149,6 +149,18 @@ def test_single_candidate_models_get_parallel_calls(server: vs.VertexServer) -> 
     assert {r["body"]["generationConfig"]["candidateCount"] for r in server.requests} == {1}
 
 
+def test_parallel_calls_work_inside_a_running_event_loop(server: vs.VertexServer) -> None:
+    import asyncio
+
+    server.script = [lambda: vs.images(1)]
+
+    async def inside() -> int:
+        gen = generator(server, "gemini-3-pro-image-preview")
+        return len(gen.generate(request(2), deadline=soon()).images)
+
+    assert asyncio.run(inside()) == 2
+
+
 def test_the_client_is_created_once_lazily(server: vs.VertexServer) -> None:
     made = []
 
