@@ -1,0 +1,49 @@
+"""Smoke runs of the benchmark scripts with tiny sizes: they run and print their figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.bench
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(script: str, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_overhead() -> None:
+    out = run("overhead.py", "--jobs", "5", "--concurrency", "2")
+    assert "succeeded: 5" in out
+    assert "Postgres round trips per job" in out
+
+
+def test_coldstart() -> None:
+    out = run("coldstart.py", "--runs", "1", "--skip-aiplatform")
+    assert "api" in out
+    assert "generate" in out
+
+
+def test_contention() -> None:
+    out = run("contention.py", "--requests", "40", "--users", "4", "--projects", "2")
+    assert "slot or rate violations: 0" in out
+    assert "admitted 4 (expected 4)" in out
+
+
+def test_memory() -> None:
+    out = run("memory.py", "--size-mb", "1", "--variants", "2")
+    assert "job succeeded" in out
+    assert "peak RSS" in out
