@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from nano_banana.settings import DEV_JWT_SECRET
-from tests.support.devserver import DevServer, Session, png_bytes
+from tests.support.devserver import DevServer, png_bytes, png_of_size
 from tests.support.openapi import validate, validate_error
 
 pytestmark = pytest.mark.e2e
@@ -32,12 +32,6 @@ def blob_files(server: DevServer, prefix: str) -> list[Path]:
         if root.exists()
         else []
     )
-
-
-def job_count(server: DevServer, s: Session) -> int:
-    r = server.client.get("/api/nano-banana/jobs", params={"projectId": s.project_id, "limit": 100}, headers=s.headers)
-    r.raise_for_status()
-    return len(r.json()["jobs"])
 
 
 def test_create_job_reaches_succeeded_with_downloadable_variants(dev_server: DevServer) -> None:
@@ -183,12 +177,12 @@ def test_bad_images_are_rejected_and_nothing_is_kept(
     dev_server: DevServer, image: bytes, status: int, code: str
 ) -> None:
     s = dev_server.session()
-    before_jobs = job_count(dev_server, s)
+    before_jobs = dev_server.job_count(s)
     before_blobs = len(blob_files(dev_server, f"inputs/{s.user_id}"))
     r = dev_server.create_job(s, image=image)
     assert r.status_code == status, r.text
     validate_error(r.json(), code)
-    assert job_count(dev_server, s) == before_jobs
+    assert dev_server.job_count(s) == before_jobs
     assert len(blob_files(dev_server, f"inputs/{s.user_id}")) == before_blobs
 
 
@@ -250,7 +244,7 @@ def test_file_size_cap_is_exact_and_streamed(dev_server_factory: StartServer) ->
     cap = 200_000
     server = dev_server_factory(NANO_BANANA_MAX_FILE_BYTES=str(cap))
     s = server.session()
-    exact = _png_of_size(cap)
+    exact = png_of_size(cap)
     assert len(exact) == cap
     r = server.create_job(s, image=exact)
     assert r.status_code == 202, r.text
@@ -270,20 +264,7 @@ def test_file_size_cap_is_exact_and_streamed(dev_server_factory: StartServer) ->
         headers={**s.headers, "Content-Type": "multipart/form-data; boundary=b"},
     )
     assert r.status_code == 413
-    assert job_count(server, s) == 1
-
-
-def _png_of_size(size: int) -> bytes:
-    """A valid PNG padded to exactly `size` bytes with an ancillary text chunk."""
-    import struct
-    import zlib
-
-    base = png_bytes(32, 32)
-    iend = base[-12:]
-    pad = size - len(base) - 12
-    data = b"Comment\x00" + b"x" * (pad - 8)
-    chunk = struct.pack(">I", len(data)) + b"tEXt" + data + struct.pack(">I", zlib.crc32(b"tEXt" + data) & 0xFFFFFFFF)
-    return base[:-12] + chunk + iend
+    assert server.job_count(s) == 1
 
 
 # ---------------------------------------------------------------- limits, lifecycle
@@ -302,7 +283,7 @@ def test_rate_limit_rejects_the_eleventh_and_reserves_nothing(dev_server_factory
     assert r.headers["RateLimit-Limit"] == "10"
     assert r.headers["RateLimit-Remaining"] == "0"
     assert len(blob_files(server, f"inputs/{s.user_id}")) == before
-    assert job_count(server, s) == 10
+    assert server.job_count(s) == 10
 
 
 def test_concurrency_limit_and_slot_release_on_cancel(dev_server_factory: StartServer) -> None:
@@ -380,7 +361,7 @@ def test_concurrent_identical_requests_with_one_key_make_one_job(dev_server_fact
     for t in threads:
         t.join()
     assert {r.json()["jobId"] for r in results} == {results[0].json()["jobId"]}
-    assert job_count(server, s) == 1
+    assert server.job_count(s) == 1
     # The losers gave their reservations back: 9 more jobs still fit in the hour.
     for _ in range(9):
         assert server.create_job(s).status_code == 202

@@ -16,15 +16,9 @@ import pytest
 from infra import firestore_emulator
 from nano_banana import webhooks
 from nano_banana.embedded_pg import EmbeddedPostgres
-from tests.support.devserver import DevServer, Session, free_port, start_dev_server
+from tests.support.devserver import DevServer, free_port, start_dev_server
 
 pytestmark = pytest.mark.faults
-
-
-def job_count(server: DevServer, s: Session) -> int:
-    r = server.client.get("/api/nano-banana/jobs", params={"projectId": s.project_id, "limit": 100}, headers=s.headers)
-    r.raise_for_status()
-    return len(r.json()["jobs"])
 
 
 def test_worker_killed_mid_generation_is_redelivered_and_ends_once(tmp_path: Path) -> None:
@@ -94,7 +88,7 @@ def test_postgres_outage_gives_quick_503s_and_service_resumes(dev_server_factory
             server.client.get(f"/api/nano-banana/jobs?projectId={s.project_id}", headers=s.headers).status_code
         )
     assert codes.count(200) >= 3, f"resumed without a restart: {codes}"
-    assert job_count(server, s) == 1, "nothing was half-written during the outage"
+    assert server.job_count(s) == 1, "nothing was half-written during the outage"
     # The failed creations gave their reservations back: 2 more fit in the hour, then 429.
     assert [server.create_job(s).status_code for _ in range(3)] == [202, 202, 429]
 
@@ -118,7 +112,7 @@ def test_firestore_outage_writes_no_job_and_limits_are_exact_after(tmp_path: Pat
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "unavailable"
         assert time.monotonic() - started < 10
-        assert job_count(server, s) == 1
+        assert server.job_count(s) == 1
         emulator = firestore_emulator.start(port=emulator.port)  # back, empty (the emulator keeps no data)
         back = time.monotonic()
         while (first := server.create_job(s).status_code) == 503:  # the client's channel reconnects with backoff
@@ -126,7 +120,7 @@ def test_firestore_outage_writes_no_job_and_limits_are_exact_after(tmp_path: Pat
             time.sleep(0.5)
         print(f"firestore recovered {time.monotonic() - back:.1f} s after the emulator returned")
         assert first == 202
-        assert job_count(server, s) == 2
+        assert server.job_count(s) == 2
         assert [server.create_job(s).status_code for _ in range(3)] == [202, 202, 429], "exact again"
     finally:
         server.stop()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import psutil
 import pytest
 
 from tests.fixtures import make_hostile
-from tests.support.devserver import DevServer, png_bytes
+from tests.support.devserver import DevServer, png_bytes, png_of_size
 
 pytestmark = pytest.mark.security
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "hostile"
@@ -54,18 +52,10 @@ def test_every_hostile_file_gets_its_answer_and_reserves_nothing(dev_server_fact
     assert server.create_job(s).status_code == 429
 
 
-def padded_png(size: int) -> bytes:
-    base = png_bytes(32, 32)
-    pad = size - len(base) - 12
-    data = b"Comment\x00" + b"x" * (pad - 8)
-    chunk = struct.pack(">I", len(data)) + b"tEXt" + data + struct.pack(">I", zlib.crc32(b"tEXt" + data) & 0xFFFFFFFF)
-    return base[:-12] + chunk + base[-12:]
-
-
 def test_exactly_10_mib_passes_and_one_byte_more_is_413(dev_server_factory: Callable[..., DevServer]) -> None:
     server = dev_server_factory()
     s = server.session()
-    exact = padded_png(10 * MiB)
+    exact = png_of_size(10 * MiB)
     assert len(exact) == 10 * MiB
     assert server.create_job(s, image=exact).status_code == 202
     r = server.create_job(s, image=exact + b"\x00")

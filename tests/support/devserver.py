@@ -36,6 +36,17 @@ def png_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = (
     return buf.getvalue()
 
 
+def png_of_size(size: int) -> bytes:
+    """A valid PNG padded to exactly `size` bytes with an ancillary tEXt chunk."""
+    import struct
+    import zlib
+
+    base = png_bytes(32, 32)
+    data = b"Comment\x00" + b"x" * (size - len(base) - 12 - 8)
+    chunk = struct.pack(">I", len(data)) + b"tEXt" + data + struct.pack(">I", zlib.crc32(b"tEXt" + data) & 0xFFFFFFFF)
+    return base[:-12] + chunk + base[-12:]
+
+
 @dataclass
 class Session:
     token: str
@@ -118,6 +129,14 @@ class DevServer:
         r.raise_for_status()
         body: dict[str, Any] = r.json()
         return body
+
+    def job_count(self, s: Session) -> int:
+        """How many jobs the session's project has (the first 100)."""
+        r = self.client.get(
+            "/api/nano-banana/jobs", params={"projectId": s.project_id, "limit": 100}, headers=s.headers
+        )
+        r.raise_for_status()
+        return len(r.json()["jobs"])
 
     def wait_for(self, s: Session, job_id: str, statuses: set[str], timeout_s: float = 20) -> dict[str, Any]:
         end = time.monotonic() + timeout_s

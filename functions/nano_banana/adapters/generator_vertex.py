@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import logging
 import random
 import re
@@ -137,69 +138,61 @@ class VertexGenerator:
     def _remaining(self, deadline: datetime) -> float:
         return (deadline - self._clock()).total_seconds()
 
-    def _with_retries(
-        self, deadline: datetime, call: Callable[[float], types.GenerateContentResponse]
-    ) -> types.GenerateContentResponse:
-        attempt = 0
-        while True:
-            attempt += 1
-            remaining = self._remaining(deadline)
-            if remaining < MIN_CALL_S:
-                raise GenerationFailed("the model did not answer before the job's deadline")
-            try:
-                return call(remaining)
-            except genai_errors.APIError as exc:
-                if exc.code not in RETRYABLE_STATUS:
-                    raise GenerationFailed(
-                        f"the model refused the request ({exc.code}): {_clean(exc.message or '')}"
-                    ) from exc
-                reason = f"{exc.code} {_clean(exc.message or '')}"
-            except TIMEOUTS:
-                reason = "timeout"
-            except TRANSPORT_ERRORS as exc:
-                reason = f"connection error ({type(exc).__name__})"
-            delay = self._backoff.delay(attempt, self._rng)
-            if self._remaining(deadline) - delay < MIN_CALL_S:
-                raise GenerationFailed(f"the model kept failing until the deadline: {reason}")
-            log.warning(
-                "model call retried",
-                extra={"event": "vertex_retry", "attempt": attempt, "reason": reason, "delayMs": round(delay * 1000)},
-            )
-            time.sleep(delay)
+    def _before_call(self, deadline: datetime) -> float:
+        """The time this call may take; GenerationFailed when too little of the deadline is left."""
+        remaining = self._remaining(deadline)
+        if remaining < MIN_CALL_S:
+            raise GenerationFailed("the model did not answer before the job's deadline")
+        return remaining
+
+    def _after_failure(self, exc: Exception, attempt: int, deadline: datetime) -> float:
+        """The backoff before the next attempt, or GenerationFailed when a retry cannot help or fit."""
+        if isinstance(exc, genai_errors.APIError):
+            if exc.code not in RETRYABLE_STATUS:
+                raise GenerationFailed(
+                    f"the model refused the request ({exc.code}): {_clean(exc.message or '')}"
+                ) from exc
+            reason = f"{exc.code} {_clean(exc.message or '')}"
+        elif isinstance(exc, TIMEOUTS):
+            reason = "timeout"
+        elif isinstance(exc, TRANSPORT_ERRORS):
+            reason = f"connection error ({type(exc).__name__})"
+        else:
+            raise exc
+        delay = self._backoff.delay(attempt, self._rng)
+        if self._remaining(deadline) - delay < MIN_CALL_S:
+            raise GenerationFailed(f"the model kept failing until the deadline: {reason}") from exc
+        log.warning(
+            "model call retried",
+            extra={"event": "vertex_retry", "attempt": attempt, "reason": reason, "delayMs": round(delay * 1000)},
+        )
+        return delay
 
     def _call(self, request: GenerationRequest, candidates: int, deadline: datetime) -> types.GenerateContentResponse:
         contents = self.contents(request)
-        return self._with_retries(
-            deadline,
-            lambda remaining: self.client.models.generate_content(
-                model=self._model, contents=contents, config=self._config(candidates, request.aspect_ratio, remaining)
-            ),
-        )
+        for attempt in itertools.count(1):
+            remaining = self._before_call(deadline)
+            try:
+                return self.client.models.generate_content(
+                    model=self._model,
+                    contents=contents,
+                    config=self._config(candidates, request.aspect_ratio, remaining),
+                )
+            except (genai_errors.APIError, *TIMEOUTS, *TRANSPORT_ERRORS) as exc:
+                time.sleep(self._after_failure(exc, attempt, deadline))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call_async(self, request: GenerationRequest, deadline: datetime) -> types.GenerateContentResponse:
         contents = self.contents(request)
-        attempt = 0
-        while True:
-            attempt += 1
-            remaining = self._remaining(deadline)
-            if remaining < MIN_CALL_S:
-                raise GenerationFailed("the model did not answer before the job's deadline")
+        for attempt in itertools.count(1):
+            remaining = self._before_call(deadline)
             try:
                 return await self.client.aio.models.generate_content(
                     model=self._model, contents=contents, config=self._config(1, request.aspect_ratio, remaining)
                 )
-            except genai_errors.APIError as exc:
-                if exc.code not in RETRYABLE_STATUS:
-                    raise GenerationFailed(
-                        f"the model refused the request ({exc.code}): {_clean(exc.message or '')}"
-                    ) from exc
-                reason = f"{exc.code}"
-            except (*TIMEOUTS, *TRANSPORT_ERRORS) as exc:
-                reason = type(exc).__name__
-            delay = self._backoff.delay(attempt, self._rng)
-            if self._remaining(deadline) - delay < MIN_CALL_S:
-                raise GenerationFailed(f"the model kept failing until the deadline: {reason}")
-            await asyncio.sleep(delay)
+            except (genai_errors.APIError, *TIMEOUTS, *TRANSPORT_ERRORS) as exc:
+                await asyncio.sleep(self._after_failure(exc, attempt, deadline))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _gather(
         self, request: GenerationRequest, deadline: datetime
