@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
-from nano_banana.errors import Unauthenticated
+from nano_banana.errors import Unauthenticated, Unavailable
 
 _ASYMMETRIC = ("RS256", "ES256")
 
@@ -43,6 +43,8 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated("token has expired") from exc
+        except jwt.PyJWKClientConnectionError as exc:  # the JWKS endpoint is down: not the caller's fault
+            raise Unavailable("the token keys could not be fetched; retry shortly") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("token is not valid") from exc
         try:

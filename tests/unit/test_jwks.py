@@ -1,0 +1,90 @@
+"""Asymmetric Supabase tokens (ES256/RS256) verified against a JWKS endpoint served locally."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from nano_banana.auth import TokenVerifier
+from nano_banana.errors import Unauthenticated
+
+pytestmark = pytest.mark.unit
+
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_EC = ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(scope="module")
+def jwks_url() -> Iterator[str]:
+    keys = [
+        {**json.loads(ECAlgorithm.to_jwk(EC_KEY.public_key())), "kid": "ec-1", "alg": "ES256", "use": "sig"},
+        {**json.loads(RSAAlgorithm.to_jwk(RSA_KEY.public_key())), "kid": "rsa-1", "alg": "RS256", "use": "sig"},
+    ]
+    body = json.dumps({"keys": keys}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json"
+    server.shutdown()
+
+
+def token(key: Any, alg: str, kid: str, **claims: Any) -> str:
+    base = {"sub": str(uuid.uuid4()), "aud": "authenticated", "exp": int(time.time()) + 600, "role": "authenticated"}
+    return jwt.encode({**base, **claims}, key, algorithm=alg, headers={"kid": kid})
+
+
+def test_es256_and_rs256_tokens_verify_through_jwks(jwks_url: str) -> None:
+    verifier = TokenVerifier(secret=None, audience="authenticated", jwks_url=jwks_url)
+    user = uuid.uuid4()
+    assert verifier.user_id(f"Bearer {token(EC_KEY, 'ES256', 'ec-1', sub=str(user))}") == user
+    assert verifier.user_id(f"Bearer {token(RSA_KEY, 'RS256', 'rsa-1', sub=str(user))}") == user
+
+
+def test_an_unreachable_jwks_is_503_not_401() -> None:
+    from nano_banana.errors import Unavailable
+
+    verifier = TokenVerifier(secret=None, audience="authenticated", jwks_url="http://127.0.0.1:9/jwks.json")
+    with pytest.raises(Unavailable):
+        verifier.user_id(f"Bearer {token(EC_KEY, 'ES256', 'ec-1')}")
+
+
+def test_forged_or_confused_tokens_are_refused(jwks_url: str) -> None:
+    verifier = TokenVerifier(
+        secret="hs-secret-hs-secret-hs-secret-hs-secret", audience="authenticated", jwks_url=jwks_url
+    )
+    for bad in (
+        token(OTHER_EC, "ES256", "ec-1"),  # signed by another key under a known kid
+        token(EC_KEY, "ES256", "unknown-kid"),
+        token(EC_KEY, "ES256", "ec-1", aud="anon"),
+        token(EC_KEY, "ES256", "ec-1", exp=int(time.time()) - 120),
+    ):
+        with pytest.raises(Unauthenticated):
+            verifier.user_id(f"Bearer {bad}")
+    # Algorithm confusion: an HS256 token whose secret is the public key's PEM must not pass.
+    no_jwks = TokenVerifier(secret=None, audience="authenticated", jwks_url=jwks_url)
+    with pytest.raises(Unauthenticated):
+        no_jwks.user_id(
+            f"Bearer {jwt.encode({'sub': str(uuid.uuid4()), 'aud': 'authenticated', 'exp': int(time.time()) + 60}, 'x' * 40, algorithm='HS256')}"
+        )
