@@ -1,156 +1,258 @@
-"""The studio page in a real browser: the whole flow, guardrails, limits, cancel, timeout, small screens."""
+"""The studio page in Debian's Chromium against `nano-banana dev`: the whole flow, the guardrails before
+upload, limits and failures in plain words, cancel, and a 390 px screen."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, Request, expect
 
+from tests.support.browser import (  # noqa: F401
+    browser_context_args,
+    browser_type_launch_args,
+    create,
+    drop_file,
+    fill_and_create,
+    images_without_alt,
+    open_studio,
+    overflowing,
+    photo,
+    shot,
+)
 from tests.support.devserver import DevServer
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 Start = Callable[..., DevServer]
 
 
-def photo(tmp_path: Path, name: str = "photo.jpg", size: tuple[int, int] = (640, 480), fmt: str = "JPEG") -> Path:
-    img = Image.new("RGB", size, (40, 120, 200))
-    for x in range(0, size[0], 40):
-        for y in range(0, size[1], 40):
-            img.putpixel((x, y), (255, 255, 255))
-    buf = io.BytesIO()
-    img.save(buf, fmt)
-    path = tmp_path / name
-    path.write_bytes(buf.getvalue())
-    return path
+def job_posts(page: Page) -> list[str]:
+    """Record every POST /jobs the page makes from now on."""
+    posts: list[str] = []
+
+    def seen(request: Request) -> None:
+        if request.method == "POST" and request.url.split("?")[0].endswith("/api/nano-banana/jobs"):
+            posts.append(request.url)
+
+    page.on("request", seen)
+    return posts
 
 
-def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"studio-{name}.png"), full_page=True)
+def jobs_in_project(server: DevServer) -> int:
+    """The dev project's jobs, read over the API (the page signs in as the same dev user)."""
+    s = server.session()
+    r = server.client.get("/api/nano-banana/jobs", params={"projectId": s.project_id, "limit": 100}, headers=s.headers)
+    r.raise_for_status()
+    return len(r.json()["jobs"])
 
 
-def open_studio(page: Page, server: DevServer) -> None:
-    page.goto(server.url + "/")
-    expect(page.get_by_test_id("who")).to_contain_text("Dev user")
-
-
-def create(page: Page, file: Path, prompt: str = "Make it golden hour", variants: str = "2") -> None:
-    page.get_by_test_id("file").set_input_files(str(file))
-    page.get_by_test_id("prompt").fill(prompt)
-    page.get_by_test_id("variants").select_option(variants)
-    page.get_by_test_id("submit").click()
+def clip_of_after(page: Page) -> str:
+    clip: str = page.get_by_test_id("after").locator("xpath=..").evaluate("e => getComputedStyle(e).clipPath")
+    return clip
 
 
 def test_full_flow(page: Page, context: BrowserContext, dev_server_factory: Start, tmp_path: Path) -> None:
-    server = dev_server_factory(NANO_BANANA_PREVIEW_DELAY_MS="600")
+    server = dev_server_factory(NANO_BANANA_PREVIEW_DELAY_MS="700")
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
-    open_studio(page, server)
+    open_studio(page, server.url)
+    expect(page.get_by_test_id("empty")).to_be_visible()
     shot(page, "1-empty")
-    create(page, photo(tmp_path), "Turn the sky orange")
+
+    # upload by drag and drop, then create
+    drop_file(page, photo(tmp_path), "image/jpeg")
+    expect(page.get_by_test_id("preview")).to_have_attribute("alt", "Chosen photo: photo.jpg")
+    fill_and_create(page, "Turn the sky orange", variants="2", aspect="4:3")
     job = page.get_by_test_id("job").first
-    expect(job.get_by_test_id("status")).to_have_text("running", timeout=10_000)
+    expect(job.get_by_test_id("status")).to_have_text(re.compile("queued|running"))
+    expect(job.get_by_test_id("elapsed")).to_contain_text("of 5 min")
+    expect(job.get_by_test_id("progress")).to_be_visible()
     shot(page, "2-running")
+
+    # variants appear live (EventSource), each with alt text
     expect(job.get_by_test_id("status")).to_have_text("succeeded", timeout=15_000)
+    expect(job).to_have_attribute("data-via", "event")
     expect(job.get_by_test_id("variant")).to_have_count(2)
-    for img in job.locator("img").all():
-        assert img.get_attribute("alt")
+    expect(job.get_by_test_id("cancel")).to_have_count(0)
+    assert images_without_alt(page) == []
+
+    # open a variant: compare view and its thread
     job.get_by_test_id("variant").first.click()
     expect(page.get_by_test_id("detail")).to_be_visible()
+    expect(job.get_by_test_id("variant").first).to_have_attribute("aria-current", "true")
     expect(page.get_by_test_id("message")).to_have_count(2)
+    expect(page.get_by_test_id("before")).to_have_js_property("complete", True)
     shot(page, "3-variant")
+
+    # refine: a new job in the same thread; the thread grows live to two turns
     page.get_by_test_id("refine-prompt").fill("Now add a few birds")
-    page.get_by_test_id("refine-submit").click()
+    page.get_by_test_id("refine-prompt").press("Enter")
     expect(page.get_by_test_id("job")).to_have_count(2, timeout=10_000)
-    expect(page.get_by_test_id("job").first.get_by_test_id("status")).to_have_text("succeeded", timeout=15_000)
-    expect(page.get_by_test_id("message")).to_have_count(4, timeout=10_000)
-    roles = page.get_by_test_id("message").evaluate_all("els => els.map(e => e.dataset.role)")
-    assert roles == ["user", "assistant", "user", "assistant"]
+    refinement = page.get_by_test_id("job").first
+    expect(refinement).to_contain_text("Refinement")
+    expect(refinement.get_by_test_id("status")).to_have_text("succeeded", timeout=15_000)
+    messages = page.get_by_test_id("message")
+    expect(messages).to_have_count(4)
+    expect(messages.nth(3)).to_contain_text("succeeded")
+    expect(messages.nth(3).get_by_test_id("thread-variant")).to_have_count(2)
+    assert messages.evaluate_all("els => els.map(e => e.dataset.role)") == ["user", "assistant", "user", "assistant"]
+    expect(messages.nth(2)).to_contain_text("Now add a few birds")
+
+    # the compare slider moves, by pointer and by keyboard
     slider = page.get_by_test_id("slider")
     slider.fill("20")
-    assert "20%" in page.locator("#after-wrap").evaluate("e => e.style.clipPath")
+    assert "20%" in clip_of_after(page)
     slider.focus()
     page.keyboard.press("ArrowRight")
-    assert "21%" in page.locator("#after-wrap").evaluate("e => e.style.clipPath"), "the slider works from the keyboard"
+    page.keyboard.press("ArrowRight")
+    assert "22%" in clip_of_after(page), "the slider works from the keyboard"
+    expect(slider).to_have_attribute("aria-valuetext", "22% before, 78% after")
+    slider.fill("50")
+
+    # block JSON: shown in the <pre> and on the clipboard
     page.get_by_test_id("copy-compare").click()
-    expect(page.get_by_test_id("block-json")).to_contain_text('"type": "image_compare"')
+    expect(page.get_by_test_id("copied")).to_have_text("Compare block JSON copied to the clipboard.")
     block = json.loads(page.get_by_test_id("block-json").inner_text())
+    assert block["type"] == "image_compare"
     assert block["props"]["layout"] == "slider"
+    assert block["props"]["initialPosition"] == 50
+    assert block["props"]["before"]["storagePath"].startswith("inputs/")
+    assert block["props"]["after"]["storagePath"].startswith("jobs/")
     assert json.loads(page.evaluate("navigator.clipboard.readText()")) == block
-    page.get_by_test_id("toggle-layout").click()
-    page.get_by_test_id("copy-image").click()
-    expect(page.get_by_test_id("block-json")).to_contain_text('"type": "image"')
+    page.get_by_test_id("refine-prompt").blur()
     shot(page, "4-thread-and-blocks")
+
+    page.get_by_test_id("toggle-layout").click()
+    expect(page.get_by_test_id("toggle-layout")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_test_id("slider")).to_be_hidden()
+    page.get_by_test_id("copy-compare").click()
+    expect(page.get_by_test_id("block-json")).to_contain_text('"layout": "side_by_side"')
+    page.get_by_test_id("copy-image").click()
+    expect(page.get_by_test_id("copied")).to_have_text("Image block JSON copied to the clipboard.")
+    image_block = json.loads(page.get_by_test_id("block-json").inner_text())
+    assert image_block["type"] == "image"
+    assert image_block["props"]["alt"]
+    assert json.loads(page.evaluate("navigator.clipboard.readText()")) == image_block
+    shot(page, "5-side-by-side")
+
+    # a reload shows the same gallery (newest first), read back from the API
+    page.reload()
+    open_studio(page, server.url)
+    expect(page.get_by_test_id("job")).to_have_count(2)
+    expect(page.get_by_test_id("job").first).to_contain_text("Now add a few birds")
+    page.keyboard.press("Escape")
+    assert images_without_alt(page) == []
 
 
 def test_oversized_file_is_refused_before_upload(page: Page, dev_server_factory: Start, tmp_path: Path) -> None:
     server = dev_server_factory(NANO_BANANA_MAX_FILE_BYTES="20000")
-    open_studio(page, server)
+    open_studio(page, server.url)
     expect(page.get_by_test_id("guard")).to_contain_text("up to 20 KB")
+    posts = job_posts(page)
     noise = tmp_path / "big.png"
     Image.frombytes("RGB", (300, 300), os.urandom(300 * 300 * 3)).save(noise, "PNG")
     page.get_by_test_id("file").set_input_files(str(noise))
-    expect(page.get_by_test_id("form-error")).to_contain_text("the limit is")
-    page.get_by_test_id("prompt").fill("x")
-    page.get_by_test_id("submit").click()
-    expect(page.get_by_test_id("form-error")).to_contain_text("Choose a JPEG, PNG or WebP photo first")
+    expect(page.get_by_test_id("form-error")).to_contain_text(re.compile(r"That file is \d+ KB; the limit is 20 KB"))
+    expect(page.get_by_test_id("preview")).to_be_hidden()
+    fill_and_create(page, "Make it brighter")
+    expect(page.get_by_test_id("form-error")).to_contain_text("the limit is 20 KB")
+    shot(page, "6-too-large")
+    assert posts == [], "nothing was uploaded"
     expect(page.get_by_test_id("job")).to_have_count(0)
-    shot(page, "5-too-large")
+    assert jobs_in_project(server) == 0
 
 
 def test_wrong_type_is_refused_whatever_its_name(page: Page, dev_server_factory: Start, tmp_path: Path) -> None:
     server = dev_server_factory()
-    open_studio(page, server)
-    page.get_by_test_id("file").set_input_files(str(photo(tmp_path, "not-really.png", (50, 50), "GIF")))
-    expect(page.get_by_test_id("form-error")).to_contain_text("not a JPEG, PNG or WebP")
+    open_studio(page, server.url)
+    posts = job_posts(page)
+    gif = photo(tmp_path, "holiday.png", (50, 50), "GIF")
+    # keyboard only: the "choose a file" button opens the picker with Enter
+    page.get_by_test_id("choose").focus()
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(str(gif))
+    expect(page.get_by_test_id("form-error")).to_contain_text(
+        "“holiday.png” is not a JPEG, PNG or WebP image, whatever its name says"
+    )
+    fill_and_create(page, "Make it brighter")
+    expect(page.get_by_test_id("form-error")).to_contain_text("not a JPEG, PNG or WebP image")
+    assert posts == []
+    assert jobs_in_project(server) == 0
+    # a real PNG then goes through
+    create(page, photo(tmp_path, "real.png", fmt="PNG"))
+    expect(page.get_by_test_id("job")).to_have_count(1)
+    expect(page.get_by_test_id("form-error")).to_be_hidden()
 
 
 def test_rate_limit_is_explained_with_the_wait(page: Page, dev_server_factory: Start, tmp_path: Path) -> None:
     server = dev_server_factory(NANO_BANANA_RATE_PER_HOUR="1")
-    open_studio(page, server)
+    open_studio(page, server.url)
+    expect(page.get_by_test_id("guard")).to_contain_text("1 job per hour")
     create(page, photo(tmp_path))
     expect(page.get_by_test_id("job")).to_have_count(1)
-    create(page, photo(tmp_path, "second.jpg"))
-    expect(page.get_by_test_id("form-error")).to_contain_text("limit of 1 jobs per hour")
-    expect(page.get_by_test_id("form-error")).to_contain_text("The next slot opens in")
+    create(page, photo(tmp_path, "second.jpg"), "Another one")
+    error = page.get_by_test_id("form-error")
+    expect(error).to_contain_text("You have reached the limit of 1 job per hour.")
+    expect(error).to_contain_text(re.compile(r"The next slot opens in (1 h|59 min|60 min)"))
     expect(page.get_by_test_id("job")).to_have_count(1)
-    shot(page, "6-rate-limited")
+    assert jobs_in_project(server) == 1
+    shot(page, "7-rate-limited")
 
 
-def test_cancel(page: Page, dev_server_factory: Start, tmp_path: Path) -> None:
-    server = dev_server_factory(NANO_BANANA_PREVIEW_DELAY_MS="5000")
-    open_studio(page, server)
-    create(page, photo(tmp_path))
+def test_cancel_and_the_concurrency_limit(page: Page, dev_server_factory: Start, tmp_path: Path) -> None:
+    server = dev_server_factory(NANO_BANANA_PREVIEW_DELAY_MS="5000", NANO_BANANA_MAX_ACTIVE_PER_PROJECT="1")
+    open_studio(page, server.url)
+    create(page, photo(tmp_path), "Slow one")
     job = page.get_by_test_id("job").first
-    expect(job.get_by_test_id("elapsed")).to_contain_text("of 5 min")
-    job.get_by_test_id("cancel").click()
+    expect(job.get_by_test_id("status")).to_have_text("running")
+    expect(job.get_by_test_id("elapsed")).to_contain_text(re.compile(r"Generating · \d s of 5 min"))
+    create(page, photo(tmp_path, "second.jpg"), "One too many")
+    expect(page.get_by_test_id("form-error")).to_contain_text(
+        "This project already has 1 job in progress, the most it can run at once"
+    )
+    expect(page.get_by_test_id("job")).to_have_count(1)
+    shot(page, "8-concurrency-limited")
+    job.get_by_test_id("cancel").focus()
+    page.keyboard.press("Enter")
     expect(job.get_by_test_id("status")).to_have_text("canceled")
     expect(job.get_by_test_id("job-error")).to_have_text("Canceled.")
-    shot(page, "7-canceled")
+    expect(job.get_by_test_id("cancel")).to_have_count(0)
+    expect(job.get_by_test_id("progress")).to_have_count(0)
+    shot(page, "9-canceled")
+    # the slot is free again
+    fill_and_create(page, "Now there is room")
+    expect(page.get_by_test_id("job")).to_have_count(2)
+    expect(page.get_by_test_id("form-error")).to_be_hidden()
 
 
 def test_timeout_is_explained(page: Page, dev_server_factory: Start, tmp_path: Path) -> None:
     server = dev_server_factory(NANO_BANANA_TIMEOUT_S="2", NANO_BANANA_PREVIEW_DELAY_MS="4000")
-    open_studio(page, server)
-    create(page, photo(tmp_path))
+    open_studio(page, server.url)
+    create(page, photo(tmp_path), "Too slow")
     job = page.get_by_test_id("job").first
+    expect(job.get_by_test_id("elapsed")).to_contain_text("of 2 s")
     expect(job.get_by_test_id("status")).to_have_text("failed", timeout=10_000)
-    expect(job.get_by_test_id("job-error")).to_contain_text("took longer than 2 s")
-    shot(page, "8-timeout")
+    expect(job.get_by_test_id("job-error")).to_contain_text("Timed out: it took longer than 2 s")
+    shot(page, "10-timeout")
 
 
 def test_small_screens_do_not_overflow(page: Page, dev_server_factory: Start, tmp_path: Path) -> None:
     server = dev_server_factory()
     page.set_viewport_size({"width": 390, "height": 844})
-    open_studio(page, server)
-    create(page, photo(tmp_path), "A long prompt " * 12)
+    open_studio(page, server.url)
+    assert overflowing(page) == []
+    create(page, photo(tmp_path), "A long prompt " * 12 + "with_a_very_long_unbroken_word_" * 3)
     expect(page.get_by_test_id("job").first.get_by_test_id("status")).to_have_text("succeeded", timeout=15_000)
     page.get_by_test_id("variant").first.click()
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    shot(page, "9-mobile")
+    expect(page.get_by_test_id("message")).to_have_count(2)
+    page.get_by_test_id("copy-compare").click()
+    expect(page.get_by_test_id("block-json")).to_be_visible()
+    assert overflowing(page) == []
+    shot(page, "11-mobile")
+    page.get_by_test_id("toggle-layout").click()
+    assert overflowing(page) == []
