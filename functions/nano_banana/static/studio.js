@@ -198,8 +198,11 @@ async function track(jobId) {
   return job;
 }
 
+// Browsers allow ~6 HTTP/1.1 connections per host and each stream holds one: past this many, the poll below covers.
+const MAX_STREAMS = 4;
+
 function subscribe(jobId, attempt = 0) {
-  if (state.streams.has(jobId)) return;
+  if (state.streams.has(jobId) || state.streams.size >= MAX_STREAMS) return;
   // EventSource cannot send headers: this one route accepts the token in the query string.
   const source = new EventSource(`${API}/jobs/${jobId}/events?access_token=${encodeURIComponent(state.token)}`);
   state.streams.set(jobId, source);
