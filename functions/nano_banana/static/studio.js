@@ -117,6 +117,12 @@ function jobProblem(job) {
   }
 }
 
+// crypto.randomUUID exists only in secure contexts (loopback counts; a LAN address over http does not).
+function newKey() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function showError(node, message) { node.textContent = message || ""; node.hidden = !message; }
 
 // ------------------------------------------------------------ upload with guardrails
@@ -179,7 +185,7 @@ async function createJob(event) {
   $("submit").disabled = true;
   try {
     // One key per press: a retried request (flaky network) cannot create the job twice.
-    const created = await api("/jobs", { method: "POST", body: form, headers: { "Idempotency-Key": crypto.randomUUID() } });
+    const created = await api("/jobs", { method: "POST", body: form, headers: { "Idempotency-Key": newKey() } });
     showError($("form-error"), null);
     await track(created.jobId);
   } catch (err) {
