@@ -1,49 +1,68 @@
-# The five HTTP functions (2nd gen). Sizing is per role:
-# - api: short requests plus SSE streams that last at most timeout_s + 30 s; I/O bound, so one instance
-#   serves many requests at once (the runtime is built once per instance, thread-safe).
-# - generate: holds a 10 MB input and up to 4 outputs while Vertex works for up to timeout_s; ONE request
-#   per instance on purpose, so memory is bounded and max_instance_count is the cap on parallel model calls.
-# - expire / sweep: tiny, fast state transitions.
+# The five HTTP functions (2nd gen, python311), all built from the same source archive (source.tf).
+#
+# Sizing, per role:
+# - api: short JSON requests plus SSE streams that end at the job's deadline + 30 s, so its timeout is
+#   timeout_s + 60. I/O bound (Postgres, Firestore, Storage, Cloud Tasks), and the runtime is built once
+#   per instance and is thread-safe, so one instance serves 40 requests at once.
+# - generate: holds the (<= 10 MiB) input and up to 4 outputs in memory while Vertex AI works for up to
+#   timeout_s. max_instance_request_concurrency = 1 ON PURPOSE: memory per instance stays bounded (one
+#   job), a slow model call never queues another job behind it on the same CPU, and
+#   generate_max_instances becomes the exact cap on parallel model calls (and on Vertex AI spend rate).
+#   Its timeout (timeout_s + 60) outlives the 5-minute generation deadline and the task's dispatch
+#   deadline (remaining + 30 s).
+# - callback: small signed JSON bodies (<= 64 KiB), a few database writes; 60 s is plenty.
+# - expire / sweep: tiny state transitions. Cloud Run needs a full CPU for concurrency > 1, so the
+#   fractional-CPU sweep serves one request at a time (it runs once a minute anyway).
+#
+# `secrets` names the Secret Manager secrets (keys of var.secret_ids) each function mounts. Every function
+# builds the same runtime (database, limits, queue, storage), so the database URL, the Supabase service
+# key and the JWT secret (the settings refuse a database URL without it) go everywhere; the n8n secret
+# only where it is used: callback (verifies signatures) and generate (signs requests to n8n), and
+# everywhere when generator = "n8n", because the settings object then requires it in every function.
 locals {
+  runtime_secrets    = ["database_url", "jwt_secret", "supabase_service_key"]
+  n8n_secret_for_all = var.generator == "n8n" ? ["n8n_secret"] : []
+
   functions = {
     api = {
-      entry_point = "api", memory = "512Mi", cpu = "1", timeout = var.timeout_s + 60,
-      concurrency = 40, min = var.api_min_instances, max = var.api_max_instances, public = true,
-      ingress     = "ALLOW_ALL"
+      entry_point = "api", memory = "512Mi", cpu = "1", timeout = var.timeout_s + 60, concurrency = 40,
+      min         = var.api_min_instances, max = var.api_max_instances, public = true,
+      secrets     = concat(local.runtime_secrets, local.n8n_secret_for_all)
     }
     callback = {
-      entry_point = "callback", memory = "512Mi", cpu = "1", timeout = 60,
-      concurrency = 20, min = 0, max = 10, public = true,
-      ingress     = "ALLOW_ALL"
+      entry_point = "callback", memory = "512Mi", cpu = "1", timeout = 60, concurrency = 20,
+      min         = 0, max = var.callback_max_instances, public = true,
+      secrets     = concat(local.runtime_secrets, ["n8n_secret"])
     }
     generate = {
-      entry_point = "generate", memory = "1Gi", cpu = "1", timeout = var.timeout_s + 60,
-      concurrency = 1, min = 0, max = var.generate_max_instances, public = false,
-      ingress     = "ALLOW_INTERNAL_ONLY"
+      entry_point = "generate", memory = "1Gi", cpu = "1", timeout = var.timeout_s + 60, concurrency = 1,
+      min         = 0, max = var.generate_max_instances, public = false,
+      secrets     = concat(local.runtime_secrets, ["n8n_secret"])
     }
     expire = {
-      entry_point = "expire", memory = "256Mi", cpu = "0.5", timeout = 60,
-      concurrency = 20, min = 0, max = 5, public = false,
-      ingress     = "ALLOW_INTERNAL_ONLY"
+      entry_point = "expire", memory = "512Mi", cpu = "1", timeout = 60, concurrency = 10,
+      min         = 0, max = var.expire_max_instances, public = false,
+      secrets     = concat(local.runtime_secrets, local.n8n_secret_for_all)
     }
     sweep = {
-      entry_point = "sweep", memory = "256Mi", cpu = "0.5", timeout = 120,
-      concurrency = 1, min = 0, max = 1, public = false,
-      ingress     = "ALLOW_INTERNAL_ONLY"
+      entry_point = "sweep", memory = "512Mi", cpu = "0.5", timeout = 120, concurrency = 1,
+      min         = 0, max = 1, public = false,
+      secrets     = concat(local.runtime_secrets, local.n8n_secret_for_all)
     }
   }
 }
 
 resource "google_cloudfunctions2_function" "fn" {
-  #checkov:skip=CKV_GCP_124:api and callback are public by design (builder HTTPS API, signed processor callback); generate/expire/sweep are ALLOW_INTERNAL_ONLY, asserted by tests/infra
+  #checkov:skip=CKV_GCP_124:api and callback must accept internet traffic (builder API with Supabase JWTs, signed processor callbacks); generate/expire/sweep use var.private_ingress, asserted by tests/infra
   for_each    = local.functions
   name        = "${var.name_prefix}-${each.key}"
   location    = var.region
   description = "Nano Banana ${each.key}"
 
   build_config {
-    runtime     = "python311"
-    entry_point = each.value.entry_point
+    runtime         = "python311"
+    entry_point     = each.value.entry_point
+    service_account = google_service_account.builder.id
     source {
       storage_source {
         bucket = google_storage_bucket.source.name
@@ -59,13 +78,15 @@ resource "google_cloudfunctions2_function" "fn" {
     max_instance_request_concurrency = each.value.concurrency
     min_instance_count               = each.value.min
     max_instance_count               = each.value.max
-    ingress_settings                 = each.value.ingress # internal-only still admits Cloud Tasks and Scheduler
+    ingress_settings                 = each.value.public ? "ALLOW_ALL" : var.private_ingress
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.runtime.email
     environment_variables            = local.common_env
 
+    # Secrets arrive as env vars resolved by the platform at instance start; Terraform only knows the
+    # secret ids, never the values.
     dynamic "secret_environment_variables" {
-      for_each = local.secret_env
+      for_each = { for s in each.value.secrets : local.secret_env_names[s] => google_secret_manager_secret.service[s].secret_id }
       content {
         key        = secret_environment_variables.key
         project_id = var.project_id
@@ -80,15 +101,17 @@ resource "google_cloudfunctions2_function" "fn" {
   depends_on = [
     google_project_service.apis,
     google_secret_manager_secret_iam_member.runtime,
+    google_project_iam_member.builder,
+    google_project_iam_member.builder_storage,
   ]
 }
 
-# Public entry points: the builder's API and the signed processor callback.
+# Public entry points only: the builder's API (Supabase JWT checked in the app) and the signed callback.
 resource "google_cloud_run_service_iam_member" "public" {
-  #checkov:skip=CKV_GCP_102:only api (JWT-authenticated) and callback (HMAC-signed) are public; tests/infra asserts no private function is
+  #checkov:skip=CKV_GCP_102:only api (JWT-authenticated in the app) and callback (Standard Webhooks signature) are public; tests/infra asserts no private function is
   for_each = { for k, v in local.functions : k => v if v.public }
   location = var.region
-  service  = google_cloudfunctions2_function.fn[each.key].name
+  service  = google_cloudfunctions2_function.fn[each.key].name # a 2nd-gen function's Cloud Run service has its name
   role     = "roles/run.invoker"
   member   = "allUsers"
 }

@@ -1,26 +1,33 @@
 locals {
   apis = toset([
-    "aiplatform.googleapis.com",
-    "artifactregistry.googleapis.com",
-    "cloudbuild.googleapis.com",
+    "aiplatform.googleapis.com",       # Vertex AI (Gemini image model)
+    "artifactregistry.googleapis.com", # the functions' built images
+    "cloudbuild.googleapis.com",       # builds the functions from source
     "cloudfunctions.googleapis.com",
     "cloudscheduler.googleapis.com",
     "cloudtasks.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "logging.googleapis.com",
-    "run.googleapis.com",
+    "run.googleapis.com", # 2nd-gen functions run on Cloud Run
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ])
 
-  # Predictable 2nd-gen URLs: the api function enqueues tasks to generate/expire, and those functions
-  # verify the OIDC audience against the same URL, without a dependency cycle between functions.
+  # The functions need each other's URLs (api enqueues tasks to generate/expire; generate/expire/sweep
+  # check the OIDC audience against their own URL; the scheduler calls sweep). Reading
+  # google_cloudfunctions2_function.fn["generate"].url inside the same for_each resource would be a
+  # self-reference cycle, and splitting the resource only moves the cycle. A 2nd-gen function's
+  # cloudfunctions.net URL is predictable from (region, project, name), so it is computed here, before
+  # any function exists. outputs.tf exposes the same map.
   function_url = { for name in ["api", "callback", "generate", "expire", "sweep"] :
     name => "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name_prefix}-${name}"
   }
 
-  # Non-secret configuration shared by every function (names are the settings' env vars).
+  # Non-secret configuration (names are the settings' env vars, functions/nano_banana/settings.py).
+  # NANO_BANANA_TASK_OIDC_AUDIENCE is left unset on purpose: each task's OIDC audience is then its own
+  # target URL, which is what Cloud Run's IAM check and the function's own check both expect. One shared
+  # audience would be refused by one of the two task functions.
   common_env = {
     NANO_BANANA_LIMITS                    = "firestore"
     NANO_BANANA_QUEUE                     = "cloudtasks"
@@ -48,13 +55,12 @@ locals {
     NANO_BANANA_LOG_LEVEL                 = "INFO"
   }
 
-  # Secret env var -> Secret Manager secret; every function gets all four (the settings object validates
-  # the whole configuration at start, whichever function it is).
-  secret_env = {
-    NANO_BANANA_DATABASE_URL  = google_secret_manager_secret.service["database_url"].secret_id
-    NANO_BANANA_JWT_SECRET    = google_secret_manager_secret.service["jwt_secret"].secret_id
-    SUPABASE_SERVICE_ROLE_KEY = google_secret_manager_secret.service["supabase_service_key"].secret_id
-    N8N_NANO_BANANA_SECRET    = google_secret_manager_secret.service["n8n_secret"].secret_id
+  # Secret (key of var.secret_ids) -> the env var it is mounted as.
+  secret_env_names = {
+    database_url         = "NANO_BANANA_DATABASE_URL"
+    jwt_secret           = "NANO_BANANA_JWT_SECRET"
+    supabase_service_key = "SUPABASE_SERVICE_ROLE_KEY"
+    n8n_secret           = "N8N_NANO_BANANA_SECRET"
   }
 }
 
@@ -81,15 +87,23 @@ resource "google_service_account" "scheduler" {
   display_name = "Nano Banana Cloud Scheduler invoker (sweep)"
 }
 
-# Runtime: call Vertex AI, read/write the limits documents, write logs.
+# Builds the functions' images (Cloud Build, at deploy time only). Since 2024 new projects' default build
+# account may lack these permissions, so the module brings its own; no runtime code runs as it.
+resource "google_service_account" "builder" {
+  account_id   = "${var.name_prefix}-builder"
+  display_name = "Nano Banana function builds"
+}
+
+# Runtime: call Vertex AI, read/write the limits documents. (stdout logs need no role on Cloud Run.)
 resource "google_project_iam_member" "runtime" {
-  for_each = toset(["roles/aiplatform.user", "roles/datastore.user", "roles/logging.logWriter"])
+  for_each = toset(["roles/aiplatform.user", "roles/datastore.user"])
   project  = var.project_id
   role     = each.value
   member   = "serviceAccount:${google_service_account.runtime.email}"
 }
 
-# Runtime: create and delete tasks on this queue only.
+# Runtime: create tasks (api) and delete a job's pending expire task (generate), on this queue only.
+# roles/cloudtasks.enqueuer grants only cloudtasks.tasks.create, hence the separate deleter role.
 resource "google_cloud_tasks_queue_iam_member" "runtime" {
   for_each = toset(["roles/cloudtasks.enqueuer", "roles/cloudtasks.taskDeleter"])
   name     = google_cloud_tasks_queue.jobs.name
@@ -98,7 +112,7 @@ resource "google_cloud_tasks_queue_iam_member" "runtime" {
   member   = "serviceAccount:${google_service_account.runtime.email}"
 }
 
-# Runtime: attach the tasks account's identity (OIDC token) to the tasks it creates.
+# Runtime: attach the tasks account's identity (OIDC token) to the tasks it creates; on that account only.
 resource "google_service_account_iam_member" "runtime_acts_as_tasks" {
   service_account_id = google_service_account.tasks.name
   role               = "roles/iam.serviceAccountUser"
@@ -111,4 +125,27 @@ resource "google_secret_manager_secret_iam_member" "runtime" {
   secret_id = each.value.id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.runtime.email}"
+}
+
+# Builder: what Cloud Run functions documents for a custom build account: build logs, the image in
+# Artifact Registry, and object access for the source and the build's own gcf-* buckets. The storage role
+# is conditioned on those buckets, so a build (which runs third-party pip code) cannot touch other
+# buckets of the project, such as the Terraform state.
+resource "google_project_iam_member" "builder" {
+  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer"])
+  project  = var.project_id
+  role     = each.value
+  member   = "serviceAccount:${google_service_account.builder.email}"
+}
+
+resource "google_project_iam_member" "builder_storage" {
+  project = var.project_id
+  role    = "roles/storage.objectAdmin"
+  member  = "serviceAccount:${google_service_account.builder.email}"
+
+  condition {
+    title       = "function-build-buckets"
+    description = "The function source bucket and the gcf-* buckets Cloud Run functions builds use."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.source.name}\") || resource.name.startsWith(\"projects/_/buckets/gcf-\")"
+  }
 }

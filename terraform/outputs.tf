@@ -14,7 +14,12 @@ output "healthz_url" {
 }
 
 output "queue_name" {
-  description = "Cloud Tasks queue."
+  description = "Cloud Tasks queue name (NANO_BANANA_TASKS_QUEUE)."
+  value       = google_cloud_tasks_queue.jobs.name
+}
+
+output "queue_id" {
+  description = "Cloud Tasks queue resource id (projects/<p>/locations/<r>/queues/<name>)."
   value       = google_cloud_tasks_queue.jobs.id
 }
 
@@ -24,6 +29,7 @@ output "service_accounts" {
     runtime   = google_service_account.runtime.email
     tasks     = google_service_account.tasks.email
     scheduler = google_service_account.scheduler.email
+    builder   = google_service_account.builder.email
   }
 }
 

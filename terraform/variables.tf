@@ -24,6 +24,10 @@ variable "name_prefix" {
 variable "supabase_url" {
   description = "Supabase project URL, e.g. https://<ref>.supabase.co (not secret)."
   type        = string
+  validation {
+    condition     = startswith(var.supabase_url, "https://")
+    error_message = "supabase_url is the project's https:// URL (Settings > API in Supabase)."
+  }
 }
 
 variable "jwks_url" {
@@ -64,6 +68,10 @@ variable "n8n_webhook_url" {
   description = "N8N_WEBHOOK_NANO_BANANA_PROCESSOR, when generator = n8n."
   type        = string
   default     = ""
+  validation {
+    condition     = var.generator != "n8n" || startswith(var.n8n_webhook_url, "https://")
+    error_message = "generator = n8n needs n8n_webhook_url (https://...)."
+  }
 }
 
 variable "model" {
@@ -100,9 +108,11 @@ variable "timeout_s" {
   description = "Job deadline in seconds (NANO_BANANA_TIMEOUT_S)."
   type        = number
   default     = 300
+  # >= 120: the queue's retry schedule (tasks.tf) needs room for its four doubling retries (75 s).
+  # <= 1500: the generate task's dispatch deadline (remaining + 30 s) stays under Cloud Tasks' 30 minutes.
   validation {
-    condition     = var.timeout_s >= 30 && var.timeout_s <= 1500
-    error_message = "timeout_s must be between 30 and 1500 (the generate function's timeout is timeout_s + 60)."
+    condition     = var.timeout_s >= 120 && var.timeout_s <= 1500
+    error_message = "timeout_s must be between 120 and 1500 seconds."
   }
 }
 
@@ -122,4 +132,32 @@ variable "generate_max_instances" {
   description = "Maximum instances of the generate function (bounds parallel Vertex calls)."
   type        = number
   default     = 10
+}
+
+variable "callback_max_instances" {
+  description = "Maximum instances of the callback function."
+  type        = number
+  default     = 10
+}
+
+variable "expire_max_instances" {
+  description = "Maximum instances of the expire function."
+  type        = number
+  default     = 5
+}
+
+variable "queue_max_dispatches_per_second" {
+  description = "Cloud Tasks dispatch rate (tasks per second) for generate and expire tasks."
+  type        = number
+  default     = 10
+}
+
+variable "private_ingress" {
+  description = "Ingress of generate/expire/sweep. ALLOW_INTERNAL_ONLY admits Cloud Tasks and Cloud Scheduler of this project; IAM (run.invoker) is checked either way."
+  type        = string
+  default     = "ALLOW_INTERNAL_ONLY"
+  validation {
+    condition     = contains(["ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB"], var.private_ingress)
+    error_message = "private functions never take ALLOW_ALL ingress."
+  }
 }
