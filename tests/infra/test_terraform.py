@@ -287,7 +287,7 @@ def test_nothing_secret_in_variable_defaults_or_examples() -> None:
         assert variable.get("sensitive") is not True, f"{name}: secrets are Secret Manager ids, not variables"
     example = (TF / "terraform.tfvars.example").read_text()
     assert not looks_secret.search(example)
-    assigned = set(re.findall(r"^#?\s*(\w+)\s*=", example, flags=re.MULTILINE))
+    assigned = set(re.findall(r"^(?:# )?(\w+)\s*=", example, flags=re.MULTILINE))
     assert assigned <= set(tf()["variable"]), f"unknown variables in the example: {assigned - set(tf()['variable'])}"
     required = {n for n, v in tf()["variable"].items() if "default" not in v}
     assert required <= set(re.findall(r"^(\w+)\s*=", example, flags=re.MULTILINE)), "example sets every required one"
