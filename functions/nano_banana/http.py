@@ -396,16 +396,16 @@ def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:
         if current.terminal:
             return
         budget = max(5.0, (current.deadline_at - svc.clock()).total_seconds() + 30)
-        for changed in svc.store.wait_for_change(current.id, budget):
-            if not changed:
-                yield ": keepalive\n\n"  # an SSE comment keeps proxies from closing an idle stream
-                continue
+        for _notified in svc.store.wait_for_change(current.id, budget):
+            # Re-read on heartbeats too: a lost notification costs at most one heartbeat of delay.
             latest = svc.store.get_job(current.id)
             if latest is None:
                 return
             if (latest.status, latest.updated_at) != last:
                 last = (latest.status, latest.updated_at)
                 yield f"event: job\ndata: {json.dumps(render_job(api, latest))}\n\n"
+            elif not _notified:
+                yield ": keepalive\n\n"  # an SSE comment keeps proxies from closing an idle stream
             if latest.terminal:
                 return
 

@@ -268,8 +268,9 @@ class JobStore(Protocol):
         ...
 
     def wait_for_change(self, job_id: uuid.UUID, timeout_s: float, heartbeat_s: float = 15.0) -> Iterator[bool]:
-        """Yields True each time the job's row changes (LISTEN/NOTIFY), False after heartbeat_s of
-        silence, until timeout_s passes."""
+        """Yields True once listening has begun (re-read then: a change may precede it), True each time
+        the job's row changes (LISTEN/NOTIFY), False after heartbeat_s of silence, until timeout_s
+        passes."""
         ...
 
     def ping(self) -> None: ...

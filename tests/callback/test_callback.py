@@ -81,6 +81,11 @@ def test_replayed_webhook_is_acknowledged_and_ignored(n8n_stack: Start) -> None:
     server, fake = n8n_stack()
     s = server.session()
     job = server.wait_for(s, server.create_job(s).json()["jobId"], {"succeeded"})
+    # The fake records its callback once our response reaches it, a moment after the commit.
+    end = time.monotonic() + 10
+    while not fake.callbacks:
+        assert time.monotonic() < end, "the fake never recorded its callback"
+        time.sleep(0.02)
     raw, headers, status = fake.callbacks[-1]
     assert status == 200
     again = httpx.post(_callback_url(server), content=raw, headers=headers)

@@ -90,6 +90,25 @@ def test_events_stream_reports_each_state_until_terminal(dev_server_factory: Sta
     assert statuses == sorted(statuses, key=["queued", "running", "succeeded"].index)
 
 
+def test_events_stream_opened_right_after_create_still_ends(dev_server_factory: StartServer) -> None:
+    """The job may finish between the stream's first read and its LISTEN; the stream must still end."""
+    server = dev_server_factory(NANO_BANANA_PREVIEW_DELAY_MS="0")
+    s = server.session()
+    for _ in range(5):
+        job_id = server.create_job(s).json()["jobId"]
+        last = None
+        with server.client.stream(
+            "GET",
+            f"/api/nano-banana/jobs/{job_id}/events",
+            params={"access_token": s.token},
+            timeout=httpx.Timeout(10.0),  # under the 15 s heartbeat: a lost change would time out here
+        ) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    last = json.loads(line[6:])["status"]
+        assert last == "succeeded"
+
+
 # ---------------------------------------------------------------- auth
 
 

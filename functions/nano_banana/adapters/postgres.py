@@ -365,8 +365,9 @@ class PostgresJobStore:
     # ------------------------------------------------------------ change notifications
 
     def wait_for_change(self, job_id: uuid.UUID, timeout_s: float, heartbeat_s: float = 15.0) -> Iterator[bool]:
-        """Yield True on every NOTIFY about this job, False every heartbeat_s of silence, until timeout_s
-        passes. One dedicated connection."""
+        """Yield True once LISTEN is in effect (a change may have landed between the caller's read and
+        LISTEN), then True on every NOTIFY about this job and False every heartbeat_s of silence, until
+        timeout_s passes. One dedicated connection."""
         wanted = str(job_id)
         end = time.monotonic() + timeout_s
         try:
@@ -377,6 +378,7 @@ class PostgresJobStore:
             raise Unavailable("the database is unavailable; retry shortly") from exc
         with conn:
             conn.execute("listen pip_ai_job_events")
+            yield True
             while (remaining := end - time.monotonic()) > 0:
                 changed = False
                 for notify in conn.notifies(timeout=min(remaining, heartbeat_s), stop_after=1):

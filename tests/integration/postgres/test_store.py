@@ -266,7 +266,9 @@ def test_changes_are_notified(pg_store: PostgresJobStore) -> None:
     beats: list[bool] = []
 
     def listen() -> None:
-        for changed in pg_store.wait_for_change(job.id, 5, heartbeat_s=0.1):
+        events = pg_store.wait_for_change(job.id, 5, heartbeat_s=0.1)
+        assert next(events) is True, "the first yield says: listening, re-read now"
+        for changed in events:
             if not changed:
                 beats.append(changed)
                 continue
@@ -283,6 +285,17 @@ def test_changes_are_notified(pg_store: PostgresJobStore) -> None:
     listener.join(6)
     assert seen == [1]
     assert beats, "silence produces heartbeats"
+
+
+def test_a_change_before_listen_is_not_lost(pg_store: PostgresJobStore) -> None:
+    """A reader that read the job, then subscribes, must see a change made in between (the SSE race)."""
+    job = pg_store.create_job(new_job(uuid.uuid4(), uuid.uuid4()))
+    assert job is not None
+    events = pg_store.wait_for_change(job.id, 2, heartbeat_s=0.1)
+    pg_store.cancel(job.id)  # lands after the caller's read, before LISTEN (the generator has not run)
+    assert next(events) is True
+    latest = pg_store.get_job(job.id)
+    assert latest is not None and latest.status == "canceled"
 
 
 def test_access_function_and_row_level_security(pg_store: PostgresJobStore, embedded_pg: EmbeddedPostgres) -> None:
