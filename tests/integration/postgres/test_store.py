@@ -295,7 +295,8 @@ def test_a_change_before_listen_is_not_lost(pg_store: PostgresJobStore) -> None:
     pg_store.cancel(job.id)  # lands after the caller's read, before LISTEN (the generator has not run)
     assert next(events) is True
     latest = pg_store.get_job(job.id)
-    assert latest is not None and latest.status == "canceled"
+    assert latest is not None
+    assert latest.status == "canceled"
 
 
 def test_access_function_and_row_level_security(pg_store: PostgresJobStore, embedded_pg: EmbeddedPostgres) -> None:
