@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/contention.py
 	$(BIN)/python bench/coldstart.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/api_memory.py
 
 clean:
 	rm -rf $(VENV) .venv-checkov .data test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -3,14 +3,19 @@
 # Sizing, per role:
 # - api: short JSON requests plus SSE streams that end at the job's deadline + 30 s, so its timeout is
 #   timeout_s + 60. I/O bound (Postgres, Firestore, Storage, Cloud Tasks), and the runtime is built once
-#   per instance and is thread-safe, so one instance serves 40 requests at once.
+#   per instance and is thread-safe, so one instance serves 40 requests at once. 1 GiB because uploads
+#   are held and decoded in memory: the process's budgets (NANO_BANANA_UPLOAD_MEMORY_MB 192 +
+#   NANO_BANANA_DECODE_MEMORY_MB 256) on top of ~150 MiB of runtime; past the budgets requests wait, then
+#   answer 503, instead of the instance dying (bench/api_memory.py: 40 uploads of a 50 MP PNG peak at
+#   ~6.9 GB unbounded, ~360 MiB bounded).
 # - generate: holds the (<= 10 MiB) input and up to 4 outputs in memory while Vertex AI works for up to
 #   timeout_s. max_instance_request_concurrency = 1 ON PURPOSE: memory per instance stays bounded (one
 #   job), a slow model call never queues another job behind it on the same CPU, and
 #   generate_max_instances becomes the exact cap on parallel model calls (and on Vertex AI spend rate).
 #   Its timeout (timeout_s + 60) outlives the 5-minute generation deadline and the task's dispatch
 #   deadline (remaining + 30 s).
-# - callback: small signed JSON bodies (<= 64 KiB), a few database writes; 60 s is plenty.
+# - callback: small signed JSON bodies (<= 64 KiB), a few database writes; 60 s is plenty. 1 GiB: it
+#   downloads and decodes each reported variant (decodes within the same 256 MiB budget).
 # - expire / sweep: tiny state transitions. Cloud Run needs a full CPU for concurrency > 1, so the
 #   fractional-CPU sweep serves one request at a time (it runs once a minute anyway).
 #
@@ -25,12 +30,12 @@ locals {
 
   functions = {
     api = {
-      entry_point = "api", memory = "512Mi", cpu = "1", timeout = var.timeout_s + 60, concurrency = 40,
+      entry_point = "api", memory = "1Gi", cpu = "1", timeout = var.timeout_s + 60, concurrency = 40,
       min         = var.api_min_instances, max = var.api_max_instances, public = true,
       secrets     = concat(local.runtime_secrets, local.n8n_secret_for_all)
     }
     callback = {
-      entry_point = "callback", memory = "512Mi", cpu = "1", timeout = 60, concurrency = 20,
+      entry_point = "callback", memory = "1Gi", cpu = "1", timeout = 60, concurrency = 20,
       min         = 0, max = var.callback_max_instances, public = true,
       secrets     = concat(local.runtime_secrets, ["n8n_secret"])
     }
@@ -81,7 +86,9 @@ resource "google_cloudfunctions2_function" "fn" {
     ingress_settings                 = each.value.public ? "ALLOW_ALL" : var.private_ingress
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.runtime.email
-    environment_variables            = local.common_env
+    # THREADS: the Functions Framework's gunicorn otherwise runs 4 threads per CPU whatever the
+    # concurrency says, so an api instance holding 4 event streams would queue every other request.
+    environment_variables = merge(local.common_env, { THREADS = tostring(each.value.concurrency) })
 
     # Secrets arrive as env vars resolved by the platform at instance start; Terraform only knows the
     # secret ids, never the values.

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from nano_banana import images, usecases
 from nano_banana import log as logs
-from nano_banana import usecases
 from nano_banana.auth import TokenVerifier
 from nano_banana.http import Api
 from nano_banana.ports import BlobStore, Clock, ImageGenerator, JobStore, Limits, Processor, Task, TaskQueue
@@ -75,7 +75,13 @@ def build_store(settings: Settings, closers: list[Callable[[], None]], extras: d
         extras["embedded_postgres"] = pg
         conninfo = pg.uri
         apply_migrations(conninfo)
-    store = PostgresJobStore(conninfo, connect_timeout_s=settings.db_connect_timeout_s, max_size=settings.db_pool_max)
+    listen = settings.listen_database_url.get_secret_value() if settings.listen_database_url is not None else None
+    store = PostgresJobStore(
+        conninfo,
+        connect_timeout_s=settings.db_connect_timeout_s,
+        max_size=settings.db_pool_max,
+        listen_conninfo=listen,
+    )
     closers.append(store.close)
     return store
 
@@ -169,6 +175,9 @@ def dispatch(services: usecases.Services, task: Task) -> None:
 def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
     """Wire every adapter the settings select. Tests call this with their own settings and clock."""
     logs.configure(settings.log_level)
+    images.configure_budgets(
+        upload_bytes=settings.upload_memory_mb * images.MIB, decode_bytes=settings.decode_memory_mb * images.MIB
+    )
     closers: list[Callable[[], None]] = []
     extras: dict[str, Any] = {}
     store = build_store(settings, closers, extras)

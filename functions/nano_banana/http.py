@@ -24,10 +24,11 @@ from nano_banana.errors import (
     MethodNotAllowed,
     NanoBananaError,
     NotFound,
+    Unavailable,
     UnsupportedMediaType,
 )
-from nano_banana.images import ACCEPTED, inspect_image
-from nano_banana.uploads import read_multipart
+from nano_banana.images import ACCEPTED, inspect_image, upload_budget
+from nano_banana.uploads import FORM_OVERHEAD_BYTES, read_multipart
 
 log = logging.getLogger("nano_banana")
 
@@ -311,7 +312,11 @@ def _user(api: Api, request: Request) -> uuid.UUID:
 
 def create_job(api: Api, request: Request, _: dict[str, str]) -> Response:
     user_id = _user(api, request)
-    created = usecases.create_job(api.services, user_id, _create_command(api, request))
+    # A multipart body stays in memory until the job is stored (plus one copy while it is parsed).
+    cap = api.services.settings.max_file_bytes + FORM_OVERHEAD_BYTES
+    held = 2 * min(request.content_length or cap, cap) if request.mimetype == "multipart/form-data" else 0
+    with upload_budget().hold(held):
+        created = usecases.create_job(api.services, user_id, _create_command(api, request))
     body = {"jobId": str(created.job.id), "status": created.job.status.value, "threadId": str(created.job.thread_id)}
     return _json(body, 200 if created.replayed else 202, headers={"Location": f"{BASE_PATH}/jobs/{created.job.id}"})
 
@@ -398,7 +403,11 @@ def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:
         budget = max(5.0, (current.deadline_at - svc.clock()).total_seconds() + 30)
         for _notified in svc.store.wait_for_change(current.id, budget):
             # Re-read on heartbeats too: a lost notification costs at most one heartbeat of delay.
-            latest = svc.store.get_job(current.id)
+            try:
+                latest = svc.store.get_job(current.id)
+            except Unavailable:
+                yield ": database unavailable, still watching\n\n"  # the next wake-up reads again
+                continue
             if latest is None:
                 return
             if (latest.status, latest.updated_at) != last:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from nano_banana.errors import FileTooLarge, InvalidRequest, UnsupportedMediaType
+from nano_banana.errors import FileTooLarge, InvalidRequest, Unavailable, UnsupportedMediaType
 
 ACCEPTED = ("image/jpeg", "image/png", "image/webp")
 _PIL_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
@@ -18,6 +21,72 @@ class ImageInfo:
     width: int
     height: int
     bytes: int
+
+
+class MemoryBudget:
+    """Bytes one process may hold at once for some purpose, shared by its concurrent requests. Holders
+    wait for their share (then answer 503 `unavailable`); a share larger than the whole budget waits
+    until it can run alone. Two budgets exist, always taken in this order, so waiting cannot deadlock:
+    request bodies being uploaded (a multipart body is held in memory, at most the file cap), then
+    decoded pixels (a 50 MP PNG decodes to ~200 MB; forty such decodes at once would kill an instance)."""
+
+    def __init__(self, capacity_bytes: int, *, wait_s: float = 10.0, purpose: str = "images") -> None:
+        self.capacity = capacity_bytes
+        self.wait_s = wait_s
+        self.purpose = purpose
+        self.in_use = 0
+        self.peak = 0  # the most ever held at once (benchmarks, tests)
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        share = max(0, min(nbytes, self.capacity))
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.in_use + share <= self.capacity, self.wait_s):
+                raise Unavailable(
+                    f"the server is busy with other {self.purpose}; retry shortly",
+                    details={"reason": f"{self.purpose.replace(' ', '_')}_memory"},
+                )
+            self.in_use += share
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= share
+                self._cond.notify_all()
+
+
+MIB = 1024 * 1024
+
+
+class _Budgets:
+    """The process's two budgets (replaced whole by configure_budgets)."""
+
+    uploads = MemoryBudget(192 * MIB, purpose="uploads")
+    decodes = MemoryBudget(256 * MIB, purpose="image decodes")
+
+
+def configure_budgets(*, upload_bytes: int, decode_bytes: int) -> None:
+    """Size the process's budgets (bootstrap does, from NANO_BANANA_UPLOAD_MEMORY_MB and
+    NANO_BANANA_DECODE_MEMORY_MB)."""
+    _Budgets.uploads = MemoryBudget(upload_bytes, purpose="uploads")
+    _Budgets.decodes = MemoryBudget(decode_bytes, purpose="image decodes")
+
+
+def upload_budget() -> MemoryBudget:
+    return _Budgets.uploads
+
+
+def decode_budget() -> MemoryBudget:
+    return _Budgets.decodes
+
+
+def _decoded_bytes(mode: str, width: int, height: int) -> int:
+    """What Pillow allocates for the decoded image: 1 byte per pixel for 1/L/P, 2 for 16-bit grey, else 4
+    (Pillow keeps RGB in 32-bit pixels), plus a little for the decoder's own buffers."""
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    return width * height * per_pixel + 1024 * 1024
 
 
 def sniff(data: bytes) -> str | None:
@@ -58,8 +127,12 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
                 )
             if mime == "image/jpeg":
                 img.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # decode cheaply, still end to end
-            img.load()
-    except (FileTooLarge, InvalidRequest):
+            with _Budgets.decodes.hold(_decoded_bytes(img.mode, *img.size)):  # img.size is the draft's for JPEG
+                try:
+                    img.load()
+                finally:
+                    img.close()  # frees the pixels before the budget is given back
+    except (FileTooLarge, InvalidRequest, Unavailable):
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise FileTooLarge("image has too many pixels", details={"maxPixels": max_pixels}) from exc

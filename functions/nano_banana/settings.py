@@ -23,6 +23,9 @@ class Settings(BaseSettings):
 
     # Which implementation of each port runs.
     database_url: SecretStr | None = Field(None, validation_alias=_env("NANO_BANANA_DATABASE_URL", "DATABASE_URL"))
+    # Where event streams LISTEN (one connection per process). Unset: the database URL, with Supabase's
+    # transaction pooler (port 6543, which cannot LISTEN) swapped for its session mode (port 5432).
+    listen_database_url: SecretStr | None = Field(None, validation_alias="NANO_BANANA_LISTEN_DATABASE_URL")
     limits: Literal["memory", "firestore"] = Field("memory", validation_alias="NANO_BANANA_LIMITS")
     queue: Literal["inline", "cloudtasks"] = Field("inline", validation_alias="NANO_BANANA_QUEUE")
     storage: Literal["local", "supabase"] = Field("local", validation_alias="NANO_BANANA_STORAGE")
@@ -39,6 +42,9 @@ class Settings(BaseSettings):
     # Guardrails.
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1, validation_alias="NANO_BANANA_MAX_FILE_BYTES")
     max_pixels: int = Field(50_000_000, ge=1, validation_alias="NANO_BANANA_MAX_PIXELS")
+    # Per-process memory for request bodies being uploaded and for decoded pixels (images.MemoryBudget).
+    upload_memory_mb: int = Field(192, ge=16, validation_alias="NANO_BANANA_UPLOAD_MEMORY_MB")
+    decode_memory_mb: int = Field(256, ge=16, validation_alias="NANO_BANANA_DECODE_MEMORY_MB")
     rate_per_hour: int = Field(10, ge=1, validation_alias="NANO_BANANA_RATE_PER_HOUR")
     max_active_per_project: int = Field(2, ge=1, validation_alias="NANO_BANANA_MAX_ACTIVE_PER_PROJECT")
     timeout_s: int = Field(300, ge=1, le=3600, validation_alias="NANO_BANANA_TIMEOUT_S")

@@ -47,3 +47,10 @@ def test_memory() -> None:
     out = run("memory.py", "--size-mb", "1", "--variants", "2")
     assert "job succeeded" in out
     assert "peak RSS" in out
+
+
+def test_api_memory() -> None:
+    out = run("api_memory.py", "--side", "1200", "--requests", "3")
+    assert "budgets" in out
+    assert "unbounded / budgets peak RSS" in out
+    assert "3x403" in out

@@ -242,7 +242,9 @@ def test_each_function_gets_the_settings_its_role_needs() -> None:
     assert set(common) <= known, f"not a settings env var: {set(common) - known}"
     assert "NANO_BANANA_TASK_OIDC_AUDIENCE" not in common, "each task's audience must stay its own target URL"
     fn = tf()["resource"]["google_cloudfunctions2_function"]["fn"]["service_config"][0]
-    assert fn["environment_variables"] == "${local.common_env}"
+    # Every function gets the common environment, and gunicorn as many threads as Cloud Run sends
+    # requests (the Functions Framework's default, 4 per CPU, would cap the api at 4 open event streams).
+    assert fn["environment_variables"] == "${merge(local.common_env, {THREADS = tostring(each.value.concurrency)})}"
     (dynamic,) = fn["dynamic"]
     mount = dynamic["secret_environment_variables"]
     assert re.sub(r"\s+", " ", mount["for_each"]) == (
@@ -274,7 +276,14 @@ def test_secrets_are_never_plain_environment_variables() -> None:
     secret_env = {n for field in secret_fields() for n in env_names(field)}
     assert secret_env & set(tf()["locals"]["common_env"]) == set()
     mounted = set(tf()["locals"]["secret_env_names"].values())
-    assert {env_names(f)[0] for f in secret_fields()} <= mounted, "every secret setting comes from Secret Manager"
+    # Secret settings the deployment leaves unset on purpose, each with its reason.
+    not_deployed = {
+        # Derived from the database URL (Supabase's transaction pooler -> its session mode, same host).
+        "listen_database_url",
+    }
+    deployed = secret_fields() - not_deployed
+    assert {env_names(f)[0] for f in deployed} <= mounted, "every secret setting comes from Secret Manager"
+    assert not_deployed <= secret_fields()
     assert "google_secret_manager_secret_version" not in tf()["resource"], "secret values never pass through Terraform"
     secrets = tf()["resource"]["google_secret_manager_secret"]["service"]
     assert secrets["for_each"] == "${var.secret_ids}"
@@ -433,6 +442,19 @@ def test_queue_retries_and_timeouts_agree_with_the_deadline() -> None:
     assert int(slack.group(1)) < 60
     assert generate["concurrency"] == 1, "one job per generate instance (bounded memory, exact model-call cap)"
     assert api["timeout"] == "${var.timeout_s + 60}", "SSE streams last until the deadline + 30 s"
+
+
+def test_the_functions_framework_takes_its_thread_count_from_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pinned Functions Framework sizes gunicorn from THREADS (what functions.tf sets per function)."""
+    from functions_framework._http.gunicorn import GunicornApplication
+
+    def app(environ: object, start_response: object) -> list[bytes]:
+        return []
+
+    monkeypatch.setenv("THREADS", "40")
+    assert GunicornApplication(app, "127.0.0.1", 0, False).options["threads"] == 40
+    monkeypatch.delenv("THREADS")
+    assert GunicornApplication(app, "127.0.0.1", 0, False).options["threads"] == (os.cpu_count() or 1) * 4
 
 
 def test_function_sizes_are_deployable() -> None:

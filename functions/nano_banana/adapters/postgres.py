@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from nano_banana.adapters.pg_notify import JobChangeListener, session_conninfo
 from nano_banana.domain import (
     ACTIVE,
     Job,
@@ -125,9 +126,19 @@ class PostgresJobStore:
     """The JobStore port. Autocommit connections: each statement below is its own transaction
     unless wrapped in `_transaction`. Counts statements sent (round trips) for benchmarks."""
 
-    def __init__(self, conninfo: str, *, connect_timeout_s: float = 3.0, max_size: int = 5) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        connect_timeout_s: float = 3.0,
+        max_size: int = 5,
+        listen_conninfo: str | None = None,
+    ) -> None:
         self._conninfo = conninfo
         self._connect_timeout_s = connect_timeout_s
+        self.listener = JobChangeListener(
+            listen_conninfo or session_conninfo(conninfo), connect_timeout_s=connect_timeout_s
+        )
         self._pool = ConnectionPool(
             conninfo,
             min_size=1,
@@ -148,6 +159,7 @@ class PostgresJobStore:
         self.round_trips = 0
 
     def close(self) -> None:
+        self.listener.close()
         self._pool.close()
 
     # ------------------------------------------------------------ plumbing
@@ -365,25 +377,14 @@ class PostgresJobStore:
     # ------------------------------------------------------------ change notifications
 
     def wait_for_change(self, job_id: uuid.UUID, timeout_s: float, heartbeat_s: float = 15.0) -> Iterator[bool]:
-        """Yield True once LISTEN is in effect (a change may have landed between the caller's read and
-        LISTEN), then True on every NOTIFY about this job and False every heartbeat_s of silence, until
-        timeout_s passes. One dedicated connection."""
-        wanted = str(job_id)
+        """Yield True once subscribed to the process's shared LISTEN connection (a change may have landed
+        between the caller's read and now), then True when this job changed (or may have: the listener
+        reconnected) and False every heartbeat_s of silence, until timeout_s passes."""
         end = time.monotonic() + timeout_s
+        sub = self.listener.subscribe(str(job_id))
         try:
-            conn = psycopg.connect(
-                self._conninfo, autocommit=True, connect_timeout=max(1, round(self._connect_timeout_s))
-            )
-        except psycopg.OperationalError as exc:
-            raise Unavailable("the database is unavailable; retry shortly") from exc
-        with conn:
-            conn.execute("listen pip_ai_job_events")
             yield True
             while (remaining := end - time.monotonic()) > 0:
-                changed = False
-                for notify in conn.notifies(timeout=min(remaining, heartbeat_s), stop_after=1):
-                    try:
-                        changed = json.loads(notify.payload).get("id") == wanted
-                    except ValueError:
-                        continue
-                yield changed
+                yield sub.wait(min(remaining, heartbeat_s))
+        finally:
+            self.listener.unsubscribe(sub)

@@ -342,3 +342,65 @@ def test_migrations_apply_once(embedded_pg: EmbeddedPostgres) -> None:
         row = conn.execute("select count(*) from nano_banana_schema_migrations").fetchone()
     assert row is not None
     assert row[0] == len(migration_files())
+
+
+def _listener_backends(embedded_pg: EmbeddedPostgres) -> list[int]:
+    with psycopg.connect(embedded_pg.uri, autocommit=True) as conn:
+        rows = conn.execute(
+            "select pid from pg_stat_activity where application_name = 'nano-banana-listener'"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_streams_share_one_listening_connection(pg_store: PostgresJobStore, embedded_pg: EmbeddedPostgres) -> None:
+    """Ten open streams cost the database one backend, and a change wakes only its own job's stream."""
+    jobs = [pg_store.create_job(new_job(uuid.uuid4(), uuid.uuid4())) for _ in range(10)]
+    streams = [pg_store.wait_for_change(j.id, 10, heartbeat_s=0.3) for j in jobs if j is not None]
+    assert [next(s) for s in streams] == [True] * 10
+    assert len(_listener_backends(embedded_pg)) == 1
+    assert pg_store.listener.connections == 1
+    pg_store.cancel(jobs[3].id)  # type: ignore[union-attr]
+    assert next(streams[3]) is True
+    assert next(streams[4]) is False, "another job's change does not wake this stream"
+    for s in streams:
+        s.close()
+    assert pg_store.listener.connections == 1
+
+
+def test_listener_reconnects_and_wakes_streams(pg_store: PostgresJobStore, embedded_pg: EmbeddedPostgres) -> None:
+    """The shared connection dies: every stream is woken to re-read, and later changes still arrive."""
+    job = pg_store.create_job(new_job(uuid.uuid4(), uuid.uuid4()))
+    assert job is not None
+    events = pg_store.wait_for_change(job.id, 20, heartbeat_s=0.5)
+    assert next(events) is True
+    [pid] = _listener_backends(embedded_pg)
+    with psycopg.connect(embedded_pg.uri, autocommit=True) as conn:
+        conn.execute("select pg_terminate_backend(%s)", (pid,))
+    woke = [next(events) for _ in range(12)]  # up to ~6 s of heartbeats
+    assert True in woke, "the reconnect rings every stream"
+    assert pg_store.listener.connections == 2
+    assert len(_listener_backends(embedded_pg)) == 1
+    pg_store.cancel(job.id)
+    assert True in [next(events) for _ in range(4)]
+    events.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            "postgresql://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:6543/postgres",
+            "postgresql://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres",
+        ),
+        (
+            "postgres://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres?sslmode=require",
+            "postgres://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres?sslmode=require",
+        ),
+        ("postgresql://u:p@db.example.com:6543/app", "postgresql://u:p@db.example.com:6543/app"),
+        ("host=/tmp port=6543 dbname=postgres", "host=/tmp port=6543 dbname=postgres"),
+    ],
+)
+def test_event_streams_listen_through_a_session_capable_url(given: str, expected: str) -> None:
+    from nano_banana.adapters.pg_notify import session_conninfo
+
+    assert session_conninfo(given) == expected
