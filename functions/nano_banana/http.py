@@ -27,7 +27,8 @@ from nano_banana.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from nano_banana.images import ACCEPTED, inspect_image, upload_budget
+from nano_banana.images import ACCEPTED, inspect_image, sniff, upload_budget
+from nano_banana.sanitize import strip_metadata
 from nano_banana.uploads import FORM_OVERHEAD_BYTES, read_multipart
 
 log = logging.getLogger("nano_banana")
@@ -276,13 +277,16 @@ def _create_command(api: Api, request: Request) -> usecases.CreateJob:
             raise InvalidRequest(
                 "aspectRatio is not supported", details={"field": "aspectRatio", "allowed": list(ASPECT_RATIOS)}
             )
-        info = inspect_image(form.file, max_bytes=settings.max_file_bytes, max_pixels=settings.max_pixels)
+        # Metadata (EXIF GPS, XMP, comments) and bytes after the image's end never get stored; the
+        # stripped image is what gets validated.
+        image = strip_metadata(form.file, sniff(form.file) or "")
+        info = inspect_image(image, max_bytes=settings.max_file_bytes, max_pixels=settings.max_pixels)
         return usecases.CreateJob(
             project_id=project_id,
             prompt=form.fields.get("prompt", ""),
             variant_count=_form_int(form.fields, "variantCount", settings.default_variant_count, 1, 4),
             aspect_ratio=aspect,
-            upload=usecases.ImageUpload(form.file, info),
+            upload=usecases.ImageUpload(image, info),
             idempotency_key=key,
         )
     if mimetype == "application/json":

@@ -125,6 +125,9 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
                     f"image has {width * height} pixels; the limit is {max_pixels}",
                     details={"width": width, "height": height, "maxPixels": max_pixels},
                 )
+            # Report the size as displayed: browsers apply the EXIF orientation, and 5-8 (quarter turns)
+            # swap width and height for the builder's blocks.
+            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
             if mime == "image/jpeg":
                 img.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # decode cheaply, still end to end
             with _Budgets.decodes.hold(_decoded_bytes(img.mode, *img.size)):  # img.size is the draft's for JPEG
@@ -140,4 +143,29 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
         raise InvalidRequest(
             "image could not be decoded (truncated or corrupt)", details={"field": "image", "reason": "undecodable"}
         ) from exc
+    if turned:
+        width, height = height, width
     return ImageInfo(mime_type=mime, width=width, height=height, bytes=len(data))
+
+
+_PIL_SAVE: dict[str, dict[str, object]] = {
+    "image/jpeg": {"format": "JPEG", "quality": 95},
+    "image/png": {"format": "PNG"},
+    "image/webp": {"format": "WEBP", "quality": 95},
+}
+
+
+def upright(data: bytes, mime: str) -> bytes:
+    """The image with its EXIF orientation applied to the pixels, for consumers that may ignore the tag (a
+    model must see the photo the way the user does). Unchanged, without decoding, when already upright."""
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(data)) as img:
+        if img.getexif().get(0x0112, 1) in (None, 1) or mime not in _PIL_SAVE:
+            return data
+        turned = ImageOps.exif_transpose(img)
+        if mime == "image/jpeg" and turned.mode not in ("RGB", "L", "CMYK"):
+            turned = turned.convert("RGB")
+        buf = io.BytesIO()
+        turned.save(buf, **_PIL_SAVE[mime])  # type: ignore[arg-type]
+        return buf.getvalue()

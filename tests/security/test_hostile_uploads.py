@@ -46,6 +46,12 @@ def test_every_hostile_file_gets_its_answer_and_reserves_nothing(dev_server_fact
             assert input_blobs(server, s.user_id) == before, f"{name} left a blob"
         else:
             accepted += 1
+            # What is stored is the image alone: no appended archive, no metadata.
+            job = server.job(s, r.json()["jobId"])
+            stored = (server.data_dir / "blobs" / job["inputPath"]).read_bytes()
+            assert b"PK\x03\x04" not in stored, name
+            assert b"AAAAAAAA" not in stored, name
+            assert len(stored) < len((CORPUS / name).read_bytes()), name
     # The rejected requests reserved nothing: exactly 5 - accepted more jobs fit in the hour.
     for _ in range(5 - accepted):
         assert server.create_job(s).status_code == 202

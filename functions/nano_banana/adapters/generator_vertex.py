@@ -29,6 +29,7 @@ from google.genai import types
 
 from nano_banana.domain import GeneratedImage, GenerationRequest, GenerationResult
 from nano_banana.errors import ContentBlocked, GenerationFailed
+from nano_banana.images import upright
 from nano_banana.log import redact
 from nano_banana.ports import Clock
 from nano_banana.retry import Backoff
@@ -111,15 +112,18 @@ class VertexGenerator:
     # ------------------------------------------------------------ request
 
     def contents(self, request: GenerationRequest) -> list[types.Content]:
-        """Multi-turn contents: each earlier prompt of the thread, then the image with the new prompt."""
+        """Multi-turn contents: each earlier prompt of the thread, then the image with the new prompt. Images
+        go upright (EXIF orientation applied to the pixels): the model must see what the user sees."""
         turns: list[types.Content] = []
         for turn in request.history:
             parts = [types.Part.from_text(text=turn.prompt)]
             if turn.image is not None and turn.image_mime:
-                parts.insert(0, types.Part.from_bytes(data=turn.image, mime_type=turn.image_mime))
+                parts.insert(
+                    0, types.Part.from_bytes(data=upright(turn.image, turn.image_mime), mime_type=turn.image_mime)
+                )
             turns.append(types.Content(role="user", parts=parts))
         final = [
-            types.Part.from_bytes(data=request.image, mime_type=request.image_mime),
+            types.Part.from_bytes(data=upright(request.image, request.image_mime), mime_type=request.image_mime),
             types.Part.from_text(text=request.prompt),
         ]
         turns.append(types.Content(role="user", parts=final))

@@ -191,3 +191,23 @@ def test_generate_entry_point_imports_quickly() -> None:
     code = "import time; t=time.perf_counter(); import main, nano_banana.tasks, nano_banana.usecases; print(time.perf_counter()-t)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert float(out.stdout.strip()) < 1.0
+
+
+def test_a_sideways_photo_reaches_the_model_upright(server: vs.VertexServer) -> None:
+    """A phone photo stored 96x64 with EXIF orientation 6 (displayed 64x96) is sent as 64x96 pixels."""
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 64), (10, 200, 30)).save(buf, "JPEG", exif=exif)
+    sideways = GenerationRequest(uuid.uuid4(), "brighter", buf.getvalue(), "image/jpeg", 1, None, ())
+    generator(server).generate(sideways, deadline=soon())
+    inline = server.requests[0]["body"]["contents"][-1]["parts"][0]["inlineData"]
+    sent = base64.urlsafe_b64decode(inline["data"] + "=" * (-len(inline["data"]) % 4))
+    with Image.open(io.BytesIO(sent)) as img:
+        assert img.size == (64, 96)
+        assert img.format == "JPEG"
+        assert img.getexif().get(0x0112, 1) == 1
