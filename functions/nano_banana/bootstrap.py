@@ -20,6 +20,7 @@ from nano_banana.auth import TokenVerifier
 from nano_banana.http import Api
 from nano_banana.ports import BlobStore, Clock, ImageGenerator, JobStore, Limits, Processor, Task, TaskQueue
 from nano_banana.settings import Settings
+from nano_banana.tickets import StreamTickets
 
 T = TypeVar("T")
 
@@ -203,4 +204,8 @@ def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
     verifier = TokenVerifier(
         secret=settings.jwt_secret.get_secret_value(), audience=settings.jwt_audience, jwks_url=settings.jwks_url
     )
-    return Runtime(settings=settings, services=services, api=Api(services=services, verifier=verifier))
+    return Runtime(
+        settings=settings,
+        services=services,
+        api=Api(services=services, verifier=verifier, tickets=StreamTickets(settings.jwt_secret.get_secret_value())),
+    )

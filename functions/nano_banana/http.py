@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 from flask import Request, Response
@@ -29,6 +30,7 @@ from nano_banana.errors import (
 )
 from nano_banana.images import ACCEPTED, inspect_image, sniff, upload_budget
 from nano_banana.sanitize import strip_metadata
+from nano_banana.tickets import StreamTickets
 from nano_banana.uploads import FORM_OVERHEAD_BYTES, read_multipart
 
 log = logging.getLogger("nano_banana")
@@ -48,6 +50,7 @@ class Api:
 
     services: usecases.Services
     verifier: TokenVerifier
+    tickets: StreamTickets
 
 
 # ---------------------------------------------------------------- request bodies
@@ -391,11 +394,13 @@ def blocks(api: Api, request: Request, params: dict[str, str]) -> Response:
 
 
 def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:
-    """Server-sent events: the job now and on every change (Postgres LISTEN/NOTIFY) until it ends."""
+    """Server-sent events: the job now and on every change (Postgres LISTEN/NOTIFY) until it ends. The
+    caller authenticates with its Authorization header or, from EventSource, with a stream ticket."""
+    job_id = _uuid(params["id"], "jobId")
     header = request.headers.get("Authorization")
-    token = request.args.get("access_token")
-    user_id = api.verifier.user_id(header if header else (f"Bearer {token}" if token else None))
-    job = usecases.get_job(api.services, user_id, _uuid(params["id"], "jobId"))
+    ticket = request.args.get("ticket")
+    user_id = api.verifier.user_id(header) if header or not ticket else api.tickets.user_for(ticket, job_id)
+    job = usecases.get_job(api.services, user_id, job_id)  # access is checked again: membership may be gone
     svc = api.services
 
     def stream() -> Iterator[str]:
@@ -424,6 +429,21 @@ def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return Response(stream(), mimetype="text/event-stream", headers=headers)
+
+
+def events_ticket(api: Api, request: Request, params: dict[str, str]) -> Response:
+    """A ticket for one job's event stream, to put in the EventSource URL instead of the access token
+    (URLs get logged). Valid until a minute after the job's deadline."""
+    user_id = _user(api, request)
+    job = usecases.get_job(api.services, user_id, _uuid(params["id"], "jobId"))
+    expires = max(job.deadline_at, api.services.clock()) + timedelta(seconds=60)
+    ticket = api.tickets.issue(job.id, user_id, expires)
+    body = {
+        "ticket": ticket,
+        "url": f"{BASE_PATH}/jobs/{job.id}/events?ticket={ticket}",
+        "expiresAt": expires.isoformat().replace("+00:00", "Z"),
+    }
+    return _json(body, headers={"Cache-Control": "no-store"})
 
 
 def public_config(api: Api, _request: Request, _params: dict[str, str]) -> Response:
@@ -480,6 +500,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)/messages$"), thread_messages),
     ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)/blocks$"), blocks),
     ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)/events$"), job_events),
+    ("POST", re.compile(r"^/jobs/(?P<id>[^/]+)/events-ticket$"), events_ticket),
     ("POST", re.compile(r"^/messages$"), refine),
 ]
 

@@ -97,8 +97,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
-        if self.database_url is not None and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET and not self.jwks_url:
-            raise ValueError("NANO_BANANA_JWT_SECRET (or NANO_BANANA_JWKS_URL) must be set outside local dev")
+        if self.database_url is not None and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+            # Even with JWKS (asymmetric user tokens) the secret keys the event-stream tickets.
+            raise ValueError("NANO_BANANA_JWT_SECRET must be set outside local dev")
         if self.storage == "supabase" and (not self.supabase_url or self.supabase_service_key is None):
             raise ValueError("NANO_BANANA_STORAGE=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
         if self.generator == "n8n" and (not self.n8n_webhook_url or self.n8n_secret is None):

@@ -78,7 +78,7 @@ def test_events_stream_reports_each_state_until_terminal(dev_server_factory: Sta
     s = server.session()
     job_id = server.create_job(s).json()["jobId"]
     statuses: list[str] = []
-    with server.client.stream("GET", f"/api/nano-banana/jobs/{job_id}/events", params={"access_token": s.token}) as r:
+    with server.client.stream("GET", f"/api/nano-banana/jobs/{job_id}/events", headers=s.headers) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
             if line.startswith("data: "):
@@ -97,16 +97,47 @@ def test_events_stream_opened_right_after_create_still_ends(dev_server_factory: 
     for _ in range(5):
         job_id = server.create_job(s).json()["jobId"]
         last = None
+        ticket = server.client.post(f"/api/nano-banana/jobs/{job_id}/events-ticket", headers=s.headers)
         with server.client.stream(
             "GET",
-            f"/api/nano-banana/jobs/{job_id}/events",
-            params={"access_token": s.token},
+            ticket.json()["url"],  # what EventSource opens: no header, the ticket in the URL
             timeout=httpx.Timeout(10.0),  # under the 15 s heartbeat: a lost change would time out here
         ) as r:
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     last = json.loads(line[6:])["status"]
         assert last == "succeeded"
+
+
+def test_stream_tickets_open_one_jobs_stream_and_nothing_else(dev_server: DevServer) -> None:
+    """EventSource cannot send headers and URLs get logged: the URL carries a ticket, never the token."""
+    s, stranger = dev_server.session(), dev_server.token_for(uuid.uuid4())
+    job_id = dev_server.create_job(s).json()["jobId"]
+    other_job = dev_server.create_job(s).json()["jobId"]
+    r = dev_server.client.post(f"/api/nano-banana/jobs/{job_id}/events-ticket", headers=s.headers)
+    assert r.status_code == 200, r.text
+    validate(r.json(), "EventsTicket")
+    ticket, url = r.json()["ticket"], r.json()["url"]
+    assert url == f"/api/nano-banana/jobs/{job_id}/events?ticket={ticket}"
+    with dev_server.client.stream("GET", url) as stream:
+        assert stream.status_code == 200
+        first = next(line for line in stream.iter_lines() if line.startswith("data: "))
+        assert json.loads(first[6:])["id"] == job_id
+
+    def refused(path: str, **kwargs: Any) -> None:
+        r = dev_server.client.request(kwargs.pop("method", "GET"), path, **kwargs)
+        assert r.status_code == 401, (path, r.text)
+        assert r.json()["error"]["code"] == "unauthenticated"
+
+    refused(f"/api/nano-banana/jobs/{other_job}/events", params={"ticket": ticket})  # another job
+    refused(f"/api/nano-banana/jobs/{job_id}/events", params={"ticket": ticket[:-2] + "xx"})  # tampered
+    refused(f"/api/nano-banana/jobs/{job_id}/events", params={"access_token": s.token})  # tokens never in URLs
+    refused(f"/api/nano-banana/jobs/{job_id}", headers={"Authorization": f"Bearer {ticket}"})  # not a token
+    # Nobody gets a ticket for a job they cannot see.
+    r = dev_server.client.post(f"/api/nano-banana/jobs/{job_id}/events-ticket", headers=stranger.headers)
+    assert r.status_code == 404
+    assert dev_server.client.post(f"/api/nano-banana/jobs/{job_id}/events-ticket").status_code == 401
+    assert s.token not in dev_server.logs()
 
 
 # ---------------------------------------------------------------- auth

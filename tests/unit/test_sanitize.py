@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 
@@ -34,7 +35,9 @@ def exif(orientation: int | None = 6) -> Image.Exif:
     return e
 
 
+@functools.cache
 def icc() -> bytes:
+    """One sRGB profile for the whole module (a profile carries its creation time to the second)."""
     return bytes(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
 
 

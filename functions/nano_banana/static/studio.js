@@ -7,7 +7,7 @@ const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 const state = {
   token: null, projectId: null, config: null,
   jobs: new Map(),      // id -> Job, as last seen
-  streams: new Map(),   // id -> EventSource while the job is active
+  streams: new Map(),   // id -> EventSource while the job is active (null while its ticket is fetched)
   file: null,           // the checked File about to be uploaded
   open: null,           // {jobId, variantId, threadId} of the variant in the detail view
   layout: "slider",
@@ -209,18 +209,9 @@ const MAX_STREAMS = 4;
 
 function subscribe(jobId, attempt = 0) {
   if (state.streams.has(jobId) || state.streams.size >= MAX_STREAMS) return;
-  // EventSource cannot send headers: this one route accepts the token in the query string.
-  const source = new EventSource(`${API}/jobs/${jobId}/events?access_token=${encodeURIComponent(state.token)}`);
-  state.streams.set(jobId, source);
-  source.addEventListener("job", (e) => {
-    attempt = 0;
-    const job = JSON.parse(e.data);
-    upsert(job, "event");
-    if (TERMINAL.has(job.status)) { source.close(); state.streams.delete(jobId); }
-  });
-  source.onerror = () => {
-    // The server ends the stream after a terminal state; anything else is a dropped connection: re-read and resubscribe.
-    source.close(); state.streams.delete(jobId);
+  state.streams.set(jobId, null);  // the slot is taken while the ticket is fetched
+  const retry = () => {
+    state.streams.get(jobId)?.close(); state.streams.delete(jobId);
     const job = state.jobs.get(jobId);
     if ((job && TERMINAL.has(job.status)) || attempt >= 8) return;
     setTimeout(() => api(`/jobs/${jobId}`).then((latest) => {
@@ -228,6 +219,22 @@ function subscribe(jobId, attempt = 0) {
       if (!TERMINAL.has(latest.status)) subscribe(jobId, attempt + 1);
     }).catch(() => subscribe(jobId, attempt + 1)), Math.min(30000, 500 * 2 ** attempt));
   };
+  // EventSource cannot send headers, and URLs end up in logs: the stream URL carries a ticket good for this
+  // one job for a few minutes, never the access token.
+  api(`/jobs/${jobId}/events-ticket`, { method: "POST" }).then(({ url }) => {
+    if (!state.streams.has(jobId)) return;  // the job ended while the ticket was on its way
+    const source = new EventSource(url);
+    state.streams.set(jobId, source);
+    source.addEventListener("job", (e) => {
+      attempt = 0;
+      const job = JSON.parse(e.data);
+      upsert(job, "event");
+      if (TERMINAL.has(job.status)) { source.close(); state.streams.delete(jobId); }
+    });
+    // The server ends the stream after a terminal state; anything else is a dropped connection: re-read and
+    // resubscribe (with a fresh ticket).
+    source.onerror = retry;
+  }).catch(retry);
 }
 
 function upsert(job, via = "fetch") {
@@ -235,7 +242,7 @@ function upsert(job, via = "fetch") {
   state.seen.set(job.id, Date.now());
   if (before && $(`job-${job.id}`) && JSON.stringify(before) === JSON.stringify(job)) return;
   state.jobs.set(job.id, job);
-  if (TERMINAL.has(job.status) && state.streams.has(job.id)) { state.streams.get(job.id).close(); state.streams.delete(job.id); }
+  if (TERMINAL.has(job.status) && state.streams.has(job.id)) { state.streams.get(job.id)?.close(); state.streams.delete(job.id); }
   let li = $(`job-${job.id}`);
   if (!li) {
     li = el("li", { id: `job-${job.id}`, class: "job", "data-testid": "job" });
