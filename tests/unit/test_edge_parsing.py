@@ -11,6 +11,7 @@ import jwt
 import pytest
 from PIL import Image
 
+from nano_banana import images
 from nano_banana.auth import TokenVerifier, issue_dev_token
 from nano_banana.errors import BadRequest, FileTooLarge, InvalidRequest, Unauthenticated, UnsupportedMediaType
 from nano_banana.images import inspect_image, sniff
@@ -135,10 +136,12 @@ def test_truncated_and_lying_images_are_422() -> None:
 def test_pixel_cap_is_checked_before_decoding() -> None:
     buf = io.BytesIO()
     Image.new("1", (5000, 5000)).save(buf, "PNG")
-    started = time.perf_counter()
+    images.configure_budgets(upload_bytes=64 * images.MIB, decode_bytes=256 * images.MIB)
     with pytest.raises(FileTooLarge):
         inspect_image(buf.getvalue(), max_bytes=10**6, max_pixels=1_000_000)
-    assert time.perf_counter() - started < 1.0
+    assert images.decode_budget().peak == 0, "refused from the header: no pixel was decoded"
+    inspect_image(buf.getvalue(), max_bytes=10**6, max_pixels=25_000_000)
+    assert images.decode_budget().peak > 0, "a decode goes through the budget"
 
 
 def test_tokens() -> None:

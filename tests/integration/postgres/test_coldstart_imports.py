@@ -17,12 +17,14 @@ import json, sys, time
 t = time.perf_counter()
 import main
 import_s = time.perf_counter() - t
+clients = ("psycopg", "grpc", "google.cloud.firestore", "google.cloud.tasks_v2", "storage3", "PIL", "google.genai")
+at_import = sorted(m for m in clients if m in sys.modules)
 from werkzeug.test import EnvironBuilder
 from flask import Request
 env = EnvironBuilder(path="/api/nano-banana/config", method="GET").get_environ()
 response = main.api(Request(env))
 heavy = sorted(m for m in ("google.genai", "google.cloud.aiplatform", "vertexai") if m in sys.modules)
-print(json.dumps({"status": response.status_code, "heavy": heavy, "import_s": import_s}))
+print(json.dumps({"status": response.status_code, "heavy": heavy, "at_import": at_import, "import_s": import_s}))
 main.runtime().close()
 """
 
@@ -42,4 +44,6 @@ def test_api_serves_without_importing_the_model_sdk(tmp_path: Path) -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == 200
     assert result["heavy"] == []
-    assert result["import_s"] < 0.5, "importing main is deferred work only"
+    # Importing main is deferred work only: no client library loads until the runtime is built (the
+    # time it takes is bench/coldstart.py's to measure, not a test's).
+    assert result["at_import"] == [], result

@@ -187,10 +187,15 @@ def test_the_client_is_created_once_lazily(server: vs.VertexServer) -> None:
     assert made == [1]
 
 
-def test_generate_entry_point_imports_quickly() -> None:
-    code = "import time; t=time.perf_counter(); import main, nano_banana.tasks, nano_banana.usecases; print(time.perf_counter()-t)"
+def test_generate_entry_point_imports_nothing_heavy() -> None:
+    """Importing the entry points loads no client library: each adapter is imported when the runtime is
+    built, and google.genai on the first job. (The time itself is bench/coldstart.py's to measure.)"""
+    heavy = ("google.genai", "google.cloud.firestore", "google.cloud.tasks_v2", "grpc", "storage3", "psycopg", "PIL")
+    code = (
+        f"import sys, main, nano_banana.tasks, nano_banana.usecases; print([m for m in {heavy!r} if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert float(out.stdout.strip()) < 1.0
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_sideways_photo_reaches_the_model_upright(server: vs.VertexServer) -> None:
