@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -66,6 +66,10 @@ class CreateJobBody(_Body):
     input_path: str = Field(alias="inputPath", max_length=512)
     variant_count: int | None = Field(None, alias="variantCount", ge=1, le=4)
     aspect_ratio: AspectRatio | None = Field(None, alias="aspectRatio")
+
+
+class SignUrlsBody(_Body):
+    paths: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(min_length=1, max_length=50)
 
 
 class RefineBody(_Body):
@@ -431,6 +435,21 @@ def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:
     return Response(stream(), mimetype="text/event-stream", headers=headers)
 
 
+def signed_urls(api: Api, request: Request, _: dict[str, str]) -> Response:
+    """Fresh signed URLs for stored images the caller may see. A document keeps a block's `storagePath`;
+    its `src` expires with the signed URL, and this is how the builder renders the block again."""
+    user_id = _user(api, request)
+    paths = list(dict.fromkeys(_validated(SignUrlsBody, _json_body(request)).paths))
+    visible = usecases.visible_paths(api.services, user_id, paths)
+    expires = api.services.clock() + timedelta(seconds=api.services.settings.signed_url_ttl_s)
+    body = {
+        "urls": {p: _signed(api, p) for p in paths if p in visible},
+        "notFound": [p for p in paths if p not in visible],
+        "expiresAt": _iso(expires),
+    }
+    return _json(body)
+
+
 def events_ticket(api: Api, request: Request, params: dict[str, str]) -> Response:
     """A ticket for one job's event stream, to put in the EventSource URL instead of the access token
     (URLs get logged). Valid until a minute after the job's deadline."""
@@ -501,6 +520,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)/blocks$"), blocks),
     ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)/events$"), job_events),
     ("POST", re.compile(r"^/jobs/(?P<id>[^/]+)/events-ticket$"), events_ticket),
+    ("POST", re.compile(r"^/signed-urls$"), signed_urls),
     ("POST", re.compile(r"^/messages$"), refine),
 ]
 

@@ -201,6 +201,10 @@ class JobStore(Protocol):
         """The variant stored at that path, if it belongs to a job of the project."""
         ...
 
+    def visible_paths(self, user_id: uuid.UUID, paths: Sequence[tuple[str, uuid.UUID | None]]) -> set[str]:
+        """Which (path, job id in the path) pairs name a variant or an input of a job the user may see."""
+        ...
+
     def find_by_idempotency_key(self, user_id: uuid.UUID, key: str) -> tuple[Job, str | None] | None:
         """The job created with that key, and the hash of the request that created it."""
         ...

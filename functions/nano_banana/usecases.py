@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -350,6 +351,25 @@ def get_job(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     if job is None:
         raise NotFound("job not found", details={"jobId": str(job_id)})
     return job
+
+
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_OUTPUT_PATH = re.compile(rf"^jobs/({_UUID})/[A-Za-z0-9._/-]+$")  # the shape pip_ai_image_variants allows
+_INPUT_PATH = re.compile(rf"^inputs/{_UUID}/[A-Za-z0-9._-]+$")
+
+
+def visible_paths(svc: Services, user_id: uuid.UUID, paths: Sequence[str]) -> set[str]:
+    """The stored images among `paths` the user may see: variants and inputs of their projects' jobs.
+    Anything else (malformed, another project's, deleted) is simply not among them."""
+    candidates: list[tuple[str, uuid.UUID | None]] = []
+    for path in paths:
+        if ".." in path:
+            continue
+        if match := _OUTPUT_PATH.match(path):
+            candidates.append((path, uuid.UUID(match.group(1))))
+        elif _INPUT_PATH.match(path):
+            candidates.append((path, None))
+    return svc.store.visible_paths(user_id, candidates)
 
 
 def list_jobs(

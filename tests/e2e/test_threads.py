@@ -193,3 +193,37 @@ def test_blocks_only_for_succeeded_jobs(dev_server_factory: Callable[..., DevSer
     )
     assert r.status_code == 409
     validate_error(r.json(), "invalid_transition")
+
+
+def test_a_stored_blocks_paths_can_be_signed_again(dev_server: DevServer) -> None:
+    """A document keeps storagePath; when src expires the builder re-signs the paths its user may see."""
+    s = dev_server.session()
+    job = succeeded_job(dev_server, s, prompt="a reading nook")
+    compare = dev_server.client.get(
+        f"/api/nano-banana/jobs/{job['id']}/blocks",
+        params={"variantId": job["variants"][0]["id"], "type": "image_compare"},
+        headers=s.headers,
+    ).json()["props"]
+    before, after = compare["before"]["storagePath"], compare["after"]["storagePath"]
+    foreign = f"jobs/{uuid.uuid4()}/1/0.png"
+    garbage = ["../etc/passwd", f"jobs/{job['id']}/../../inputs/x.png", "inputs/not-a-uuid/x.png"]
+    url = "/api/nano-banana/signed-urls"
+
+    r = dev_server.client.post(url, json={"paths": [before, after, foreign, *garbage, after]}, headers=s.headers)
+    assert r.status_code == 200, r.text
+    validate(r.json(), "SignedUrls")
+    body = r.json()
+    assert set(body["urls"]) == {before, after}
+    assert body["notFound"] == [foreign, *garbage]
+    for path, signed in body["urls"].items():
+        assert httpx.get(signed).content == httpx.get(compare["before" if path == before else "after"]["src"]).content
+
+    # Someone outside the project sees nothing; a bad body is 422; no token is 401.
+    stranger = dev_server.token_for(uuid.uuid4())
+    r = dev_server.client.post(url, json={"paths": [before, after]}, headers=stranger.headers)
+    assert r.json() == {**r.json(), "urls": {}, "notFound": [before, after]}
+    for bad in ({"paths": []}, {"paths": ["x"] * 51}, {"paths": "x"}, {"paths": ["x"], "more": 1}):
+        r = dev_server.client.post(url, json=bad, headers=s.headers)
+        assert r.status_code == 422, bad
+        validate_error(r.json(), "invalid_request")
+    assert dev_server.client.post(url, json={"paths": [before]}).status_code == 401

@@ -249,6 +249,12 @@ class PostgresJobStore:
         rows = self._query("variant_in_project", {"path": storage_path, "project_id": project_id})
         return _variant(rows[0]) if rows else None
 
+    def visible_paths(self, user_id: uuid.UUID, paths: Sequence[tuple[str, uuid.UUID | None]]) -> set[str]:
+        if not paths:
+            return set()
+        params = {"paths": [p for p, _ in paths], "job_ids": [j for _, j in paths], "user_id": user_id}
+        return {row["path"] for row in self._query("visible_paths", params)}
+
     def find_by_idempotency_key(self, user_id: uuid.UUID, key: str) -> tuple[Job, str | None] | None:
         rows = self._query("find_by_idempotency_key", {"user_id": user_id, "key": key})
         return (_job(rows[0]), rows[0]["request_hash"]) if rows else None

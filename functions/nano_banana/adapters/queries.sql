@@ -168,3 +168,16 @@ where v.storage_path = %(path)s and j.project_id = %(project_id)s
 
 -- name: forget_webhook
 delete from pip_ai_webhook_receipts where webhook_id = %(webhook_id)s
+
+-- name: visible_paths
+-- Which of these stored images the user may see: a variant of a job in one of their projects (the job id
+-- is in the path, so the lookup uses the job's key), or the input of such a job.
+select p.path
+from unnest(%(paths)s::text[], %(job_ids)s::uuid[]) as p(path, job_id)
+where exists (
+        select 1 from pip_ai_image_variants v join pip_ai_image_jobs j on j.id = v.job_id
+        where v.job_id = p.job_id and v.storage_path = p.path
+          and pip_ai_can_access_project(j.project_id, %(user_id)s))
+   or exists (
+        select 1 from pip_ai_image_jobs j
+        where j.input_path = p.path and pip_ai_can_access_project(j.project_id, %(user_id)s))
