@@ -50,6 +50,7 @@ locals {
     NANO_BANANA_MAX_ACTIVE_PER_PROJECT    = tostring(var.max_active_per_project)
     NANO_BANANA_BUCKET                    = var.bucket
     NANO_BANANA_JWKS_URL                  = var.jwks_url
+    NANO_BANANA_CORS_ORIGINS              = join(",", var.cors_origins)
     SUPABASE_URL                          = var.supabase_url
     N8N_WEBHOOK_NANO_BANANA_PROCESSOR     = var.n8n_webhook_url
     NANO_BANANA_LOG_LEVEL                 = "INFO"

@@ -36,6 +36,16 @@ variable "jwks_url" {
   default     = ""
 }
 
+variable "cors_origins" {
+  description = "Browser origins of the builder allowed to call the api function cross-origin (NANO_BANANA_CORS_ORIGINS), e.g. [\"https://app.example.com\"]. Empty: same-origin only."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for o in var.cors_origins : can(regex("^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$", o))])
+    error_message = "Each of cors_origins is an origin: scheme://host[:port], no path or wildcard."
+  }
+}
+
 # Secrets are passed by reference: the ids of Secret Manager secrets this module creates. Their values
 # are added out of band (gcloud secrets versions add), so they never enter variables or state.
 variable "secret_ids" {

@@ -114,8 +114,9 @@ def create_app(rt: Any) -> Any:
 
     @app.route("/healthz", methods=["GET"])
     @app.route("/readyz", methods=["GET"])
-    @app.route("/api/nano-banana", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-    @app.route("/api/nano-banana/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
+    # OPTIONS reaches the API like every method does in the Functions Framework (CORS preflights).
+    @app.route("/api/nano-banana", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+    @app.route("/api/nano-banana/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
     def api(rest: str = "") -> Response:
         return http.handle(rt.api, request)
 

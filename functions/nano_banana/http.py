@@ -542,8 +542,36 @@ def route(routes: list[tuple[str, re.Pattern[str], Handler]], method: str, path:
     raise NotFound("no such route", details={"path": path[:200]})
 
 
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+# What a cross-origin page may read: when to retry after 429/503, where a created job lives.
+CORS_EXPOSE_HEADERS = "Retry-After, Location, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset"
+
+
 def handle(api: Api, request: Request, routes: list[tuple[str, re.Pattern[str], Handler]] = ROUTES) -> Response:
-    """Dispatch one request; every failure becomes the error envelope, never a stack trace."""
+    """Dispatch one request, answering CORS for the builder's origins (NANO_BANANA_CORS_ORIGINS): the
+    builder's page lives on another origin than the function, and sends an Authorization header, so every
+    call is preflighted."""
+    allowed = api.services.settings.cors_origins
+    origin = request.headers.get("Origin")
+    granted = origin if origin and ("*" in allowed or origin in allowed) else None
+    if granted and request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+        response = Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST"
+        response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+        response.headers["Access-Control-Max-Age"] = "600"
+    else:
+        response = _dispatch(api, request, routes)
+        if granted:
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+    if granted:
+        response.headers["Access-Control-Allow-Origin"] = granted
+    if allowed:
+        response.vary.add("Origin")  # the answer depends on the Origin header: caches must keep them apart
+    return response
+
+
+def _dispatch(api: Api, request: Request, routes: list[tuple[str, re.Pattern[str], Handler]]) -> Response:
+    """Route one request; every failure becomes the error envelope, never a stack trace."""
     try:
         handler, params = route(routes, request.method, request.path)
         return handler(api, request, params)

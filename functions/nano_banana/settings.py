@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "nano-banana-dev-secret-not-for-production-0123456789"  # noqa: S105 (local dev only; refused with a database URL)
@@ -66,6 +67,8 @@ class Settings(BaseSettings):
     )
     bucket: str = Field("pip-ai-images", validation_alias="NANO_BANANA_BUCKET")
     signed_url_ttl_s: int = Field(3600, ge=10, le=7 * 86400, validation_alias="NANO_BANANA_SIGNED_URL_TTL_S")
+    # Browser origins (the builder's) allowed to call the API cross-origin, comma-separated; "*" for any.
+    cors_origins_list: str = Field("", validation_alias="NANO_BANANA_CORS_ORIGINS")
     db_connect_timeout_s: float = Field(3.0, gt=0, validation_alias="NANO_BANANA_DB_CONNECT_TIMEOUT_S")
     db_pool_max: int = Field(5, ge=1, validation_alias="NANO_BANANA_DB_POOL_MAX")
 
@@ -109,6 +112,18 @@ class Settings(BaseSettings):
         if self.queue == "cloudtasks" and not (self.generate_url and self.expire_url):
             raise ValueError("NANO_BANANA_QUEUE=cloudtasks needs NANO_BANANA_GENERATE_URL and NANO_BANANA_EXPIRE_URL")
         return self
+
+    @field_validator("cors_origins_list")
+    @classmethod
+    def _origins_are_origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",") if o.strip()):
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+                raise ValueError(f"NANO_BANANA_CORS_ORIGINS: {origin[:100]!r} is not an origin (scheme://host[:port])")
+        return value
+
+    @property
+    def cors_origins(self) -> frozenset[str]:
+        return frozenset(o.strip() for o in self.cors_origins_list.split(",") if o.strip())
 
     @property
     def embedded(self) -> bool:

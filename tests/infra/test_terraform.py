@@ -183,6 +183,10 @@ def resolve(value: str, overrides: dict[str, Any]) -> str:
     if match:
         name = match.group(1)
         return str(overrides.get(name, tf()["variable"][name].get("default", "")))
+    match = re.fullmatch(r'\$\{join\(",", var\.(\w+)\)\}', value)
+    if match:
+        name = match.group(1)
+        return ",".join(overrides.get(name, tf()["variable"][name].get("default", [])))
     if "email}" in value:
         return "account@project.iam.gserviceaccount.com"
     return "https://region-project.cloudfunctions.net/x" if "${" in value else value
