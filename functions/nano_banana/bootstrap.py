@@ -152,7 +152,13 @@ def build_generator(settings: Settings, clock: Clock) -> ImageGenerator:
     if settings.generator == "vertex":
         from nano_banana.adapters.generator_vertex import VertexGenerator, client_factory
 
-        return VertexGenerator(client_factory(settings), settings.model, clock=clock, max_pixels=settings.max_pixels)
+        return VertexGenerator(
+            client_factory(settings),
+            settings.model,
+            clock=clock,
+            max_pixels=settings.max_pixels,
+            inline_max_bytes=settings.vertex_inline_max_bytes,
+        )
     from nano_banana.adapters.generator_preview import PreviewGenerator
 
     return PreviewGenerator(settings.preview_delay_ms, settings.max_pixels)

@@ -8,6 +8,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 from nano_banana.errors import FileTooLarge, InvalidRequest, Unavailable, UnsupportedMediaType
 
@@ -149,23 +153,42 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
 
 
 _PIL_SAVE: dict[str, dict[str, object]] = {
-    "image/jpeg": {"format": "JPEG", "quality": 95},
-    "image/png": {"format": "PNG"},
-    "image/webp": {"format": "WEBP", "quality": 95},
+    "image/jpeg": {"format": "JPEG", "quality": 92},
+    "image/png": {"format": "PNG", "optimize": False},
+    "image/webp": {"format": "WEBP", "quality": 92},
 }
 
 
-def upright(data: bytes, mime: str) -> bytes:
-    """The image with its EXIF orientation applied to the pixels, for consumers that may ignore the tag (a
-    model must see the photo the way the user does). Unchanged, without decoding, when already upright."""
+def for_model(data: bytes, mime: str, *, max_bytes: int) -> tuple[bytes, str]:
+    """The image as a model should get it inline: upright (EXIF orientation applied to the pixels, since a
+    model may ignore the tag) and within its inline size limit (Vertex AI takes 7 MB inline; we accept 10 MB
+    uploads), re-encoded smaller when over it: JPEG, or PNG when there is transparency, long edge shrunk
+    by a quarter at a time. Returned unchanged, without decoding, when already upright and small enough."""
     from PIL import Image, ImageOps
 
     with Image.open(io.BytesIO(data)) as img:
-        if img.getexif().get(0x0112, 1) in (None, 1) or mime not in _PIL_SAVE:
-            return data
+        upright = img.getexif().get(0x0112, 1) in (None, 1)
+        if upright and len(data) <= max_bytes:
+            return data, mime
         turned = ImageOps.exif_transpose(img)
-        if mime == "image/jpeg" and turned.mode not in ("RGB", "L", "CMYK"):
-            turned = turned.convert("RGB")
-        buf = io.BytesIO()
-        turned.save(buf, **_PIL_SAVE[mime])  # type: ignore[arg-type]
-        return buf.getvalue()
+    if len(data) <= max_bytes and mime in _PIL_SAVE:
+        return _encode(turned, mime), mime
+    alpha = turned.mode in ("RGBA", "LA", "PA") or "transparency" in turned.info
+    out_mime = "image/png" if alpha else "image/jpeg"
+    edge = max(turned.size)
+    while True:
+        scale = min(1.0, edge / max(turned.size))
+        size = (max(1, round(turned.width * scale)), max(1, round(turned.height * scale)))
+        candidate = turned if size == turned.size else turned.resize(size, Image.Resampling.LANCZOS)
+        encoded = _encode(candidate, out_mime)
+        if len(encoded) <= max_bytes or edge <= 256:
+            return encoded, out_mime
+        edge = int(edge * 0.75)
+
+
+def _encode(img: Image.Image, mime: str) -> bytes:
+    if mime == "image/jpeg" and img.mode not in ("RGB", "L", "CMYK"):
+        img = img.convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, **_PIL_SAVE[mime])  # type: ignore[arg-type]
+    return buf.getvalue()

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     gcp_location: str = Field("us-central1", validation_alias=_env("NANO_BANANA_LOCATION", "GOOGLE_CLOUD_LOCATION"))
     vertex_location: str = Field("global", validation_alias="NANO_BANANA_VERTEX_LOCATION")
     model: str = Field("gemini-2.5-flash-image", validation_alias="NANO_BANANA_MODEL")
+    # Vertex AI takes images up to 7 MB inline; larger uploads (we accept 10 MB) are re-encoded to fit.
+    vertex_inline_max_bytes: int = Field(7_000_000, ge=100_000, validation_alias="NANO_BANANA_VERTEX_INLINE_MAX_BYTES")
     vertex_base_url: str | None = Field(None, validation_alias="NANO_BANANA_VERTEX_BASE_URL")
     firestore_database: str = Field("(default)", validation_alias="NANO_BANANA_FIRESTORE_DATABASE")
     firestore_collection_prefix: str = Field("nano_banana", validation_alias="NANO_BANANA_FIRESTORE_PREFIX")

@@ -29,7 +29,7 @@ from google.genai import types
 
 from nano_banana.domain import GeneratedImage, GenerationRequest, GenerationResult
 from nano_banana.errors import ContentBlocked, GenerationFailed
-from nano_banana.images import upright
+from nano_banana.images import for_model
 from nano_banana.log import redact
 from nano_banana.ports import Clock
 from nano_banana.retry import Backoff
@@ -90,6 +90,7 @@ class VertexGenerator:
         rng: random.Random | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         max_pixels: int = 50_000_000,
+        inline_max_bytes: int = 7_000_000,
     ) -> None:
         self._factory = client_factory
         self._client: genai.Client | None = None
@@ -100,6 +101,7 @@ class VertexGenerator:
         self._rng = rng or random.Random()
         self._backoff = backoff
         self._max_pixels = max_pixels
+        self._inline_max_bytes = inline_max_bytes
 
     @property
     def client(self) -> genai.Client:
@@ -118,16 +120,19 @@ class VertexGenerator:
         for turn in request.history:
             parts = [types.Part.from_text(text=turn.prompt)]
             if turn.image is not None and turn.image_mime:
-                parts.insert(
-                    0, types.Part.from_bytes(data=upright(turn.image, turn.image_mime), mime_type=turn.image_mime)
-                )
+                parts.insert(0, self._image_part(turn.image, turn.image_mime))
             turns.append(types.Content(role="user", parts=parts))
         final = [
-            types.Part.from_bytes(data=upright(request.image, request.image_mime), mime_type=request.image_mime),
+            self._image_part(request.image, request.image_mime),
             types.Part.from_text(text=request.prompt),
         ]
         turns.append(types.Content(role="user", parts=final))
         return turns
+
+    def _image_part(self, data: bytes, mime: str) -> types.Part:
+        """Inline image data, upright and within the model's inline limit (re-encoded smaller if over)."""
+        data, mime = for_model(data, mime, max_bytes=self._inline_max_bytes)
+        return types.Part.from_bytes(data=data, mime_type=mime)
 
     def _config(self, candidates: int, aspect_ratio: str | None, timeout_s: float) -> types.GenerateContentConfig:
         return types.GenerateContentConfig(

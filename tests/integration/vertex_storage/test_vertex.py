@@ -35,7 +35,9 @@ def server() -> Iterator[vs.VertexServer]:
     s.stop()
 
 
-def generator(server: vs.VertexServer, model: str = "gemini-2.5-flash-image") -> VertexGenerator:
+def generator(
+    server: vs.VertexServer, model: str = "gemini-2.5-flash-image", inline_max_bytes: int = 7_000_000
+) -> VertexGenerator:
     def factory() -> genai.Client:
         return genai.Client(
             vertexai=True,
@@ -45,7 +47,14 @@ def generator(server: vs.VertexServer, model: str = "gemini-2.5-flash-image") ->
             http_options=types.HttpOptions(base_url=server.url, retry_options=types.HttpRetryOptions(attempts=1)),
         )
 
-    return VertexGenerator(factory, model, clock=lambda: datetime.now(UTC), rng=random.Random(1), backoff=FAST)
+    return VertexGenerator(
+        factory,
+        model,
+        clock=lambda: datetime.now(UTC),
+        rng=random.Random(1),
+        backoff=FAST,
+        inline_max_bytes=inline_max_bytes,
+    )
 
 
 def request(n: int = 2, history: tuple[Turn, ...] = (), aspect: str | None = "16:9") -> GenerationRequest:
@@ -216,3 +225,37 @@ def test_a_sideways_photo_reaches_the_model_upright(server: vs.VertexServer) -> 
         assert img.size == (64, 96)
         assert img.format == "JPEG"
         assert img.getexif().get(0x0112, 1) == 1
+
+
+def sent_image(server: vs.VertexServer) -> bytes:
+    inline = server.requests[-1]["body"]["contents"][-1]["parts"][0]["inlineData"]
+    return base64.urlsafe_b64decode(inline["data"] + "=" * (-len(inline["data"]) % 4))
+
+
+@pytest.mark.parametrize(("fmt", "mode", "sent_format"), [("JPEG", "RGB", "JPEG"), ("PNG", "RGBA", "PNG")])
+def test_an_image_over_the_inline_limit_is_sent_smaller(
+    server: vs.VertexServer, fmt: str, mode: str, sent_format: str
+) -> None:
+    """Vertex AI takes 7 MB inline and we accept 10 MB: larger inputs are re-encoded to fit (here with a
+    200 kB limit), same aspect ratio, transparency kept as PNG."""
+    import io
+    import os
+
+    from PIL import Image
+
+    noise = Image.frombytes(mode, (600, 400), os.urandom(600 * 400 * len(mode)))
+    buf = io.BytesIO()
+    noise.save(buf, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    big = buf.getvalue()
+    assert len(big) > 250_000
+    mime = f"image/{fmt.lower()}"
+    generator(server, inline_max_bytes=200_000).generate(
+        GenerationRequest(uuid.uuid4(), "brighter", big, mime, 1, None, ()), deadline=soon()
+    )
+    sent = sent_image(server)
+    assert len(sent) <= 200_000
+    with Image.open(io.BytesIO(sent)) as img:
+        assert img.format == sent_format
+        assert abs(img.width / img.height - 1.5) < 0.02
+        assert img.width < 600
+        assert ("A" in img.mode) == (mode == "RGBA")
