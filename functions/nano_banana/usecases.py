@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -13,6 +14,7 @@ from datetime import timedelta
 
 from nano_banana.domain import (
     ACTIVE,
+    MIME_EXT,
     ErrorCode,
     GenerationRequest,
     Job,
@@ -39,7 +41,7 @@ from nano_banana.errors import (
     TransientError,
     Unavailable,
 )
-from nano_banana.images import ImageInfo, inspect_image
+from nano_banana.images import ImageInfo, for_model, inspect_image
 from nano_banana.log import redact, timed
 from nano_banana.ports import (
     BlobStore,
@@ -586,10 +588,21 @@ def _hand_to_processor(svc: Services, job: Job, request: GenerationRequest) -> J
     assert svc.processor is not None
     ttl = max(60, int((job.deadline_at - svc.clock()).total_seconds()) + 60)
     prefix = f"{job_prefix(job.id)}{job.attempt}/"
+    # The processor sends the input to the model inline, as is: give it the upright, small-enough version
+    # the Vertex adapter would send (stored next to this attempt's outputs, deleted with them).
+    input_path = job.input_path
+    data, mime = for_model(request.image, request.image_mime, max_bytes=svc.settings.vertex_inline_max_bytes)
+    if data is not request.image:
+        input_path = f"{prefix}model-input.{MIME_EXT[mime]}"
+        try:
+            svc.blobs.put(input_path, data, mime)
+        except Unavailable as exc:
+            raise TransientError("storage unavailable while preparing the model input") from exc
+        request = dataclasses.replace(request, image=data, image_mime=mime)
     work = ProcessorJob(
         job=job,
         request=request,
-        input_url=svc.blobs.signed_url(job.input_path, ttl_s=ttl),
+        input_url=svc.blobs.signed_url(input_path, ttl_s=ttl),
         output_prefix=prefix,
         upload_urls=tuple(svc.blobs.signed_upload_url(f"{prefix}{i}.png", ttl_s=ttl) for i in range(job.variant_count)),
         callback_url=svc.settings.callback_url or f"{svc.settings.base_url}/api/nano-banana/callback",

@@ -77,6 +77,38 @@ def test_n8n_processes_the_job_and_calls_back(n8n_stack: Start) -> None:
     assert fake.rejected == 0
 
 
+def test_n8n_gets_an_input_the_model_accepts_inline(n8n_stack: Start) -> None:
+    """n8n sends the input to Vertex inline: over the inline limit, it gets a smaller version (stored with
+    the attempt's outputs and deleted when the job ends), and the job's own input stays untouched."""
+    import io
+    import os
+
+    from PIL import Image
+
+    server, fake = n8n_stack(NANO_BANANA_VERTEX_INLINE_MAX_BYTES="100000")
+    s = server.session()
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (400, 300), os.urandom(400 * 300 * 3)).save(buf, "PNG")
+    big = buf.getvalue()
+    assert len(big) > 300_000
+    job = server.wait_for(s, server.create_job(s, image=big).json()["jobId"], {"succeeded"})
+    (sent,) = fake.received
+    assert sent["inputMimeType"] == "image/jpeg"
+    assert sent["inputUrl"].split("?")[0].endswith(f"/jobs/{job['id']}/1/model-input.jpg")
+    (downloaded,) = fake.downloaded
+    assert len(downloaded) <= 100_000
+    with Image.open(io.BytesIO(downloaded)) as img:
+        assert img.format == "JPEG"
+        assert img.width / img.height == pytest.approx(4 / 3, abs=0.02)
+    stored = sorted(
+        p.relative_to(server.data_dir / "blobs").as_posix()
+        for p in (server.data_dir / "blobs" / "jobs" / job["id"]).rglob("*.*")
+        if not p.name.endswith(".meta")
+    )
+    assert stored == sorted(v["storagePath"] for v in job["variants"]), "the model input went with the job"
+    assert (server.data_dir / "blobs" / job["inputPath"]).read_bytes() == big
+
+
 def test_replayed_webhook_is_acknowledged_and_ignored(n8n_stack: Start) -> None:
     server, fake = n8n_stack()
     s = server.session()
