@@ -460,7 +460,7 @@ def events_ticket(api: Api, request: Request, params: dict[str, str]) -> Respons
     body = {
         "ticket": ticket,
         "url": f"{BASE_PATH}/jobs/{job.id}/events?ticket={ticket}",
-        "expiresAt": expires.isoformat().replace("+00:00", "Z"),
+        "expiresAt": _iso(expires),
     }
     return _json(body, headers={"Cache-Control": "no-store"})
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 from nano_banana.errors import FileTooLarge, InvalidRequest, Unavailable, UnsupportedMediaType
 
 ACCEPTED = ("image/jpeg", "image/png", "image/webp")
+ORIENTATION = 0x0112  # the EXIF tag: 1 upright, 2-8 mirrored and/or turned (5-8 by a quarter)
 _PIL_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
 
 
@@ -131,7 +132,7 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
                 )
             # Report the size as displayed: browsers apply the EXIF orientation, and 5-8 (quarter turns)
             # swap width and height for the builder's blocks.
-            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
+            turned = img.getexif().get(ORIENTATION) in (5, 6, 7, 8)
             if mime == "image/jpeg":
                 img.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # decode cheaply, still end to end
             with _Budgets.decodes.hold(_decoded_bytes(img.mode, *img.size)):  # img.size is the draft's for JPEG
@@ -167,7 +168,7 @@ def for_model(data: bytes, mime: str, *, max_bytes: int) -> tuple[bytes, str]:
     from PIL import Image, ImageOps
 
     with Image.open(io.BytesIO(data)) as img:
-        upright = img.getexif().get(0x0112, 1) in (None, 1)
+        upright = img.getexif().get(ORIENTATION, 1) in (None, 1)
         if upright and len(data) <= max_bytes:
             return data, mime
         turned = ImageOps.exif_transpose(img)

@@ -17,8 +17,7 @@ import struct
 import warnings
 
 from nano_banana.errors import InvalidRequest
-
-ORIENTATION = 0x0112
+from nano_banana.images import ORIENTATION
 
 # JPEG: markers that stand alone (no length), APPn segments worth keeping.
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}

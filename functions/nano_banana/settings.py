@@ -13,6 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_JWT_SECRET = "nano-banana-dev-secret-not-for-production-0123456789"  # noqa: S105 (local dev only; refused with a database URL)
 
 
+def _comma_list(value: str) -> list[str]:
+    """A comma-separated setting's items, trimmed, empty ones dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
@@ -118,14 +123,14 @@ class Settings(BaseSettings):
     @field_validator("cors_origins_list")
     @classmethod
     def _origins_are_origins(cls, value: str) -> str:
-        for origin in (o.strip() for o in value.split(",") if o.strip()):
+        for origin in _comma_list(value):
             if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
                 raise ValueError(f"NANO_BANANA_CORS_ORIGINS: {origin[:100]!r} is not an origin (scheme://host[:port])")
         return value
 
     @property
     def cors_origins(self) -> frozenset[str]:
-        return frozenset(o.strip() for o in self.cors_origins_list.split(",") if o.strip())
+        return frozenset(_comma_list(self.cors_origins_list))
 
     @property
     def embedded(self) -> bool:
@@ -141,7 +146,7 @@ class Settings(BaseSettings):
         """N8N_NANO_BANANA_SECRET may list several keys, comma-separated, for rotation."""
         if self.n8n_secret is None:
             return []
-        return [s.strip() for s in self.n8n_secret.get_secret_value().split(",") if s.strip()]
+        return _comma_list(self.n8n_secret.get_secret_value())
 
 
 def load_settings() -> Settings:

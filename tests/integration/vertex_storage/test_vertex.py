@@ -219,9 +219,7 @@ def test_a_sideways_photo_reaches_the_model_upright(server: vs.VertexServer) -> 
     Image.new("RGB", (96, 64), (10, 200, 30)).save(buf, "JPEG", exif=exif)
     sideways = GenerationRequest(uuid.uuid4(), "brighter", buf.getvalue(), "image/jpeg", 1, None, ())
     generator(server).generate(sideways, deadline=soon())
-    inline = server.requests[0]["body"]["contents"][-1]["parts"][0]["inlineData"]
-    sent = base64.urlsafe_b64decode(inline["data"] + "=" * (-len(inline["data"]) % 4))
-    with Image.open(io.BytesIO(sent)) as img:
+    with Image.open(io.BytesIO(sent_image(server))) as img:
         assert img.size == (64, 96)
         assert img.format == "JPEG"
         assert img.getexif().get(0x0112, 1) == 1
