@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/coldstart.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/api_memory.py
+	$(BIN)/python bench/signing.py
 
 clean:
 	rm -rf $(VENV) .venv-checkov .data test-artifacts .pytest_cache .mypy_cache .ruff_cache

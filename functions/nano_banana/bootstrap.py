@@ -20,6 +20,7 @@ from nano_banana.auth import TokenVerifier
 from nano_banana.http import Api
 from nano_banana.ports import BlobStore, Clock, ImageGenerator, JobStore, Limits, Processor, Task, TaskQueue
 from nano_banana.settings import Settings
+from nano_banana.signing import UrlSigner
 from nano_banana.tickets import StreamTickets
 
 T = TypeVar("T")
@@ -213,5 +214,10 @@ def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
     return Runtime(
         settings=settings,
         services=services,
-        api=Api(services=services, verifier=verifier, tickets=StreamTickets(settings.jwt_secret.get_secret_value())),
+        api=Api(
+            services=services,
+            verifier=verifier,
+            tickets=StreamTickets(settings.jwt_secret.get_secret_value()),
+            signer=UrlSigner(services.blobs, ttl_s=settings.signed_url_ttl_s, clock=services.clock),
+        ),
     )

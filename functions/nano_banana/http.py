@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal, TypeVar
@@ -30,6 +30,7 @@ from nano_banana.errors import (
 )
 from nano_banana.images import ACCEPTED, inspect_image, sniff, upload_budget
 from nano_banana.sanitize import strip_metadata
+from nano_banana.signing import UrlSigner
 from nano_banana.tickets import StreamTickets
 from nano_banana.uploads import FORM_OVERHEAD_BYTES, read_multipart
 
@@ -46,11 +47,13 @@ AspectRatio = Literal["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "
 
 @dataclass(frozen=True)
 class Api:
-    """What the `api` entry point needs: the use cases' services and the token verifier."""
+    """What the `api` entry point needs: the use cases' services, the token verifier, stream tickets and
+    the URL signer."""
 
     services: usecases.Services
     verifier: TokenVerifier
     tickets: StreamTickets
+    signer: UrlSigner
 
 
 # ---------------------------------------------------------------- request bodies
@@ -111,15 +114,11 @@ def _iso(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def _signed(api: Api, path: str) -> str:
-    return api.services.blobs.signed_url(path, ttl_s=api.services.settings.signed_url_ttl_s)
-
-
-def render_variant(api: Api, v: Variant) -> dict[str, Any]:
+def render_variant(v: Variant, urls: Mapping[str, str]) -> dict[str, Any]:
     return {
         "id": str(v.id),
         "index": v.index,
-        "url": _signed(api, v.storage_path),
+        "url": urls.get(v.storage_path),
         "storagePath": v.storage_path,
         "mimeType": v.mime_type,
         "width": v.width,
@@ -128,7 +127,18 @@ def render_variant(api: Api, v: Variant) -> dict[str, Any]:
     }
 
 
-def render_job(api: Api, job: Job) -> dict[str, Any]:
+def _paths(job: Job) -> list[str]:
+    return [job.input_path, *(v.storage_path for v in job.variants)]
+
+
+def render_jobs(api: Api, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """Jobs as the API shows them, every image URL of them signed in one store call."""
+    urls = api.signer.sign(path for job in jobs for path in _paths(job)).urls
+    return [render_job(job, urls) for job in jobs]
+
+
+def render_job(job: Job, urls: Mapping[str, str]) -> dict[str, Any]:
+    """One job; `urls` holds its images' signed URLs (a path missing from it renders as null)."""
     return {
         "id": str(job.id),
         "projectId": str(job.project_id),
@@ -145,7 +155,7 @@ def render_job(api: Api, job: Job) -> dict[str, Any]:
         "aspectRatio": job.aspect_ratio,
         "model": job.model,
         "attempt": job.attempt,
-        "inputUrl": _signed(api, job.input_path),
+        "inputUrl": urls.get(job.input_path),
         "inputPath": job.input_path,
         "inputWidth": job.input_width,
         "inputHeight": job.input_height,
@@ -154,7 +164,7 @@ def render_job(api: Api, job: Job) -> dict[str, Any]:
         "finishedAt": _iso(job.finished_at),
         "deadlineAt": _iso(job.deadline_at),
         "updatedAt": _iso(job.updated_at),
-        "variants": [render_variant(api, v) for v in job.variants],
+        "variants": [render_variant(v, urls) for v in job.variants],
     }
 
 
@@ -172,8 +182,9 @@ def render_block(api: Api, job: Job, query: BlocksQuery) -> dict[str, Any]:
     variant = next((v for v in job.variants if v.id == query.variant_id), None)
     if variant is None:
         raise NotFound("variant not found in this job", details={"variantId": str(query.variant_id)})
+    urls = api.signer.sign([variant.storage_path, job.input_path]).urls
     after = {
-        "src": _signed(api, variant.storage_path),
+        "src": urls.get(variant.storage_path),
         "storagePath": variant.storage_path,
         "width": variant.width,
         "height": variant.height,
@@ -187,7 +198,7 @@ def render_block(api: Api, job: Job, query: BlocksQuery) -> dict[str, Any]:
         }
         return {"type": "image", "props": props}
     before = {
-        "src": _signed(api, job.input_path),
+        "src": urls.get(job.input_path),
         "storagePath": job.input_path,
         "width": job.input_width,
         "height": job.input_height,
@@ -338,17 +349,17 @@ def list_jobs(api: Api, request: Request, _: dict[str, str]) -> Response:
     page = usecases.list_jobs(
         api.services, user_id, query.project_id, status=query.status, limit=query.limit, cursor=query.cursor
     )
-    return _json({"jobs": [render_job(api, j) for j in page.jobs], "nextCursor": page.next_cursor})
+    return _json({"jobs": render_jobs(api, page.jobs), "nextCursor": page.next_cursor})
 
 
 def get_job(api: Api, request: Request, params: dict[str, str]) -> Response:
     user_id = _user(api, request)
-    return _json(render_job(api, usecases.get_job(api.services, user_id, _uuid(params["id"], "jobId"))))
+    return _json(render_jobs(api, [usecases.get_job(api.services, user_id, _uuid(params["id"], "jobId"))])[0])
 
 
 def cancel_job(api: Api, request: Request, params: dict[str, str]) -> Response:
     user_id = _user(api, request)
-    return _json(render_job(api, usecases.cancel_job(api.services, user_id, _uuid(params["id"], "jobId"))))
+    return _json(render_jobs(api, [usecases.cancel_job(api.services, user_id, _uuid(params["id"], "jobId"))])[0])
 
 
 def refine(api: Api, request: Request, _: dict[str, str]) -> Response:
@@ -370,11 +381,10 @@ def refine(api: Api, request: Request, _: dict[str, str]) -> Response:
 def thread_messages(api: Api, request: Request, params: dict[str, str]) -> Response:
     user_id = _user(api, request)
     thread_id, messages = usecases.thread(api.services, user_id, _uuid(params["id"], "jobId"))
-    jobs: dict[uuid.UUID, dict[str, Any]] = {}
+    distinct = list({job.id: job for _, job in messages}.values())
+    jobs = {job.id: shown for job, shown in zip(distinct, render_jobs(api, distinct), strict=True)}
     rendered = []
     for message, job in messages:
-        if job.id not in jobs:
-            jobs[job.id] = render_job(api, job)
         rendered.append(
             {
                 "id": str(message.id),
@@ -410,7 +420,7 @@ def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:
     def stream() -> Iterator[str]:
         current = job
         last = (current.status, current.updated_at)
-        yield f"event: job\ndata: {json.dumps(render_job(api, current))}\n\n"
+        yield f"event: job\ndata: {json.dumps(render_jobs(api, [current])[0])}\n\n"
         if current.terminal:
             return
         budget = max(5.0, (current.deadline_at - svc.clock()).total_seconds() + 30)
@@ -425,7 +435,7 @@ def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:
                 return
             if (latest.status, latest.updated_at) != last:
                 last = (latest.status, latest.updated_at)
-                yield f"event: job\ndata: {json.dumps(render_job(api, latest))}\n\n"
+                yield f"event: job\ndata: {json.dumps(render_jobs(api, [latest])[0])}\n\n"
             elif not _notified:
                 yield ": keepalive\n\n"  # an SSE comment keeps proxies from closing an idle stream
             if latest.terminal:
@@ -441,11 +451,11 @@ def signed_urls(api: Api, request: Request, _: dict[str, str]) -> Response:
     user_id = _user(api, request)
     paths = list(dict.fromkeys(_validated(SignUrlsBody, _json_body(request)).paths))
     visible = usecases.visible_paths(api.services, user_id, paths)
-    expires = api.services.clock() + timedelta(seconds=api.services.settings.signed_url_ttl_s)
+    signed = api.signer.sign(p for p in paths if p in visible)
     body = {
-        "urls": {p: _signed(api, p) for p in paths if p in visible},
-        "notFound": [p for p in paths if p not in visible],
-        "expiresAt": _iso(expires),
+        "urls": signed.urls,
+        "notFound": [p for p in paths if p not in signed.urls],  # not theirs, or no object behind it
+        "expiresAt": _iso(signed.expires_at),
     }
     return _json(body)
 

@@ -138,6 +138,11 @@ class BlobStore(Protocol):
         """A URL anyone holding it may GET until it expires."""
         ...
 
+    def signed_urls(self, paths: Sequence[str], *, ttl_s: int) -> dict[str, str]:
+        """Signed GET URLs for many paths at once (one round trip where the store allows it); a path
+        with no object behind it is left out."""
+        ...
+
     def signed_upload_url(self, path: str, *, ttl_s: int) -> str:
         """A URL an external processor may upload one object to (PUT/POST as the store documents)."""
         ...

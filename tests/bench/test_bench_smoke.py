@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,11 @@ def test_api_memory() -> None:
     assert "budgets" in out
     assert "unbounded / budgets peak RSS" in out
     assert "3x403" in out
+
+
+def test_signing() -> None:
+    out = run("signing.py", "--jobs", "3", "--variants", "2", "--rtt-ms", "1", "--runs", "1")
+    assert "9 signed URLs" in out
+    assert re.search(r"path by path\s+9 storage calls", out)
+    assert re.search(r"signer, cold \(bulk\)\s+1 storage calls", out)
+    assert re.search(r"signer, warm \(cached\)\s+0 storage calls", out)

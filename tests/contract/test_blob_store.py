@@ -108,6 +108,42 @@ def test_signed_urls(store: BlobStore, request: pytest.FixtureRequest) -> None:
     assert httpx.get(url.replace("token=", "token=x")).status_code == 400
 
 
+def _fetch(store: BlobStore, url: str) -> bytes | None:
+    """What the URL serves: the dev server's /blobs route for the local store, HTTP for Supabase."""
+    if isinstance(store, LocalBlobStore):
+        path, query = url.split("/blobs/", 1)[1].split("?")
+        params = dict(p.split("=") for p in query.split("&"))
+        if not store.verify_signature("GET", path, params["exp"], params["sig"]):
+            return None
+        return store.get(path, max_bytes=10_000)
+    response = httpx.get(url)
+    return response.content if response.status_code == 200 else None
+
+
+def test_bulk_signing_leaves_out_what_is_not_there(store: BlobStore) -> None:
+    images = {f"jobs/j/1/{i}.png": png()[:-1] + bytes([i]) for i in range(3)}
+    for path, data in images.items():
+        store.put(path, data, "image/png")
+    asked = [*images, "jobs/j/1/9.png", "inputs/nobody/x.png", "../etc/passwd"]
+    urls = store.signed_urls(asked, ttl_s=60)
+    assert sorted(urls) == sorted(images)
+    for path, url in urls.items():
+        assert _fetch(store, url) == images[path]
+    assert store.signed_urls([], ttl_s=60) == {}
+
+
+@pytest.mark.storage
+def test_supabase_signs_in_batches_of_a_hundred(storage_server: StorageServer) -> None:
+    store = SupabaseBlobStore(storage_server.url, KEY, "pip-ai-images", timeout_s=5)
+    paths = [f"jobs/many/1/{i}.png" for i in range(150)]
+    for path in paths:
+        store.put(path, b"x", "image/png")
+    before = len(storage_server.calls)
+    assert sorted(store.signed_urls(paths, ttl_s=60)) == sorted(paths)
+    assert storage_server.calls[before:] == [("POST", "/storage/v1/object/sign/pip-ai-images")] * 2
+    store.close()
+
+
 def test_paths_are_validated_locally(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path, "http://x", b"k", Clock())
     for bad in ("../etc/passwd", "/abs.png", "a/../../b.png", "a\\b.png", "a//b.png", "", "a/.hidden"):

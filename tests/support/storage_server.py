@@ -31,6 +31,7 @@ class StorageServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
 
             def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -82,6 +83,24 @@ class StorageServer:
                     return
                 if route == f"bucket/{b}" and method == "GET":
                     self._send(200, {"id": b, "name": b, "public": False})
+                elif route == f"object/sign/{b}" and method == "POST":
+                    # Bulk signing (storage-api's signURLs): 200 with a per-path error for missing objects.
+                    request = json.loads(body)
+                    expires = float(request["expiresIn"])
+                    missing = "Either the object does not exist or you do not have access to it"
+                    self._send(
+                        200,
+                        [
+                            {
+                                "error": None,
+                                "path": key,
+                                "signedURL": f"/object/sign/{b}/{key}?token={outer._token('GET', key, expires)}",
+                            }
+                            if key in outer.objects
+                            else {"error": missing, "path": key, "signedURL": None}
+                            for key in request["paths"]
+                        ],
+                    )
                 elif route.startswith(f"object/sign/{b}/") and method == "POST":
                     key = route[len(f"object/sign/{b}/") :]
                     if key not in outer.objects:

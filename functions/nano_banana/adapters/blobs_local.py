@@ -105,6 +105,16 @@ class LocalBlobStore:
     def signed_url(self, path: str, *, ttl_s: int) -> str:
         return self._url("GET", path, ttl_s)
 
+    def signed_urls(self, paths: Sequence[str], *, ttl_s: int) -> dict[str, str]:
+        urls = {}
+        for path in paths:
+            try:
+                if self._file(path).is_file():
+                    urls[path] = self._url("GET", path, ttl_s)
+            except InvalidRequest:
+                continue  # no object can be stored at a path like that
+        return urls
+
     def signed_upload_url(self, path: str, *, ttl_s: int) -> str:
         return self._url("PUT", path, ttl_s)
 

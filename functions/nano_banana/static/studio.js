@@ -354,9 +354,9 @@ function openVariant(jobId, variantId) {
   state.open = { jobId, variantId, threadId: job.threadId };
   $("detail").hidden = false;
   $("detail-title").textContent = `Variant ${variant.index + 1} · ${short(job.prompt)}`;
-  $("before").src = job.inputUrl;
+  $("before").src = job.inputUrl ?? "";  // null only if the stored object is missing
   $("before").alt = job.parentJobId ? "Before: the variant this refinement started from" : "Before: the original photo";
-  $("after").src = variant.url;
+  $("after").src = variant.url ?? "";
   $("after").alt = `After: variant ${variant.index + 1} of “${job.prompt}”`;
   $("block-json").hidden = true; $("block-json").textContent = ""; $("copied").textContent = "";
   showError($("refine-error"), null);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import httpx
@@ -41,5 +42,44 @@ def test_jobs_run_on_supabase_storage(dev_server_factory: Callable[..., DevServe
         ).json()
         assert len(listed["jobs"]) == 1
         assert server.create_job(s).status_code == 202, "the failed attempt gave its reservation back"
+    finally:
+        storage.stop()
+
+
+def test_a_list_page_is_signed_in_one_storage_call_and_urls_stay_stable(
+    dev_server_factory: Callable[..., DevServer],
+) -> None:
+    storage = StorageServer(KEY)
+    ttl = 10  # the shortest allowed: a URL is handed out again for 5 s, then re-signed
+    try:
+        server = dev_server_factory(
+            NANO_BANANA_STORAGE="supabase",
+            SUPABASE_URL=storage.url,
+            SUPABASE_SERVICE_ROLE_KEY=KEY,
+            NANO_BANANA_SIGNED_URL_TTL_S=str(ttl),
+        )
+        s = server.session()
+        ids = [server.wait_for(s, server.create_job(s).json()["jobId"], {"succeeded"})["id"] for _ in range(3)]
+
+        def listed() -> tuple[dict[str, dict[str, object]], list[tuple[str, str]]]:
+            before = len(storage.calls)
+            r = server.client.get("/api/nano-banana/jobs", params={"projectId": s.project_id}, headers=s.headers)
+            assert r.status_code == 200, r.text
+            signing = [c for c in storage.calls[before:] if c[1].startswith("/storage/v1/object/sign/")]
+            return {j["id"]: j for j in r.json()["jobs"]}, signing
+
+        time.sleep(ttl / 2 + 0.5)  # every URL signed so far is past half its life
+        first, signing = listed()
+        assert sorted(first) == sorted(ids)
+        assert signing == [("POST", "/storage/v1/object/sign/pip-ai-images")], "9 images, one bulk call"
+        for job in first.values():
+            assert httpx.get(str(job["inputUrl"])).content == png_bytes()
+            for variant in job["variants"]:  # type: ignore[attr-defined]
+                assert httpx.get(variant["url"]).status_code == 200
+        again, signing = listed()
+        assert signing == [], "young URLs are handed out again"
+        assert again == first, "identical URLs: the browser's cached images stay valid"
+        one = server.job(s, ids[0])
+        assert one["variants"] == first[ids[0]]["variants"]
     finally:
         storage.stop()

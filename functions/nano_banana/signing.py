@@ -1,0 +1,62 @@
+"""Signed read URLs for API responses: one store call per response, and the same URL while it is young.
+
+Every job, list page, thread, block and stream event carries signed URLs. On Supabase Storage each
+signature is a network round trip, and each one is a different URL (a fresh token), so signing path by
+path made a list page of 20 jobs with 4 variants about 100 sequential calls, and made the builder
+download every image again on each poll or stream event. The signer asks the store once per response
+for whatever it has not signed recently (the store's bulk endpoint), and hands a URL out again while at
+least half of its lifetime remains: a client always gets at least ttl/2 to use it, and repeated reads
+return identical URLs the browser can cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from nano_banana.ports import BlobStore, Clock
+
+_MARGIN = timedelta(seconds=2)  # stores round the expiry down to the second, and the call takes time
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    urls: dict[str, str]  # path → URL; paths with no object behind them are absent
+    expires_at: datetime  # the earliest expiry among them (now + ttl when there are none)
+
+
+class UrlSigner:
+    def __init__(self, blobs: BlobStore, *, ttl_s: int, clock: Clock, max_entries: int = 4096) -> None:
+        self._blobs = blobs
+        self._ttl = timedelta(seconds=ttl_s)
+        self._clock = clock
+        self._max = max_entries
+        self._cache: OrderedDict[str, tuple[str, datetime]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def sign(self, paths: Iterable[str]) -> Signed:
+        wanted = list(dict.fromkeys(paths))
+        now = self._clock()
+        fresh_until = now + self._ttl / 2  # a cached URL must outlive this to be handed out again
+        found: dict[str, tuple[str, datetime]] = {}
+        with self._lock:
+            for path in wanted:
+                cached = self._cache.get(path)
+                if cached is not None and cached[1] >= fresh_until:
+                    self._cache.move_to_end(path)
+                    found[path] = cached
+        missing = [p for p in wanted if p not in found]
+        if missing:
+            expires = now + self._ttl - _MARGIN
+            signed = self._blobs.signed_urls(missing, ttl_s=int(self._ttl.total_seconds()))
+            with self._lock:
+                for path, url in signed.items():
+                    found[path] = self._cache[path] = (url, expires)
+                    self._cache.move_to_end(path)
+                while len(self._cache) > self._max:
+                    self._cache.popitem(last=False)
+        earliest = min((expires for _, expires in found.values()), default=now + self._ttl)
+        return Signed({p: found[p][0] for p in wanted if p in found}, earliest)
