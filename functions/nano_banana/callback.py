@@ -15,6 +15,7 @@ from typing import Literal
 from flask import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from nano_banana import log as log_context
 from nano_banana import usecases, webhooks
 from nano_banana.domain import ACTIVE, JobStatus, VariantUpload, job_prefix
 from nano_banana.errors import (
@@ -126,6 +127,11 @@ def _apply(svc: usecases.Services, body: CallbackBody) -> dict[str, object]:
 
 def handle(svc: usecases.Services, request: Request) -> Response:
     """POST /api/nano-banana/callback."""
+    with log_context.request_scope(request.headers.items(), svc.settings.gcp_project):
+        return _handle(svc, request)
+
+
+def _handle(svc: usecases.Services, request: Request) -> Response:
     webhook_id: str | None = None
     try:
         if request.method != "POST":

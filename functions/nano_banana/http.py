@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from flask import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from nano_banana import log as logs
 from nano_banana import usecases
 from nano_banana.auth import TokenVerifier
 from nano_banana.domain import ASPECT_RATIOS, Job, JobStatus, Variant
@@ -98,8 +100,10 @@ class BlocksQuery(_Body):
 
 
 def error_response(exc: NanoBananaError) -> Response:
-    body = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
-    return _json(body, exc.status, headers=exc.headers)
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message, "details": exc.details}
+    if request_id := logs.request_id():
+        error["requestId"] = request_id  # the key to this request's log lines, for support
+    return _json({"error": error}, exc.status, headers=exc.headers)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -554,10 +558,32 @@ def route(routes: list[tuple[str, re.Pattern[str], Handler]], method: str, path:
 
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key"
 # What a cross-origin page may read: when to retry after 429/503, where a created job lives.
-CORS_EXPOSE_HEADERS = "Retry-After, Location, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset"
+CORS_EXPOSE_HEADERS = "Retry-After, Location, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-Request-Id"
 
 
 def handle(api: Api, request: Request, routes: list[tuple[str, re.Pattern[str], Handler]] = ROUTES) -> Response:
+    """One API request: its log lines carry its id and trace, the answer carries X-Request-Id, and one
+    `request` line records the outcome (status, error code, time until the response started)."""
+    started = time.perf_counter()
+    with logs.request_scope(request.headers.items(), api.services.settings.gcp_project) as fields:
+        response = _with_cors(api, request, routes)
+        response.headers["X-Request-Id"] = fields["requestId"]
+        outcome: dict[str, Any] = {
+            "event": "request",
+            "method": request.method,
+            "path": request.path[:200],
+            "status": response.status_code,
+            "durationMs": round((time.perf_counter() - started) * 1000, 1),
+        }
+        if response.status_code >= 400 and response.mimetype == "application/json":
+            code = (response.get_json(silent=True) or {}).get("error", {}).get("code")
+            if isinstance(code, str):
+                outcome["code"] = code
+        log.info("request", extra=outcome)
+    return response
+
+
+def _with_cors(api: Api, request: Request, routes: list[tuple[str, re.Pattern[str], Handler]]) -> Response:
     """Dispatch one request, answering CORS for the builder's origins (NANO_BANANA_CORS_ORIGINS): the
     builder's page lives on another origin than the function, and sends an Authorization header, so every
     call is preflighted."""
@@ -594,4 +620,4 @@ def _dispatch(api: Api, request: Request, routes: list[tuple[str, re.Pattern[str
             "unhandled error",
             extra={"event": "internal_error", "errorType": type(exc).__name__, "path": request.path[:200]},
         )
-        return _json({"error": {"code": "internal", "message": "internal error", "details": {}}}, 500)
+        return error_response(NanoBananaError("internal error"))

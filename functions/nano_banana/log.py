@@ -7,8 +7,10 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -19,10 +21,57 @@ _SECRETISH = re.compile(
 
 log = logging.getLogger("nano_banana")
 
+# Fields every line logged while handling one request carries: its id and, when the platform traced it,
+# the Cloud Logging trace and span (Logs Explorer then groups our lines under the request's own entry).
+_request_fields: ContextVar[dict[str, str]] = ContextVar("nano_banana_request_fields", default={})  # noqa: B039
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+_CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=[0-9])?$")
+_EXECUTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TRACE_FIELD = "logging.googleapis.com/trace"
+SPAN_FIELD = "logging.googleapis.com/spanId"
+
 
 def redact(text: str) -> str:
     """Mask anything that looks like a token, key, signature or connection string."""
     return _SECRETISH.sub("[redacted]", text)
+
+
+def request_fields(headers: Iterable[tuple[str, str]], gcp_project: str | None) -> dict[str, str]:
+    """The request id (the platform's execution id, else a new one) and the trace the platform or the
+    caller sent (W3C `traceparent`, else `X-Cloud-Trace-Context`). Header values that are not exactly
+    the documented shapes are ignored: nothing a caller sends reaches a log line unchecked."""
+    given = {name.lower(): value.strip() for name, value in headers}
+    fields: dict[str, str] = {}
+    execution_id = given.get("function-execution-id", "")
+    fields["requestId"] = execution_id if _EXECUTION_ID.match(execution_id) else uuid.uuid4().hex[:16]
+    trace = span = None
+    if match := _TRACEPARENT.match(given.get("traceparent", "")):
+        trace, span = match.group(1), match.group(2)
+    elif match := _CLOUD_TRACE.match(given.get("x-cloud-trace-context", "")):
+        trace = match.group(1).lower()
+        if match.group(2) and 0 < int(match.group(2)) < 2**64:
+            span = f"{int(match.group(2)):016x}"  # Cloud Logging wants the span id as 16 hex digits
+    if trace and trace.strip("0"):
+        fields[TRACE_FIELD] = f"projects/{gcp_project}/traces/{trace}" if gcp_project else trace
+        if span and span.strip("0"):
+            fields[SPAN_FIELD] = span
+    return fields
+
+
+@contextmanager
+def request_scope(headers: Iterable[tuple[str, str]], gcp_project: str | None) -> Iterator[dict[str, str]]:
+    """Bind the request's fields to every line logged inside the block (per thread or task)."""
+    fields = request_fields(headers, gcp_project)
+    token = _request_fields.set(fields)
+    try:
+        yield fields
+    finally:
+        _request_fields.reset(token)
+
+
+def request_id() -> str | None:
+    """The id of the request being handled, for error bodies (support quotes it back to us)."""
+    return _request_fields.get().get("requestId")
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,6 +80,7 @@ class JsonFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "severity": record.levelname,
             "message": redact(record.getMessage()),
+            **_request_fields.get(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 
 from flask import Request, Response
 
+from nano_banana import log as log_context
 from nano_banana import usecases
 from nano_banana.errors import NanoBananaError, TransientError, Unauthenticated, Unavailable
 from nano_banana.http import error_response
@@ -51,7 +53,22 @@ def _job_id(request: Request) -> uuid.UUID | None:
         return None
 
 
+_TASK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
+
+
 def handle_task(services: usecases.Services, request: Request, kind: str) -> Response:
+    """One task delivery; its log lines also name the Cloud Tasks task and which retry this is."""
+    with log_context.request_scope(request.headers.items(), services.settings.gcp_project) as fields:
+        name = request.headers.get("X-CloudTasks-TaskName", "")
+        retries = request.headers.get("X-CloudTasks-TaskRetryCount", "")
+        if _TASK_NAME.match(name):
+            fields["taskName"] = name
+        if retries.isdigit() and len(retries) < 10:
+            fields["taskRetryCount"] = retries
+        return _handle_task(services, request, kind)
+
+
+def _handle_task(services: usecases.Services, request: Request, kind: str) -> Response:
     try:
         authenticate(services.settings, request, kind)
         if kind == "sweep":

@@ -3,6 +3,7 @@ client against the fake CloudTasks server, which dispatches generate/expire over
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -75,6 +76,11 @@ def test_job_runs_through_cloud_tasks_and_firestore(
     assert generate[0].status == 200
     assert fake.wait_for(lambda: "DeleteTask" in fake.methods(), 5), "the expire task is deleted when the job ends"
     assert fake.methods().count("CreateTask") == 2
+    # The generate delivery's log lines name its task and which retry it was.
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    (started,) = [e for e in lines if e.get("event") == "job_started" and e.get("jobId") == job["id"]]
+    assert started["taskName"] == generate[0].task_name.rsplit("/", 1)[1]
+    assert started["taskRetryCount"] == "0"
 
 
 def test_sweep_accepts_only_the_scheduler(cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]]) -> None:

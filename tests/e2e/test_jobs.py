@@ -455,6 +455,35 @@ def test_logs_are_json_lines_with_job_ids_and_no_secrets(dev_server: DevServer) 
     assert "Traceback" not in dev_server.logs()
 
 
+def test_a_requests_log_lines_share_its_id_and_trace(dev_server: DevServer) -> None:
+    s = dev_server.session()
+    trace = uuid.uuid4().hex
+    r = dev_server.create_job(s, headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+    assert r.status_code == 202, r.text
+    request_id = r.headers["X-Request-Id"]
+    job_id = r.json()["jobId"]
+    refused = dev_server.client.get(f"/api/nano-banana/jobs/{uuid.uuid4()}", headers=s.headers)
+    assert refused.status_code == 404
+    assert refused.json()["error"]["requestId"] == refused.headers["X-Request-Id"] != request_id
+    validate(refused.json(), "Error")
+    hostile = dev_server.client.get(
+        "/api/nano-banana/jobs", params={"projectId": s.project_id}, headers={**s.headers, "traceparent": '00-"}{-x-01'}
+    )
+    time.sleep(0.2)
+    events = [json.loads(line) for line in dev_server.logs().splitlines() if line.startswith("{")]
+    mine = [e for e in events if e.get("requestId") == request_id]
+    assert {e["event"] for e in mine} == {"job_created", "request"}, "the creation's lines, and only those"
+    assert all(e["logging.googleapis.com/trace"] == trace for e in mine)  # no GOOGLE_CLOUD_PROJECT in dev
+    assert all(e["logging.googleapis.com/spanId"] == "00f067aa0ba902b7" for e in mine)
+    (line,) = [e for e in mine if e["event"] == "request"]
+    assert (line["method"], line["path"], line["status"]) == ("POST", "/api/nano-banana/jobs", 202)
+    assert next(e for e in mine if e["event"] == "job_created")["jobId"] == job_id
+    (refusal,) = [e for e in events if e.get("requestId") == refused.headers["X-Request-Id"]]
+    assert (refusal["status"], refusal["code"]) == (404, "not_found")
+    (listing,) = [e for e in events if e.get("requestId") == hostile.headers["X-Request-Id"]]
+    assert "logging.googleapis.com/trace" not in listing, "a malformed traceparent is ignored"
+
+
 def test_health_and_config(dev_server: DevServer) -> None:
     assert dev_server.client.get("/healthz").json() == {"status": "ok"}
     ready = dev_server.client.get("/readyz")
