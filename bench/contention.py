@@ -1,7 +1,10 @@
 """N simultaneous creations across users and projects against the Firestore emulator (FirestoreLimits).
 
-Prints admitted vs expected, slot violations (must be 0) and latency. Usage:
-.venv/bin/python bench/contention.py [--requests 500 --users 20 --projects 5]
+Prints admitted vs expected, slot violations (must be 0) and latency. --instances N spreads the requests
+over N FirestoreLimits objects, each with its own Firestore client, standing in for N function
+instances (within one, attempts on a document take turns; between them, only Firestore's preconditions
+decide). Usage:
+.venv/bin/python bench/contention.py [--requests 500 --users 20 --projects 5 --instances 1]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=5)
     parser.add_argument("--rate", type=int, default=10)
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--instances", type=int, default=1)
     args = parser.parse_args()
     emulator = firestore_emulator.start()
     os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
@@ -44,9 +48,13 @@ def main() -> None:
 
         from nano_banana.adapters.limits_firestore import FirestoreLimits
 
-        limits = FirestoreLimits(
-            firestore.Client(project="bench"), "bench", args.rate, args.slots, lambda: datetime.now(UTC)
-        )
+        instances = [
+            FirestoreLimits(
+                firestore.Client(project="bench"), "bench", args.rate, args.slots, lambda: datetime.now(UTC)
+            )
+            for _ in range(args.instances)
+        ]
+        limits = instances[0]
         users = [uuid.uuid4() for _ in range(args.users)]
         projects = [uuid.uuid4() for _ in range(args.projects)]
         barrier = threading.Barrier(min(args.requests, 200))
@@ -61,7 +69,7 @@ def main() -> None:
                 barrier.wait()
             start = time.perf_counter()
             try:
-                limits.reserve(
+                instances[i % len(instances)].reserve(
                     user_id=user,
                     project_id=project,
                     job_id=uuid.uuid4(),
@@ -92,7 +100,7 @@ def main() -> None:
         )
         live = sum(len(limits.active_jobs(p)) for p in projects)
         print(
-            f"{args.requests} simultaneous reservations, {args.users} users, {args.projects} projects (rate {args.rate}/h, {args.slots} slots): {wall:.1f} s"
+            f"{args.requests} simultaneous reservations, {args.users} users, {args.projects} projects (rate {args.rate}/h, {args.slots} slots), {args.instances} instance(s): {wall:.1f} s"
         )
         print(
             f"admitted {outcomes['admitted']} (expected {expected}), leases held {live}; "

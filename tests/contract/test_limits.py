@@ -85,17 +85,25 @@ def _reserve(
     )
 
 
-def _race(n: int, attempt: Callable[[], Reservation]) -> tuple[Counter[str], list[Reservation], float]:
+def _fleet(kind: str, make_limits: MakeLimits, n: int, **limits: int) -> list[Limits]:
+    """n function instances sharing one budget: separate FirestoreLimits objects on the same documents
+    (each takes turns only among its own threads), or the one in-process twin."""
+    if kind == "memory":
+        return [make_limits(**limits)] * n
+    return [make_limits(**limits) for _ in range(n)]
+
+
+def _race(n: int, attempt: Callable[[int], Reservation]) -> tuple[Counter[str], list[Reservation], float]:
     """Run n attempts at once (a barrier lines the threads up); count outcomes by type."""
     barrier = threading.Barrier(n)
     admitted: list[Reservation] = []
     outcomes: Counter[str] = Counter()
     lock = threading.Lock()
 
-    def one() -> None:
+    def one(i: int) -> None:
         barrier.wait(timeout=30)
         try:
-            reservation = attempt()
+            reservation = attempt(i)
         except Exception as exc:
             with lock:
                 outcomes[type(exc).__name__] += 1
@@ -106,7 +114,7 @@ def _race(n: int, attempt: Callable[[], Reservation]) -> tuple[Counter[str], lis
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=n) as pool:
-        for future in [pool.submit(one) for _ in range(n)]:
+        for future in [pool.submit(one, i) for i in range(n)]:
             future.result(timeout=60)
     return outcomes, admitted, time.monotonic() - started
 
@@ -118,22 +126,40 @@ def test_exact_admission_under_contention(
     request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    limits = make_limits(rate_per_hour=10, max_active=100)
     ops = _count_ops(request.getfixturevalue("firestore_client"), monkeypatch) if kind == "firestore" else Counter()
+    fleet = _fleet(kind, make_limits, 4, rate_per_hour=10, max_active=100)
     user = uuid.uuid4()
-    outcomes, admitted, elapsed = _race(80, lambda: _reserve(limits, clock, user=user))
-    print(f"\n[{kind}] 80 parallel reserves, one user, rate 10/h: {dict(outcomes)} in {elapsed:.2f} s {dict(ops)}")
+    outcomes, admitted, elapsed = _race(80, lambda i: _reserve(fleet[i % 4], clock, user=user))
+    print(
+        f"\n[{kind}] 80 parallel reserves on 4 instances, one user, rate 10/h: {dict(outcomes)} in {elapsed:.2f} s {dict(ops)}"
+    )
     assert outcomes == Counter({"admitted": 10, "RateLimited": 70})
     assert len({r.job_id for r in admitted}) == 10
 
 
 def test_slot_cap_never_exceeded(kind: str, make_limits: MakeLimits, clock: FakeClock) -> None:
-    limits = make_limits(rate_per_hour=1000, max_active=2)
+    fleet = _fleet(kind, make_limits, 5, rate_per_hour=1000, max_active=2)
     project = uuid.uuid4()
-    outcomes, admitted, elapsed = _race(50, lambda: _reserve(limits, clock, project=project))
-    print(f"\n[{kind}] 50 parallel reserves, one project, 2 slots: {dict(outcomes)} in {elapsed:.2f} s")
+    outcomes, admitted, elapsed = _race(50, lambda i: _reserve(fleet[i % 5], clock, project=project))
+    print(f"\n[{kind}] 50 parallel reserves on 5 instances, one project, 2 slots: {dict(outcomes)} in {elapsed:.2f} s")
     assert outcomes == Counter({"admitted": 2, "ConcurrencyLimited": 48})
-    assert sorted(limits.active_jobs(project)) == sorted(r.job_id for r in admitted)
+    assert sorted(fleet[0].active_jobs(project)) == sorted(r.job_id for r in admitted)
+
+
+@pytest.mark.firestore
+def test_one_instances_threads_take_turns_instead_of_losing_commits(
+    firestore_client: firestore.Client,  # noqa: F811
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ops = _count_ops(firestore_client, monkeypatch)
+    limits = FirestoreLimits(firestore_client, f"t{uuid.uuid4().hex[:8]}", 1000, 3, clock)
+    project = uuid.uuid4()
+    outcomes, _, _ = _race(30, lambda _: _reserve(limits, clock, project=project))
+    assert outcomes == Counter({"admitted": 3, "ConcurrencyLimited": 27})
+    assert ops["Commit"] == 3, "one commit per admission"
+    assert ops["Commit lost"] == 0, "no thread of this instance raced another"
+    assert 30 <= ops["BatchGetDocuments"] <= 60, "one read each, and a second for a writer that waited its turn"
 
 
 def test_release_then_admit(make_limits: MakeLimits, clock: FakeClock) -> None:

@@ -10,15 +10,24 @@ is all-or-nothing, so a lost race writes nothing and is retried here with full j
 read-write transaction: its reads take shared locks, two contending writers deadlock, and Firestore's
 emulator resolves that only by a 2 s lock timeout that aborts both (measured: 80 concurrent reserves on
 one user -> 1 admitted, 79 aborted past any retry budget). Preconditioned commits hold no locks.
+
+Within one instance, writers take turns (a lock per document, taken in a fixed order): a function
+instance serves many requests at once (`THREADS` = concurrency), and threads of one process racing each
+other for a document only burn commits that must fail. Reads and rejections take no turn, so a full
+project still answers 429 at the speed of one read. Races between instances are still settled by the
+preconditions; the locks only save wasted commits, correctness never depends on them.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -26,7 +35,7 @@ import grpc
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from nano_banana.adapters.limits_memory import decide, from_epoch, to_epoch
+from nano_banana.adapters.limits_memory import Decision, decide, from_epoch, to_epoch
 from nano_banana.errors import Unavailable
 from nano_banana.ports import Clock, Reservation
 
@@ -34,6 +43,7 @@ _log = logging.getLogger("nano_banana")
 
 T = TypeVar("T")
 
+_MAX_TURN_LOCKS = 10_000
 _BACKOFF_BASE_S = 0.02
 _BACKOFF_CAP_S = 0.5
 
@@ -80,6 +90,8 @@ class FirestoreLimits:
         self._max_attempts = max_attempts
         self._call_timeout_s = call_timeout_s
         self._retry_budget_s = retry_budget_s
+        self._turns: OrderedDict[str, threading.Lock] = OrderedDict()  # document path -> its turn lock
+        self._turns_lock = threading.Lock()
 
     # ------------------------------------------------------------ Limits
 
@@ -93,9 +105,9 @@ class FirestoreLimits:
         rate_ref = self._rates.document(str(user_id))
         slot_ref = self._slots.document(str(project_id))
 
-        def attempt() -> Reservation:
+        def read_and_decide() -> tuple[Any, Any, Decision]:
             rate_doc, slot_doc = self._read(rate_ref, slot_ref)
-            decision = decide(
+            decision = decide(  # raises RateLimited / ConcurrencyLimited: that read is the decision
                 _times(rate_doc, "admits"),
                 _times(slot_doc, "leases"),
                 job_key=str(job_id),
@@ -104,12 +116,20 @@ class FirestoreLimits:
                 rate_per_hour=self._rate,
                 max_active=self._max_active,
             )
+            return rate_doc, slot_doc, decision
+
+        def attempt() -> Reservation:
+            rate_doc, slot_doc, decision = read_and_decide()
             if decision.changed:
-                batch = self._client.batch()
-                # Whole maps are rewritten, so entries pruned by `decide` leave the documents too.
-                _write_if_unchanged(batch, rate_doc, rate_ref, {"admits": decision.admits})
-                _write_if_unchanged(batch, slot_doc, slot_ref, {"leases": decision.leases})
-                self._commit(batch)
+                with self._turn(rate_ref.path, slot_ref.path) as waited:
+                    if waited:  # another thread of ours may have written meanwhile: decide on a fresh read
+                        rate_doc, slot_doc, decision = read_and_decide()
+                    if decision.changed:
+                        batch = self._client.batch()
+                        # Whole maps are rewritten, so entries pruned by `decide` leave the documents too.
+                        _write_if_unchanged(batch, rate_doc, rate_ref, {"admits": decision.admits})
+                        _write_if_unchanged(batch, slot_doc, slot_ref, {"leases": decision.leases})
+                        self._commit(batch)
             return Reservation(
                 user_id=user_id,
                 project_id=project_id,
@@ -150,6 +170,32 @@ class FirestoreLimits:
         return sorted(uuid.UUID(k) for k, expires in _times(snap, "leases").items() if expires > now)
 
     # ------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _turn(self, *paths: str) -> Iterator[bool]:
+        """This process's turn to write the documents: their locks, always taken in sorted order. Yields
+        whether it had to wait for another thread (whose commit would make our read stale)."""
+        with self._turns_lock:
+            locks = []
+            for path in sorted(paths):
+                lock = self._turns.get(path)
+                if lock is None:
+                    lock = self._turns[path] = threading.Lock()
+                    while len(self._turns) > _MAX_TURN_LOCKS:  # forget the least recently used (unheld) ones
+                        oldest, old_lock = next(iter(self._turns.items()))
+                        if old_lock.locked():
+                            break
+                        del self._turns[oldest]
+                self._turns.move_to_end(path)
+                locks.append(lock)
+        with ExitStack() as stack:
+            waited = False
+            for lock in locks:
+                if not lock.acquire(blocking=False):
+                    lock.acquire()
+                    waited = True
+                stack.callback(lock.release)
+            yield waited
 
     def _read(self, *refs: Any) -> list[Any]:
         """Read the documents in one BatchGetDocuments call (one snapshot), in the order asked."""
