@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal, TypeVar
@@ -421,7 +422,7 @@ def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:
     job = usecases.get_job(api.services, user_id, job_id)  # access is checked again: membership may be gone
     svc = api.services
 
-    def stream() -> Iterator[str]:
+    def stream() -> Generator[str, None, None]:
         current = job
         last = (current.status, current.updated_at)
         yield f"event: job\ndata: {json.dumps(render_jobs(api, [current])[0])}\n\n"
@@ -446,7 +447,22 @@ def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:
                 return
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return Response(stream(), mimetype="text/event-stream", headers=headers)
+    return Response(_in_this_context(stream()), mimetype="text/event-stream", headers=headers)
+
+
+def _in_this_context(body: Generator[str, None, None]) -> Iterator[str]:
+    """A streamed body runs after the handler returned; run it in the handler's context, so its log
+    lines keep the request's id and trace."""
+    context = contextvars.copy_context()
+    try:
+        while True:
+            try:
+                event = context.run(next, body)
+            except StopIteration:
+                return
+            yield event
+    finally:
+        context.run(body.close)  # a client that went away closes the stream (and its LISTEN wait) now
 
 
 def signed_urls(api: Api, request: Request, _: dict[str, str]) -> Response:
@@ -455,7 +471,7 @@ def signed_urls(api: Api, request: Request, _: dict[str, str]) -> Response:
     user_id = _user(api, request)
     paths = list(dict.fromkeys(_validated(SignUrlsBody, _json_body(request)).paths))
     visible = usecases.visible_paths(api.services, user_id, paths)
-    signed = api.signer.sign(p for p in paths if p in visible)
+    signed = api.signer.sign((p for p in paths if p in visible), degrade=False)  # "not found" must mean it
     body = {
         "urls": signed.urls,
         "notFound": [p for p in paths if p not in signed.urls],  # not theirs, or no object behind it

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from nano_banana.adapters.blobs_local import LocalBlobStore
+from nano_banana.errors import Unavailable
 from nano_banana.signing import UrlSigner
 
 pytestmark = pytest.mark.unit
@@ -112,3 +113,39 @@ def test_the_cache_is_bounded(store: CountingStore, clock: Clock) -> None:
     assert len(store.sign_calls) == calls
     signer.sign(["jobs/j/1/b.png"])
     assert store.sign_calls[-1] == ["jobs/j/1/b.png"]
+
+
+class FlakyStore(CountingStore):
+    """The real local store, made to fail like Supabase does after its retries while `down`."""
+
+    down = False
+
+    def signed_urls(self, paths: Sequence[str], *, ttl_s: int) -> dict[str, str]:
+        if self.down:
+            self.sign_calls.append(list(paths))
+            raise Unavailable("storage unreachable while trying to sign")
+        return super().signed_urls(paths, ttl_s=ttl_s)
+
+
+def test_an_outage_answers_with_what_is_still_valid_and_backs_off(tmp_path: Path, clock: Clock) -> None:
+    store = FlakyStore(tmp_path, clock)
+    for name in ("a", "b"):
+        store.put(f"jobs/j/1/{name}.png", b"\x89PNG", "image/png")
+    signer = UrlSigner(store, ttl_s=TTL, clock=clock)
+    old = signer.sign(["jobs/j/1/a.png"]).urls
+    clock.now += timedelta(seconds=TTL * 0.75)  # a is past half its life, not expired
+    store.down = True
+    during = signer.sign(["jobs/j/1/a.png", "jobs/j/1/b.png"])
+    assert during.urls == old, "the old URL still works; b has none"
+    assert len(store.sign_calls) == 2
+    signer.sign(["jobs/j/1/b.png"])
+    assert len(store.sign_calls) == 2, "nobody waits on Storage again right away"
+    with pytest.raises(Unavailable):
+        signer.sign(["jobs/j/1/b.png"], degrade=False)
+    clock.now += timedelta(seconds=TTL * 0.25)  # a has expired now
+    assert signer.sign(["jobs/j/1/a.png"]).urls == {}, "an expired URL is never handed out"
+    store.down = False
+    clock.now += timedelta(seconds=6)
+    back = signer.sign(["jobs/j/1/a.png", "jobs/j/1/b.png"])
+    assert sorted(back.urls) == ["jobs/j/1/a.png", "jobs/j/1/b.png"]
+    assert back.urls["jobs/j/1/a.png"] != old["jobs/j/1/a.png"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 
 from tests.support.devserver import DevServer, png_bytes
+from tests.support.openapi import validate
 from tests.support.storage_server import StorageServer
 
 pytestmark = [pytest.mark.storage, pytest.mark.e2e]
@@ -81,5 +83,35 @@ def test_a_list_page_is_signed_in_one_storage_call_and_urls_stay_stable(
         assert again == first, "identical URLs: the browser's cached images stay valid"
         one = server.job(s, ids[0])
         assert one["variants"] == first[ids[0]]["variants"]
+    finally:
+        storage.stop()
+
+
+def test_a_storage_outage_leaves_urls_out_but_answers(dev_server_factory: Callable[..., DevServer]) -> None:
+    storage = StorageServer(KEY)
+    try:
+        server = dev_server_factory(
+            NANO_BANANA_STORAGE="supabase", SUPABASE_URL=storage.url, SUPABASE_SERVICE_ROLE_KEY=KEY
+        )
+        s = server.session()
+        job_id = server.create_job(s).json()["jobId"]
+        # Storage goes down once the variants are stored; nothing has signed this job's URLs yet.
+        deadline = time.monotonic() + 20
+        while sum(k.startswith(f"jobs/{job_id}/") for k in storage.objects) < 2:
+            assert time.monotonic() < deadline, "the variants never reached storage"
+            time.sleep(0.02)
+        storage.fail_next = 10_000
+        job = server.wait_for(s, job_id, {"succeeded"})
+        validate(job, "Job")
+        assert job["inputUrl"] is None
+        assert [v["url"] for v in job["variants"]] == [None, None]
+        assert all(v["storagePath"] for v in job["variants"])
+        refused = server.client.post(
+            "/api/nano-banana/signed-urls", json={"paths": [job["variants"][0]["storagePath"]]}, headers=s.headers
+        )
+        assert refused.status_code == 503, "an outage is not 'not found'"
+        assert refused.json()["error"]["code"] == "unavailable"
+        events = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+        assert any(e.get("event") == "signing_unavailable" for e in events)
     finally:
         storage.stop()
