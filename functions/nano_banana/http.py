@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
 import re
@@ -583,6 +584,8 @@ def handle(api: Api, request: Request, routes: list[tuple[str, re.Pattern[str], 
     started = time.perf_counter()
     with logs.request_scope(request.headers.items(), api.services.settings.gcp_project) as fields:
         response = _with_cors(api, request, routes)
+        if request.method == "GET" and response.status_code == 200 and response.mimetype == "application/json":
+            _revalidated(request, response)
         response.headers["X-Request-Id"] = fields["requestId"]
         outcome: dict[str, Any] = {
             "event": "request",
@@ -597,6 +600,16 @@ def handle(api: Api, request: Request, routes: list[tuple[str, re.Pattern[str], 
                 outcome["code"] = code
         log.info("request", extra=outcome)
     return response
+
+
+def _revalidated(request: Request, response: Response) -> None:
+    """GET answers carry an ETag of their body and may be kept by the caller's browser, which asks again
+    every time (`private, no-cache`): a poll of an unchanged job is a bodiless 304. Signed URLs are
+    stable while young, so an unchanged job renders to the same bytes. Nothing is served without a
+    fresh, authorised read: the ETag is computed from this caller's own answer."""
+    response.set_etag(hashlib.sha256(response.get_data()).hexdigest()[:32])
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.make_conditional(request)
 
 
 def _with_cors(api: Api, request: Request, routes: list[tuple[str, re.Pattern[str], Handler]]) -> Response:

@@ -484,6 +484,37 @@ def test_a_requests_log_lines_share_its_id_and_trace(dev_server: DevServer) -> N
     assert "logging.googleapis.com/trace" not in listing, "a malformed traceparent is ignored"
 
 
+def test_an_unchanged_job_or_page_is_a_bodiless_304(dev_server_factory: StartServer) -> None:
+    server = dev_server_factory(NANO_BANANA_PREVIEW_DELAY_MS="4000")  # the job stays running meanwhile
+    s = server.session()
+    job_id = server.create_job(s).json()["jobId"]
+    server.wait_for(s, job_id, {"running"})
+    url = f"/api/nano-banana/jobs/{job_id}"
+    first = server.client.get(url, headers=s.headers)
+    assert first.headers["Cache-Control"] == "private, no-cache"
+    etag = first.headers["ETag"]
+    again = server.client.get(url, headers={**s.headers, "If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["ETag"] == etag
+    assert again.headers["X-Request-Id"]
+    page = {"projectId": s.project_id}
+    listed = server.client.get("/api/nano-banana/jobs", params=page, headers=s.headers)
+    unchanged = server.client.get(
+        "/api/nano-banana/jobs", params=page, headers={**s.headers, "If-None-Match": listed.headers["ETag"]}
+    )
+    assert unchanged.status_code == 304
+    # A stranger's conditional request is still a 404: the ETag is checked after the authorised read.
+    stranger = server.token_for(uuid.uuid4())  # a member of no project
+    assert server.client.get(url, headers={**stranger.headers, "If-None-Match": etag}).status_code == 404
+    assert server.client.post(f"{url}/cancel", headers=s.headers).status_code == 200
+    changed = server.client.get(url, headers={**s.headers, "If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.json()["status"] == "canceled"
+    assert changed.headers["ETag"] != etag
+    assert "ETag" not in server.client.post(f"{url}/cancel", headers=s.headers).headers, "errors carry none"
+
+
 def test_health_and_config(dev_server: DevServer) -> None:
     assert dev_server.client.get("/healthz").json() == {"status": "ok"}
     ready = dev_server.client.get("/readyz")
