@@ -37,13 +37,16 @@ def redact(text: str) -> str:
 
 
 def request_fields(headers: Iterable[tuple[str, str]], gcp_project: str | None) -> dict[str, str]:
-    """The request id (the platform's execution id, else a new one) and the trace the platform or the
+    """A new request id (ours: a caller cannot choose it), the platform's execution id when it sent one
+    (Cloud Functions' `Function-Execution-Id`), and the trace the platform or the
     caller sent (W3C `traceparent`, else `X-Cloud-Trace-Context`). Header values that are not exactly
     the documented shapes are ignored: nothing a caller sends reaches a log line unchecked."""
     given = {name.lower(): value.strip() for name, value in headers}
     fields: dict[str, str] = {}
     execution_id = given.get("function-execution-id", "")
-    fields["requestId"] = execution_id if _EXECUTION_ID.match(execution_id) else uuid.uuid4().hex[:16]
+    fields["requestId"] = uuid.uuid4().hex[:16]
+    if _EXECUTION_ID.match(execution_id):
+        fields["executionId"] = execution_id
     trace = span = None
     if match := _TRACEPARENT.match(given.get("traceparent", "")):
         trace, span = match.group(1), match.group(2)

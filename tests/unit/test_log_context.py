@@ -55,9 +55,12 @@ def test_malformed_trace_headers_are_ignored(value: str) -> None:
     assert logs.SPAN_FIELD not in got
 
 
-def test_request_id_is_the_platforms_execution_id_or_a_new_one() -> None:
-    assert fields({"Function-Execution-Id": "abc123XYZ"})["requestId"] == "abc123XYZ"
-    made = {fields({"Function-Execution-Id": 'bad id"\n'})["requestId"] for _ in range(20)}
+def test_request_ids_are_ours_and_the_platforms_execution_id_rides_along() -> None:
+    given = fields({"Function-Execution-Id": "abc123XYZ"})
+    assert given["executionId"] == "abc123XYZ"
+    assert given["requestId"] != "abc123XYZ", "a caller cannot choose the request id"
+    assert "executionId" not in fields({"Function-Execution-Id": 'bad id"\n'})
+    made = {fields({})["requestId"] for _ in range(20)}
     assert len(made) == 20
     assert all(len(r) == 16 and int(r, 16) >= 0 for r in made)
 
@@ -72,11 +75,14 @@ def test_lines_inside_a_scope_carry_its_fields_and_threads_keep_their_own() -> N
     logger.propagate = False
     barrier = threading.Barrier(2)
 
-    def work(execution_id: str) -> None:
-        with logs.request_scope([("Function-Execution-Id", execution_id)], None):
+    ids: dict[str, str] = {}
+
+    def work(name: str) -> None:
+        with logs.request_scope([], None) as scope:
+            ids[name] = scope["requestId"]
             barrier.wait()  # both scopes are open at once
-            logger.info("inside", extra={"event": "inside", "who": execution_id})
-            assert logs.request_id() == execution_id
+            logger.info("inside", extra={"event": "inside", "who": name})
+            assert logs.request_id() == scope["requestId"]
 
     threads = [threading.Thread(target=work, args=(name,)) for name in ("first", "second")]
     for t in threads:
@@ -87,6 +93,7 @@ def test_lines_inside_a_scope_carry_its_fields_and_threads_keep_their_own() -> N
     assert logs.request_id() is None
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     inside = [line for line in lines if line["event"] == "inside"]
-    assert sorted((line["who"], line["requestId"]) for line in inside) == [("first", "first"), ("second", "second")]
+    assert sorted((line["who"], line["requestId"]) for line in inside) == sorted(ids.items())
+    assert ids["first"] != ids["second"]
     (outside,) = [line for line in lines if line["event"] == "outside"]
     assert "requestId" not in outside
