@@ -13,13 +13,15 @@ one user -> 1 admitted, 79 aborted past any retry budget). Preconditioned commit
 
 Within one instance, writers take turns (a lock per document, taken in a fixed order): a function
 instance serves many requests at once (`THREADS` = concurrency), and threads of one process racing each
-other for a document only burn commits that must fail. Reads and rejections take no turn, so a full
-project still answers 429 at the speed of one read. Races between instances are still settled by the
+other for a document only burn commits that must fail. A writer whose read predates a commit of ours
+reads again in its turn. Reads and rejections take no turn, so a full project still answers 429 at the
+speed of one read. Races between instances are still settled by the
 preconditions; the locks only save wasted commits, correctness never depends on them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -28,6 +30,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -62,6 +65,15 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 _LOST_RACE: tuple[type[BaseException], ...] = (gexc.FailedPrecondition, gexc.Conflict, gexc.Aborted)
 
 
+@dataclass
+class _Turn:
+    """One document's writers in this process: they take turns, and count the commits they made (a
+    thread whose read predates one of them reads again before writing)."""
+
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    writes: int = 0
+
+
 class _Retry(Exception):
     """This attempt lost a race; read again and decide again."""
 
@@ -90,7 +102,7 @@ class FirestoreLimits:
         self._max_attempts = max_attempts
         self._call_timeout_s = call_timeout_s
         self._retry_budget_s = retry_budget_s
-        self._turns: OrderedDict[str, threading.Lock] = OrderedDict()  # document path -> its turn lock
+        self._turns: OrderedDict[str, _Turn] = OrderedDict()  # document path -> its writers' turn
         self._turns_lock = threading.Lock()
 
     # ------------------------------------------------------------ Limits
@@ -118,11 +130,14 @@ class FirestoreLimits:
             )
             return rate_doc, slot_doc, decision
 
+        paths = sorted({rate_ref.path, slot_ref.path})
+
         def attempt() -> Reservation:
+            seen = self._writes(paths)
             rate_doc, slot_doc, decision = read_and_decide()
             if decision.changed:
-                with self._turn(rate_ref.path, slot_ref.path) as waited:
-                    if waited:  # another thread of ours may have written meanwhile: decide on a fresh read
+                with self._turn(paths) as turns:
+                    if tuple(turn.writes for turn in turns) != seen:  # a thread of ours committed since our read
                         rate_doc, slot_doc, decision = read_and_decide()
                     if decision.changed:
                         batch = self._client.batch()
@@ -130,6 +145,8 @@ class FirestoreLimits:
                         _write_if_unchanged(batch, rate_doc, rate_ref, {"admits": decision.admits})
                         _write_if_unchanged(batch, slot_doc, slot_ref, {"leases": decision.leases})
                         self._commit(batch)
+                        for turn in turns:
+                            turn.writes += 1
             return Reservation(
                 user_id=user_id,
                 project_id=project_id,
@@ -171,31 +188,31 @@ class FirestoreLimits:
 
     # ------------------------------------------------------------ plumbing
 
-    @contextmanager
-    def _turn(self, *paths: str) -> Iterator[bool]:
-        """This process's turn to write the documents: their locks, always taken in sorted order. Yields
-        whether it had to wait for another thread (whose commit would make our read stale)."""
+    def _writes(self, paths: list[str]) -> tuple[int, ...]:
+        """How many commits this process has made to each document so far (0 if none it remembers)."""
         with self._turns_lock:
-            locks = []
-            for path in sorted(paths):
-                lock = self._turns.get(path)
-                if lock is None:
-                    lock = self._turns[path] = threading.Lock()
+            return tuple(turn.writes if (turn := self._turns.get(path)) else 0 for path in paths)
+
+    @contextmanager
+    def _turn(self, paths: list[str]) -> Iterator[list[_Turn]]:
+        """This process's turn to write the documents (sorted paths: locks always taken in one order)."""
+        with self._turns_lock:
+            turns = []
+            for path in paths:
+                turn = self._turns.get(path)
+                if turn is None:
+                    turn = self._turns[path] = _Turn()
                     while len(self._turns) > _MAX_TURN_LOCKS:  # forget the least recently used (unheld) ones
-                        oldest, old_lock = next(iter(self._turns.items()))
-                        if old_lock.locked():
+                        oldest, old = next(iter(self._turns.items()))
+                        if old.lock.locked():
                             break
-                        del self._turns[oldest]
+                        del self._turns[oldest]  # a forgotten count reads as a change: a fresh read, no harm
                 self._turns.move_to_end(path)
-                locks.append(lock)
+                turns.append(turn)
         with ExitStack() as stack:
-            waited = False
-            for lock in locks:
-                if not lock.acquire(blocking=False):
-                    lock.acquire()
-                    waited = True
-                stack.callback(lock.release)
-            yield waited
+            for turn in turns:
+                stack.enter_context(turn.lock)
+            yield turns
 
     def _read(self, *refs: Any) -> list[Any]:
         """Read the documents in one BatchGetDocuments call (one snapshot), in the order asked."""
