@@ -485,7 +485,7 @@ def test_a_requests_log_lines_share_its_id_and_trace(dev_server: DevServer) -> N
 
 
 def test_an_unchanged_job_or_page_is_a_bodiless_304(dev_server_factory: StartServer) -> None:
-    server = dev_server_factory(NANO_BANANA_PREVIEW_DELAY_MS="4000")  # the job stays running meanwhile
+    server = dev_server_factory(NANO_BANANA_PREVIEW_DELAY_MS="6000")  # the job stays running meanwhile
     s = server.session()
     job_id = server.create_job(s).json()["jobId"]
     server.wait_for(s, job_id, {"running"})

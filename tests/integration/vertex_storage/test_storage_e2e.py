@@ -72,17 +72,17 @@ def test_a_list_page_is_signed_in_one_storage_call_and_urls_stay_stable(
 
         time.sleep(ttl / 2 + 0.5)  # every URL signed so far is past half its life
         first, signing = listed()
+        again, signing_again = listed()
         assert sorted(first) == sorted(ids)
         assert signing == [("POST", "/storage/v1/object/sign/pip-ai-images")], "9 images, one bulk call"
+        assert signing_again == [], "young URLs are handed out again"
+        assert again == first, "identical URLs: the browser's cached images stay valid"
+        one = server.job(s, ids[0])
+        assert one["variants"] == first[ids[0]]["variants"]
         for job in first.values():
             assert httpx.get(str(job["inputUrl"])).content == png_bytes()
             for variant in job["variants"]:  # type: ignore[attr-defined]
                 assert httpx.get(variant["url"]).status_code == 200
-        again, signing = listed()
-        assert signing == [], "young URLs are handed out again"
-        assert again == first, "identical URLs: the browser's cached images stay valid"
-        one = server.job(s, ids[0])
-        assert one["variants"] == first[ids[0]]["variants"]
     finally:
         storage.stop()
 
