@@ -153,10 +153,10 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
     return ImageInfo(mime_type=mime, width=width, height=height, bytes=len(data))
 
 
-_PIL_SAVE: dict[str, dict[str, object]] = {
-    "image/jpeg": {"format": "JPEG", "quality": 92},
-    "image/png": {"format": "PNG", "optimize": False},
-    "image/webp": {"format": "WEBP", "quality": 92},
+_SAVE_OPTIONS: dict[str, dict[str, object]] = {
+    "image/jpeg": {"quality": 92},
+    "image/png": {"optimize": False},
+    "image/webp": {"quality": 92},
 }
 
 
@@ -172,7 +172,7 @@ def for_model(data: bytes, mime: str, *, max_bytes: int) -> tuple[bytes, str]:
         if upright and len(data) <= max_bytes:
             return data, mime
         turned = ImageOps.exif_transpose(img)
-    if len(data) <= max_bytes and mime in _PIL_SAVE:
+    if len(data) <= max_bytes and mime in _SAVE_OPTIONS:
         return _encode(turned, mime), mime
     alpha = turned.mode in ("RGBA", "LA", "PA") or "transparency" in turned.info
     out_mime = "image/png" if alpha else "image/jpeg"
@@ -191,5 +191,5 @@ def _encode(img: Image.Image, mime: str) -> bytes:
     if mime == "image/jpeg" and img.mode not in ("RGB", "L", "CMYK"):
         img = img.convert("RGB")
     buf = io.BytesIO()
-    img.save(buf, **_PIL_SAVE[mime])  # type: ignore[arg-type]
+    img.save(buf, format=_PIL_FORMAT[mime], **_SAVE_OPTIONS[mime])
     return buf.getvalue()

@@ -56,12 +56,17 @@ def _orientation(data: bytes) -> int:
 
 
 def _minimal_exif(orientation: int) -> bytes:
-    """`Exif\\0\\0` + a TIFF structure holding only the orientation tag."""
+    """`Exif\\0\\0` + a TIFF structure holding only the orientation tag (JPEG's APP1 payload)."""
     from PIL import Image
 
     exif = Image.Exif()
     exif[ORIENTATION] = orientation
     return exif.tobytes()
+
+
+def _minimal_tiff(orientation: int) -> bytes:
+    """The same without the `Exif\\0\\0` header: PNG's eXIf and WebP's EXIF chunks hold bare TIFF."""
+    return _minimal_exif(orientation).removeprefix(b"Exif\x00\x00")
 
 
 def strip_metadata(data: bytes, mime: str) -> bytes:
@@ -147,7 +152,7 @@ def _png(data: bytes) -> bytes:
         if end > n:
             raise _corrupt("truncated PNG chunk")
         if kind == b"IDAT" and orientation != 1:  # eXIf must precede the image data
-            payload = _minimal_exif(orientation)[6:]
+            payload = _minimal_tiff(orientation)
             out.append(_png_chunk(b"eXIf", payload))
             orientation = 1
         if kind in _PNG_KEEP:
@@ -193,7 +198,7 @@ def _webp(data: bytes) -> bytes:
     if not chunks:
         raise _corrupt("WebP has no image data")
     if orientation != 1 and extended:  # EXIF goes after the image data in an extended WebP
-        payload = _minimal_exif(orientation)[6:]
+        payload = _minimal_tiff(orientation)
         chunks.append(b"EXIF" + struct.pack("<I", len(payload)) + payload + (b"\x00" if len(payload) % 2 else b""))
     body = b"WEBP" + b"".join(chunks)
     return b"RIFF" + struct.pack("<I", len(body)) + body

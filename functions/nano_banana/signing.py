@@ -53,14 +53,7 @@ class UrlSigner:
     def sign(self, paths: Iterable[str], *, degrade: bool = True) -> Signed:
         wanted = list(dict.fromkeys(paths))
         now = self._clock()
-        fresh_until = now + self._ttl / 2  # a cached URL must outlive this to be handed out again
-        found: dict[str, tuple[str, datetime]] = {}
-        with self._lock:
-            for path in wanted:
-                cached = self._cache.get(path)
-                if cached is not None and cached[1] >= fresh_until:
-                    self._cache.move_to_end(path)
-                    found[path] = cached
+        found = self._cached(wanted, outliving=now + self._ttl / 2)  # young enough to hand out again
         missing = [p for p in wanted if p not in found]
         if missing:
             expires = now + self._ttl - _MARGIN
@@ -69,11 +62,7 @@ class UrlSigner:
             except Unavailable:
                 if not degrade:
                     raise
-                with self._lock:
-                    for path in missing:
-                        cached = self._cache.get(path)
-                        if cached is not None and cached[1] > now:
-                            found[path] = cached
+                found |= self._cached(missing, outliving=now)  # however old, as long as it still works
                 signed = {}
             with self._lock:
                 for path, url in signed.items():
@@ -83,6 +72,17 @@ class UrlSigner:
                     self._cache.popitem(last=False)
         earliest = min((expires for _, expires in found.values()), default=now + self._ttl)
         return Signed({p: found[p][0] for p in wanted if p in found}, earliest)
+
+    def _cached(self, paths: list[str], *, outliving: datetime) -> dict[str, tuple[str, datetime]]:
+        """The cached URLs among `paths` that expire after `outliving` (marked as recently used)."""
+        found = {}
+        with self._lock:
+            for path in paths:
+                cached = self._cache.get(path)
+                if cached is not None and cached[1] > outliving:
+                    self._cache.move_to_end(path)
+                    found[path] = cached
+        return found
 
     def _signed_urls(self, paths: list[str], now: datetime) -> dict[str, str]:
         down_until = self._down_until
