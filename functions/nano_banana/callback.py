@@ -1,8 +1,9 @@
 """The `callback` function: an external processor (n8n) reports a job's progress, signed.
 
-Order matters: cap the body, verify the signature over the raw bytes, then parse; record the webhook
-id atomically (a replay is acknowledged and ignored), apply the same CAS transitions as the in-house
-generator, and forget the receipt again if a retry could help.
+Order matters: cap the body, verify the signature over the raw bytes, then parse; claim the webhook id
+(a replay of an applied delivery is acknowledged and ignored, a duplicate of one still being applied is
+told to retry), apply the same CAS transitions as the in-house generator (the transition marks the
+receipt applied in its own transaction), and release the claim if nothing was applied.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from datetime import timedelta
 from typing import Literal
 
 from flask import Request, Response
@@ -17,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nano_banana import log as log_context
 from nano_banana import usecases, webhooks
-from nano_banana.domain import ACTIVE, JobStatus, VariantUpload, job_prefix
+from nano_banana.domain import ACTIVE, Job, JobStatus, VariantUpload, job_prefix
 from nano_banana.errors import (
+    CallbackInProgress,
     FileTooLarge,
     InvalidRequest,
     InvalidTransition,
@@ -70,21 +73,28 @@ def _read_capped(request: Request, cap: int) -> bytes:
     return body
 
 
-def _checked_outputs(svc: usecases.Services, job_id: uuid.UUID, variants: list[ReportedVariant]) -> list[VariantUpload]:
-    """Every reported output must lie under the job's prefix, exist, and be an accepted image by content."""
+def _reported_paths(job_id: uuid.UUID, variants: list[ReportedVariant]) -> list[str]:
+    """Every reported output must be distinct and lie under the job's prefix (checked before anything
+    is read or deleted)."""
     prefix = job_prefix(job_id)
     paths = [v.path for v in variants]
     if not paths:
         raise InvalidRequest("a succeeded callback needs at least one variant", details={"field": "variants"})
     if len(set(paths)) != len(paths):
         raise InvalidRequest("variant paths must be distinct", details={"field": "variants"})
-    uploads = []
-    for index, reported in enumerate(variants):
-        path = reported.path
+    for path in paths:
         if not path.startswith(prefix) or ".." in path or "//" in path or "\\" in path:
             raise InvalidRequest(
                 "variant paths must lie under the job's own prefix", details={"path": path[:200], "prefix": prefix}
             )
+    return paths
+
+
+def _checked_outputs(svc: usecases.Services, variants: list[ReportedVariant]) -> list[VariantUpload]:
+    """Every reported output must exist and be an accepted image by content."""
+    uploads = []
+    for index, reported in enumerate(variants):
+        path = reported.path
         if svc.blobs.stat(path) is None:
             raise InvalidRequest("a reported variant does not exist in storage", details={"path": path[:200]})
         data = svc.blobs.get(path, max_bytes=svc.settings.max_file_bytes)
@@ -93,7 +103,7 @@ def _checked_outputs(svc: usecases.Services, job_id: uuid.UUID, variants: list[R
     return uploads
 
 
-def _apply(svc: usecases.Services, body: CallbackBody) -> dict[str, object]:
+def _apply(svc: usecases.Services, body: CallbackBody, receipt: str | None) -> dict[str, object]:
     job = svc.store.get_job(body.job_id)
     if job is None:
         raise NotFound("job not found", details={"jobId": str(body.job_id)})
@@ -103,32 +113,85 @@ def _apply(svc: usecases.Services, body: CallbackBody) -> dict[str, object]:
         return {"jobId": str(job.id), "status": job.status.value}
     if body.status == "failed":
         error = body.error or ReportedError(code="generation_failed", message="the processor reported a failure")
-        failed = usecases.fail_job(svc, job, error.code, error.message)
+        failed = usecases.fail_job(svc, job, error.code, error.message, receipt=receipt)
         if failed is None:
             raise InvalidTransition(f"job is {job.status.value}", details={"status": job.status.value})
         return {"jobId": str(job.id), "status": failed.status.value}
-    uploads = _checked_outputs(svc, job.id, body.variants or [])
-    if job.status is not JobStatus.running:
-        usecases.discard_outputs(svc, job.id, [u.storage_path for u in uploads])
-        raise InvalidTransition(
-            f"job is {job.status.value}; the result is discarded", details={"status": job.status.value}
-        )
-    note = None
-    if len(uploads) < job.variant_count:
-        note = f"{len(uploads)} of {job.variant_count} variants came back."
-    done = usecases.complete_job(svc, job, job.attempt, uploads, note)
-    if done is None:  # canceled or timed out meanwhile: complete_job deleted the outputs
-        latest = svc.store.get_job(job.id) or job
-        raise InvalidTransition(
-            f"job is {latest.status.value}; the result is discarded", details={"status": latest.status.value}
-        )
-    return {"jobId": str(job.id), "status": done.status.value, "variants": len(done.variants)}
+    return _apply_success(svc, job, body.variants or [], receipt)
+
+
+def _apply_success(
+    svc: usecases.Services, job: Job, variants: list[ReportedVariant], receipt: str | None
+) -> dict[str, object]:
+    """running -> succeeded. A report for a job that already succeeded (another processor execution, or a
+    retry whose first answer was lost) is answered like the first one; its paths that are not the job's
+    variants are deleted, the variants never."""
+    paths = _reported_paths(job.id, variants)
+    if job.status is JobStatus.running:
+        uploads = _checked_outputs(svc, variants)
+        note = None
+        if len(uploads) < job.variant_count:
+            note = f"{len(uploads)} of {job.variant_count} variants came back."
+        done = usecases.complete_job(svc, job, job.attempt, uploads, note, receipt=receipt)
+        if done is not None:
+            return _succeeded(done)
+        job = svc.store.get_job(job.id) or job  # lost the CAS: complete_job deleted what was not recorded
+    else:
+        usecases.discard_outputs(svc, job.id, paths)
+    if job.status is JobStatus.succeeded:
+        log.info("repeated success report", extra={"event": "callback_repeated", "jobId": str(job.id)})
+        return _succeeded(job)
+    raise InvalidTransition(f"job is {job.status.value}; the result is discarded", details={"status": job.status.value})
+
+
+def _succeeded(job: Job) -> dict[str, object]:
+    return {"jobId": str(job.id), "status": job.status.value, "variants": len(job.variants)}
 
 
 def handle(svc: usecases.Services, request: Request) -> Response:
     """POST /api/nano-banana/callback."""
     with log_context.request_scope(request.headers.items(), svc.settings.gcp_project):
         return _handle(svc, request)
+
+
+def _claim(svc: usecases.Services, webhook_id: str) -> bool:
+    """Claim the delivery (True); False for a replay of an applied one; CallbackInProgress (503) for a
+    duplicate of one still being applied: it is not done, and may still fail."""
+    now = svc.clock()
+    stale_before = now - timedelta(seconds=svc.settings.callback_claim_ttl_s)
+    claim = svc.store.claim_webhook(webhook_id, now=now, stale_before=stale_before)
+    if claim == "applied":
+        log.info("callback replay ignored", extra={"event": "callback_replay", "webhookId": webhook_id})
+        return False
+    if claim == "processing":
+        log.info("callback still being applied", extra={"event": "callback_in_progress", "webhookId": webhook_id})
+        raise CallbackInProgress(
+            "this delivery is still being applied; retry shortly",
+            retry_after_s=min(5, svc.settings.callback_claim_ttl_s),
+            details={"webhookId": webhook_id[:100]},
+        )
+    return True
+
+
+def _release(svc: usecases.Services, webhook_id: str) -> None:
+    try:
+        svc.store.release_webhook(webhook_id)
+    except Exception as exc:  # the claim then lapses after NANO_BANANA_CALLBACK_CLAIM_TTL_S
+        log.warning(
+            "could not release a callback claim",
+            extra={"event": "receipt_release_failed", "webhookId": webhook_id, "errorType": type(exc).__name__},
+        )
+
+
+def _settle(svc: usecases.Services, webhook_id: str) -> None:
+    """Mark the receipt applied when the answer needed no transition (a transition already marked it)."""
+    try:
+        svc.store.settle_webhook(webhook_id)
+    except Exception as exc:  # the answer stands; a duplicate re-applies idempotently after the claim TTL
+        log.warning(
+            "could not settle a callback receipt",
+            extra={"event": "receipt_settle_failed", "webhookId": webhook_id, "errorType": type(exc).__name__},
+        )
 
 
 def _handle(svc: usecases.Services, request: Request) -> Response:
@@ -152,14 +215,16 @@ def _handle(svc: usecases.Services, request: Request) -> Response:
                 for e in exc.errors(include_url=False, include_input=False)
             ]
             raise InvalidRequest("the callback body is not valid", details={"fields": fields}) from exc
-        if not svc.store.record_webhook(webhook_id):
-            log.info("callback replay ignored", extra={"event": "callback_replay", "webhookId": webhook_id})
+        if body.status == "running":  # changes no state: not recorded
+            return _answer(_apply(svc, body, receipt=None))
+        if not _claim(svc, webhook_id):
             return _answer({"duplicate": True})
         try:
-            result = _apply(svc, body)
+            result = _apply(svc, body, receipt=webhook_id)
         except BaseException:
-            svc.store.forget_webhook(webhook_id)  # nothing was applied: a rejected callback writes nothing
+            _release(svc, webhook_id)  # only a claim whose transition never committed: a retry may apply
             raise
+        _settle(svc, webhook_id)
         log.info(
             "callback applied", extra={"event": "callback_applied", "jobId": str(body.job_id), "status": body.status}
         )

@@ -110,6 +110,16 @@ class Unavailable(NanoBananaError):
         self.headers = {"Retry-After": "2"}
 
 
+class CallbackInProgress(Unavailable):
+    """A duplicate of a callback delivery that is still being applied: retry, it is not done yet."""
+
+    code = "callback_in_progress"
+
+    def __init__(self, message: str, *, retry_after_s: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class GenerationFailed(NanoBananaError):
     """The model call failed for good (after retries within the deadline)."""
 

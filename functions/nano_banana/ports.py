@@ -78,19 +78,26 @@ class Task:
     schedule_at: datetime | None = None
     # How long the platform waits for the handler before it counts the attempt failed.
     dispatch_deadline_s: float | None = None
+    # Set when the sweep replaces a lost task whose name is used up: a new deterministic name per round.
+    replacement: int | None = None
 
 
-def task_name(kind: TaskKind, job_id: uuid.UUID) -> str:
+def task_name(kind: TaskKind, job_id: uuid.UUID, replacement: int | None = None) -> str:
     """Deterministic task id, so a duplicate enqueue is ALREADY_EXISTS (hashed prefix spreads names)."""
     import hashlib
 
     prefix = hashlib.sha256(job_id.bytes).hexdigest()[:8]
-    return f"{prefix}-{kind}-{job_id}"
+    return f"{prefix}-{kind}-{job_id}" + (f"-r{replacement}" if replacement is not None else "")
 
 
 class TaskQueue(Protocol):
-    def enqueue(self, task: Task) -> None:
-        """Enqueue once: a task with the same (kind, job_id) already enqueued is a silent no-op.
+    def enqueue(self, task: Task) -> bool:
+        """Enqueue once: True if created; False (silently) when a task of that name exists or ran or was
+        deleted recently (Cloud Tasks keeps used names ~1 h). Raises Unavailable when unreachable."""
+        ...
+
+    def is_pending(self, task: Task) -> bool:
+        """Whether the task of that name is waiting or running (not ran, failed for good or deleted).
         Raises Unavailable when the queue cannot be reached."""
         ...
 
@@ -178,6 +185,8 @@ class Processor(Protocol):
 
 # ---------------------------------------------------------------- job store
 
+ReceiptClaim = Literal["claimed", "processing", "applied"]
+
 
 @dataclass(frozen=True, slots=True)
 class JobPage:
@@ -231,10 +240,18 @@ class JobStore(Protocol):
         ...
 
     def complete(
-        self, job_id: uuid.UUID, attempt: int, uploads: Sequence[VariantUpload], note: str | None, *, now: datetime
+        self,
+        job_id: uuid.UUID,
+        attempt: int,
+        uploads: Sequence[VariantUpload],
+        note: str | None,
+        *,
+        now: datetime,
+        receipt: str | None = None,
     ) -> Job | None:
         """running(attempt) -> succeeded with its variants and assistant message, one transaction, if the
-        deadline has not passed. None if the CAS lost (canceled, timed out or superseded meanwhile)."""
+        deadline has not passed. None if the CAS lost (canceled, timed out or superseded meanwhile).
+        With `receipt`, that webhook receipt becomes applied in the same transaction."""
         ...
 
     def fail(
@@ -247,9 +264,11 @@ class JobStore(Protocol):
         attempt: int | None = None,
         now: datetime | None = None,
         only_if_past_deadline: bool = False,
+        receipt: str | None = None,
     ) -> Job | None:
         """-> failed (with assistant message) if the status is in from_statuses (and attempt matches,
-        and, when asked, the deadline has passed). None if the CAS lost."""
+        and, when asked, the deadline has passed). None if the CAS lost. With `receipt`, that webhook
+        receipt becomes applied in the same transaction."""
         ...
 
     def cancel(self, job_id: uuid.UUID) -> Job | None:
@@ -260,16 +279,34 @@ class JobStore(Protocol):
         """Active jobs whose deadline has passed (for the sweep)."""
         ...
 
+    def stale_queued_jobs(self, now: datetime, deadline_before: datetime, limit: int) -> list[Job]:
+        """Queued jobs whose deadline lies in (now, deadline_before]: not started within the grace."""
+        ...
+
+    def projects_with_recent_ends(self, deadline_after: datetime, limit: int) -> list[uuid.UUID]:
+        """Projects with an ended job whose deadline is after deadline_after (its lease may be held)."""
+        ...
+
+    def ended_among(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of the ids whose job is in a terminal state."""
+        ...
+
     def messages(self, thread_id: uuid.UUID) -> list[tuple[Message, Job]]:
         """A thread's messages oldest first, each with its job (and the job's variants)."""
         ...
 
-    def record_webhook(self, webhook_id: str) -> bool:
-        """True the first time a webhook id is seen; False on replay."""
+    def claim_webhook(self, webhook_id: str, *, now: datetime, stale_before: datetime) -> ReceiptClaim:
+        """Claim a delivery: 'claimed' for a new webhook id (or a `processing` claim made before
+        stale_before: its delivery died); else 'processing' (in flight) or 'applied' (a replay)."""
         ...
 
-    def forget_webhook(self, webhook_id: str) -> None:
-        """Drop a receipt whose processing failed in a retryable way, so the retry is not a 'replay'."""
+    def settle_webhook(self, webhook_id: str) -> None:
+        """Mark a claimed receipt applied when the delivery was answered as done without a transition."""
+        ...
+
+    def release_webhook(self, webhook_id: str) -> None:
+        """Drop a claim whose delivery failed before any transition committed (the retry may apply);
+        an applied receipt stays."""
         ...
 
     def prune_webhooks(self, before: datetime) -> None:

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     rate_per_hour: int = Field(10, ge=1, validation_alias="NANO_BANANA_RATE_PER_HOUR")
     max_active_per_project: int = Field(2, ge=1, validation_alias="NANO_BANANA_MAX_ACTIVE_PER_PROJECT")
     timeout_s: int = Field(300, ge=1, le=3600, validation_alias="NANO_BANANA_TIMEOUT_S")
+    # The sweep re-enqueues the generate task of a job still queued this long after its creation.
+    requeue_grace_s: int = Field(30, ge=1, le=3600, validation_alias="NANO_BANANA_REQUEUE_GRACE_S")
     max_prompt_chars: int = Field(2000, ge=1, validation_alias="NANO_BANANA_MAX_PROMPT_CHARS")
     max_thread_turns: int = Field(20, ge=1, validation_alias="NANO_BANANA_MAX_THREAD_TURNS")
     default_variant_count: int = Field(2, ge=1, le=4, validation_alias="NANO_BANANA_DEFAULT_VARIANTS")
@@ -104,6 +106,10 @@ class Settings(BaseSettings):
     callback_url: str | None = Field(None, validation_alias="NANO_BANANA_CALLBACK_URL")
     callback_tolerance_s: int = Field(300, ge=1, le=300, validation_alias="NANO_BANANA_CALLBACK_TOLERANCE_S")
     callback_max_bytes: int = Field(64 * 1024, ge=1024, validation_alias="NANO_BANANA_CALLBACK_MAX_BYTES")
+    # A delivery still applying after this long is taken for dead: a duplicate of it may claim its webhook
+    # id again (until then duplicates are answered 503). Overlapping a slow live one is safe (every
+    # transition is a CAS, a repeated success is idempotent); a long TTL would outlast the processor's retries.
+    callback_claim_ttl_s: int = Field(30, ge=1, le=3600, validation_alias="NANO_BANANA_CALLBACK_CLAIM_TTL_S")
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:

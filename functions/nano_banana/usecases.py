@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from nano_banana.domain import (
     ACTIVE,
@@ -297,9 +297,13 @@ def _undo(svc: Services, reservation: Reservation, stored: Sequence[str]) -> Non
 
 
 def _enqueue_job_tasks(svc: Services, job: Job) -> None:
-    remaining = (job.deadline_at - svc.clock()).total_seconds()
-    svc.queue.enqueue(Task(kind="generate", job_id=job.id, dispatch_deadline_s=max(15.0, remaining + 30)))
+    svc.queue.enqueue(_generate_task(svc, job))
     svc.queue.enqueue(Task(kind="expire", job_id=job.id, schedule_at=job.deadline_at, dispatch_deadline_s=60))
+
+
+def _generate_task(svc: Services, job: Job, replacement: int | None = None) -> Task:
+    remaining = (job.deadline_at - svc.clock()).total_seconds()
+    return Task(kind="generate", job_id=job.id, dispatch_deadline_s=max(15.0, remaining + 30), replacement=replacement)
 
 
 # ---------------------------------------------------------------- refinement
@@ -397,10 +401,7 @@ def thread(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> tuple[uuid.U
 
 def _ended(svc: Services, job: Job, event: str, **fields: object) -> None:
     """After a won transition into a terminal state: free the slot (once) and drop the expire task."""
-    try:
-        svc.limits.release_slot(project_id=job.project_id, job_id=job.id)
-    except Exception:  # the lease expires on its own at deadline + grace
-        log.exception("could not release a slot", extra={"event": "release_failed", "jobId": str(job.id)})
+    _release_slot(svc, job.project_id, job.id)
     if event != "job_expired":
         try:
             svc.queue.delete("expire", job.id)
@@ -440,8 +441,12 @@ def cancel_job(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     return job
 
 
-def fail_job(svc: Services, job: Job, code: str, message: str, *, attempt: int | None = None) -> Job | None:
-    failed = svc.store.fail(job.id, code=code, message=redact(message), from_statuses=list(ACTIVE), attempt=attempt)
+def fail_job(
+    svc: Services, job: Job, code: str, message: str, *, attempt: int | None = None, receipt: str | None = None
+) -> Job | None:
+    failed = svc.store.fail(
+        job.id, code=code, message=redact(message), from_statuses=list(ACTIVE), attempt=attempt, receipt=receipt
+    )
     if failed is not None:
         _ended(svc, failed, "job_failed")
     return failed
@@ -462,42 +467,158 @@ def expire_job(svc: Services, job_id: uuid.UUID) -> Job | None:
         _ended(svc, job, "job_expired")
         return job
     current = svc.store.get_job(job_id)
-    if current is not None and not current.terminal and current.deadline_at > now:
+    if current is not None and current.terminal:
+        # Its transition may have crashed before giving the lease back; releasing again is harmless.
+        _release_slot(svc, current.project_id, current.id)
+        return None
+    if current is not None and current.deadline_at > now:
         raise TransientError("the deadline has not passed yet by this clock")
     return None
 
 
 def sweep(svc: Services, limit: int = 200) -> int:
-    """Safety net for expire tasks that never ran. Returns how many jobs it expired."""
+    """Safety net for expire tasks that never ran, generate tasks that were lost and leases that were
+    not given back. Each part reads at most `limit` rows. Returns how many jobs it expired."""
     expired = 0
     with timed("sweep") as event:
         for job_id in svc.store.overdue_jobs(svc.clock(), limit):
             if expire_job(svc, job_id) is not None:
                 expired += 1
+        event["requeued"] = _requeue_lost_generate_tasks(svc, limit)
+        event["slotsReclaimed"] = _reclaim_leaked_slots(svc, limit)
         svc.store.prune_webhooks(svc.clock() - timedelta(days=2))
         event["expired"] = expired
     return expired
 
 
+# A replacement generate task is named per round (a used name is refused for ~1 h): one per job and round.
+REQUEUE_ROUND_S = 600
+
+
+def _requeue_lost_generate_tasks(svc: Services, limit: int) -> int:
+    """Re-enqueue the generate task of jobs still queued past the grace (a crash between the insert and
+    the enqueue, or a task the queue gave up on). Returns how many tasks it created."""
+    now = svc.clock()
+    started_by = now + timedelta(seconds=svc.settings.timeout_s - svc.settings.requeue_grace_s)
+    requeued = 0
+    for job in svc.store.stale_queued_jobs(now, started_by, limit):
+        try:
+            if _replace_generate_task(svc, job, now):
+                requeued += 1
+        except Unavailable:
+            log.warning("the task queue is unavailable; requeueing stops", extra={"event": "requeue_failed"})
+            break
+    return requeued
+
+
+def _replace_generate_task(svc: Services, job: Job, now: datetime) -> bool:
+    """Enqueue the job's generate task again unless one is waiting: under its own name if that was never
+    used, else under this round's name. Never beside a waiting one: a second delivery would take over
+    the first one's claim (a redelivery supersedes a running attempt)."""
+    round_ = int(now.timestamp()) // REQUEUE_ROUND_S
+    if any(svc.queue.is_pending(_generate_task(svc, job, r)) for r in (None, round_ - 1, round_)):
+        return False
+    # A task that claimed the job finished after its claim committed: a job still queued now was not claimed.
+    current = svc.store.get_job(job.id)
+    if current is None or current.status is not JobStatus.queued:
+        return False
+    for replacement in (None, round_):
+        if svc.queue.enqueue(_generate_task(svc, job, replacement)):
+            log.info(
+                "generate_requeued",
+                extra={
+                    "event": "generate_requeued",
+                    "jobId": str(job.id),
+                    "projectId": str(job.project_id),
+                    "replacement": replacement,
+                },
+            )
+            return True
+    return False
+
+
+def _reclaim_leaked_slots(svc: Services, limit: int) -> int:
+    """Give back leases still held by ended jobs (a crash between the terminal transition and the
+    release, or a release during a limits outage). A lease lives until its job's deadline + LEASE_GRACE,
+    so only projects with a job ended within that window are read: one lease read each, and one
+    release per leaked lease. Returns how many leases it gave back."""
+    reclaimed = 0
+    for project_id in svc.store.projects_with_recent_ends(svc.clock() - LEASE_GRACE, limit):
+        try:
+            held = svc.limits.active_jobs(project_id)
+        except Unavailable:
+            log.warning("the limits store is unavailable; slot reclaim stops", extra={"event": "reclaim_failed"})
+            break
+        for job_id in sorted(svc.store.ended_among(held)):
+            if _release_slot(svc, project_id, job_id):
+                reclaimed += 1
+                log.info(
+                    "slot_reclaimed",
+                    extra={"event": "slot_reclaimed", "jobId": str(job_id), "projectId": str(project_id)},
+                )
+    return reclaimed
+
+
+def _release_slot(svc: Services, project_id: uuid.UUID, job_id: uuid.UUID) -> bool:
+    try:
+        svc.limits.release_slot(project_id=project_id, job_id=job_id)
+    except Exception:  # the sweep gives it back later; at worst the lease expires at deadline + grace
+        log.exception("could not release a slot", extra={"event": "release_failed", "jobId": str(job_id)})
+        return False
+    return True
+
+
 def complete_job(
-    svc: Services, job: Job, attempt: int, uploads: Sequence[VariantUpload], note: str | None
+    svc: Services,
+    job: Job,
+    attempt: int,
+    uploads: Sequence[VariantUpload],
+    note: str | None,
+    *,
+    receipt: str | None = None,
 ) -> Job | None:
-    """running(attempt) -> succeeded with its variants. If the CAS loses, this attempt's blobs are deleted."""
-    done = svc.store.complete(job.id, attempt, uploads, note, now=svc.clock())
-    mine = [u.storage_path for u in uploads]
+    """running(attempt) -> succeeded with its variants (and `receipt` applied, in the same transaction).
+    If the CAS loses, the outputs are deleted, except paths the job recorded meanwhile (a concurrent
+    report of the same result). Once the CAS won, nothing here raises: cleanup failures are logged."""
+    done = svc.store.complete(job.id, attempt, uploads, note, now=svc.clock(), receipt=receipt)
     if done is None:
-        _delete_quietly(svc, mine, job.id)
+        discard_outputs(svc, job.id, [u.storage_path for u in uploads])
         log.info("result discarded", extra={"event": "result_discarded", "jobId": str(job.id), "attempt": attempt})
         return None
     _ended(svc, done, "job_succeeded", variants=len(uploads))
-    stale = [p for p in svc.blobs.list(job_prefix(job.id)) if p not in set(mine)]
-    _delete_quietly(svc, stale, job.id)  # outputs of crashed earlier attempts
+    _delete_stale_outputs(svc, done)
     return done
 
 
+def _delete_stale_outputs(svc: Services, job: Job) -> None:
+    """After a success: outputs of crashed earlier attempts (and anything else beside the variants)."""
+    recorded = {v.storage_path for v in job.variants}
+    try:
+        stale = [p for p in svc.blobs.list(job_prefix(job.id)) if p not in recorded]
+    except Exception as exc:  # the success is committed; orphans are harmless, a failed answer is not
+        log.warning(
+            "could not list outputs",
+            extra={"event": "blob_cleanup_failed", "jobId": str(job.id), "errorType": type(exc).__name__},
+        )
+        return
+    _delete_quietly(svc, stale, job.id)
+
+
 def discard_outputs(svc: Services, job_id: uuid.UUID, paths: Sequence[str]) -> None:
-    """Delete outputs that will never be recorded (a late or rejected result)."""
-    _delete_quietly(svc, paths, job_id)
+    """Delete outputs that will never be recorded (a late, rejected or repeated result). A path the job
+    has recorded as a variant is never deleted: a repeated success report names the job's own images."""
+    if not paths:
+        return
+    try:
+        job = svc.store.get_job(job_id)
+    except Exception as exc:  # cannot tell which are variants: keep them all (an orphan beats a lost image)
+        log.warning(
+            "could not read the job; outputs kept",
+            extra={"event": "blob_cleanup_failed", "jobId": str(job_id), "errorType": type(exc).__name__},
+        )
+        return
+    recorded = {v.storage_path for v in job.variants} if job is not None else set()
+    _delete_quietly(svc, [p for p in paths if p not in recorded], job_id)
 
 
 def _delete_quietly(svc: Services, paths: Sequence[str], job_id: uuid.UUID) -> None:

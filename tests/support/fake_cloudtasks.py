@@ -4,7 +4,10 @@
 on 127.0.0.1 with the google-cloud-tasks package's own message types, so the real `CloudTasksClient`
 talks to it over the wire. A background thread POSTs due HTTP tasks to their URL with their headers
 and body, like Cloud Tasks: 2xx completes the task, anything else is retried with a short backoff.
-Tasks with an `oidc_token` carry `Authorization: Bearer <RS256 ID token>` signed by a test key whose
+A used name is refused (ALREADY_EXISTS) while its task exists and for `tombstone_s` (1 h) after it ran,
+failed for good or was deleted, then may be used again: the CreateTask reference (google.cloud.tasks_v2
+CreateTaskRequest, "Task De-duplication": a queue created with Cloud Tasks refuses the name for ~1 hour
+after the original task was deleted or executed). Tasks with an `oidc_token` carry `Authorization: Bearer <RS256 ID token>` signed by a test key whose
 certificate is served at `certs_url` (Google's v1 certs format), so `task_auth` can verify for real.
 
 Also here: `TaskReceiver`, a local HTTP server that records what it is sent.
@@ -171,6 +174,11 @@ class _Stored:
     due: float
     attempts: int = 0
     state: str = "pending"  # pending | running | done | deleted | failed
+    ended_at: float | None = None  # when it left pending/running: the start of its name's tombstone
+
+    def end(self, state: str) -> None:
+        self.state = state
+        self.ended_at = time.time()
 
 
 @dataclass
@@ -179,6 +187,7 @@ class FakeCloudTasks:
 
     max_attempts: int = 5
     min_backoff_s: float = 0.1
+    tombstone_s: float = 3600.0
     calls: list[tuple[str, Any]] = field(default_factory=list)
     attempts: list[DispatchAttempt] = field(default_factory=list)
 
@@ -293,7 +302,8 @@ class FakeCloudTasks:
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, "dispatch_deadline must be within [15s, 30m]")
             if not task.http_request.url.startswith(("http://", "https://")):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an HTTP task needs an http(s) URL")
-            if task.name in self._tasks:  # Cloud Tasks also remembers deleted and completed names for a while
+            used = self._tasks.get(task.name)
+            if used is not None and (used.ended_at is None or time.time() - used.ended_at < self.tombstone_s):
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, "Requested entity already exists")
             now = time.time()
             due = task.schedule_time.timestamp() if "schedule_time" in task else now
@@ -317,7 +327,7 @@ class FakeCloudTasks:
             stored = self._tasks.get(request.name)
             if stored is None or stored.state in {"done", "deleted", "failed"}:
                 context.abort(grpc.StatusCode.NOT_FOUND, "Requested entity was not found.")
-            stored.state = "deleted"
+            stored.end("deleted")
             return empty_pb2.Empty()
 
     def _list_tasks(
@@ -384,9 +394,9 @@ class FakeCloudTasks:
             if stored.state == "deleted":
                 return
             if status is not None and 200 <= status < 300:
-                stored.state = "done"
+                stored.end("done")
             elif stored.attempts >= self.max_attempts or self._stopping:
-                stored.state = "failed"
+                stored.end("failed")
             else:
                 stored.state = "pending"
                 stored.due = time.time() + self.min_backoff_s * 2 ** (stored.attempts - 1)

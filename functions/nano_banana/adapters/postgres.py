@@ -32,7 +32,7 @@ from nano_banana.domain import (
     sources_for,
 )
 from nano_banana.errors import InvalidRequest, Unavailable
-from nano_banana.ports import JobPage
+from nano_banana.ports import JobPage, ReceiptClaim
 
 Row = dict[str, Any]
 
@@ -296,6 +296,7 @@ class PostgresJobStore:
         note: str | None,
         *,
         now: datetime,
+        receipt: str | None = None,
     ) -> Job | None:
         rows_in = [
             {
@@ -317,6 +318,7 @@ class PostgresJobStore:
             "uploads": json.dumps(rows_in),
             "content": assistant_text_success(len(rows_in), note),
             "first_variant_id": rows_in[0]["id"] if rows_in else None,
+            "receipt": receipt,
         }
         return self._one_job("complete", params)
 
@@ -330,6 +332,7 @@ class PostgresJobStore:
         attempt: int | None = None,
         now: datetime | None = None,
         only_if_past_deadline: bool = False,
+        receipt: str | None = None,
     ) -> Job | None:
         params = {
             "id": job_id,
@@ -340,6 +343,7 @@ class PostgresJobStore:
             "now": now,
             "only_if_past_deadline": only_if_past_deadline,
             "content": f"Sorry, this one failed ({code}): {message[:500]}",
+            "receipt": receipt,
         }
         return self._one_job("fail", params)
 
@@ -353,6 +357,19 @@ class PostgresJobStore:
 
     def overdue_jobs(self, now: datetime, limit: int) -> list[uuid.UUID]:
         return [r["id"] for r in self._query("overdue_jobs", {"now": now, "limit": limit})]
+
+    def stale_queued_jobs(self, now: datetime, deadline_before: datetime, limit: int) -> list[Job]:
+        params = {"now": now, "deadline_before": deadline_before, "limit": limit}
+        return [_job(r) for r in self._query("stale_queued_jobs", params)]
+
+    def projects_with_recent_ends(self, deadline_after: datetime, limit: int) -> list[uuid.UUID]:
+        params = {"deadline_after": deadline_after, "limit": limit}
+        return [r["project_id"] for r in self._query("projects_with_recent_ends", params)]
+
+    def ended_among(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        if not job_ids:
+            return set()
+        return {r["id"] for r in self._query("ended_among", {"ids": list(job_ids)})}
 
     def messages(self, thread_id: uuid.UUID) -> list[tuple[Message, Job]]:
         out: list[tuple[Message, Job]] = []
@@ -371,11 +388,16 @@ class PostgresJobStore:
             out.append((message, _job(row)))
         return out
 
-    def record_webhook(self, webhook_id: str) -> bool:
-        return bool(self._query("record_webhook", {"webhook_id": webhook_id}))
+    def claim_webhook(self, webhook_id: str, *, now: datetime, stale_before: datetime) -> ReceiptClaim:
+        params = {"webhook_id": webhook_id, "now": now, "stale_before": stale_before}
+        rows = self._query("claim_webhook", params)
+        return cast("ReceiptClaim", rows[0]["outcome"]) if rows else "processing"
 
-    def forget_webhook(self, webhook_id: str) -> None:
-        self._query("forget_webhook", {"webhook_id": webhook_id})
+    def settle_webhook(self, webhook_id: str) -> None:
+        self._query("settle_webhook", {"webhook_id": webhook_id})
+
+    def release_webhook(self, webhook_id: str) -> None:
+        self._query("release_webhook", {"webhook_id": webhook_id})
 
     def prune_webhooks(self, before: datetime) -> None:
         self._query("prune_webhooks", {"before": before})

@@ -98,6 +98,9 @@ with done as (
 ), message as (
   insert into pip_ai_image_messages (thread_id, job_id, project_id, user_id, role, content, variant_id)
   select d.thread_id, d.id, d.project_id, d.user_id, 'assistant', %(content)s, %(first_variant_id)s from done d
+), receipt as (
+  -- the callback delivery that caused this transition is applied in the same transaction
+  update pip_ai_webhook_receipts r set state = 'applied' from done d where r.webhook_id = %(receipt)s::text
 )
 select j.id, j.project_id, j.user_id, j.thread_id, j.parent_job_id, j.source_variant_id, j.prompt, j.input_path,
 j.input_mime_type, j.input_width, j.input_height,
@@ -121,6 +124,8 @@ with done as (
 ), message as (
   insert into pip_ai_image_messages (thread_id, job_id, project_id, user_id, role, content)
   select d.thread_id, d.id, d.project_id, d.user_id, 'assistant', %(content)s from done d
+), receipt as (
+  update pip_ai_webhook_receipts r set state = 'applied' from done d where r.webhook_id = %(receipt)s::text
 )
 select {job_columns} from done j
 
@@ -142,6 +147,25 @@ where status in ('queued', 'running') and deadline_at <= %(now)s
 order by deadline_at
 limit %(limit)s
 
+-- name: stale_queued_jobs
+-- Queued jobs that no generate task has claimed within the grace (deadline = creation + timeout).
+select {job_columns} from pip_ai_image_jobs j
+where j.status = 'queued' and j.deadline_at > %(now)s and j.deadline_at <= %(deadline_before)s
+order by j.deadline_at
+limit %(limit)s
+
+-- name: projects_with_recent_ends
+-- Projects with a job that ended and whose lease (deadline + grace) may not have expired yet.
+select project_id from pip_ai_image_jobs
+where deadline_at > %(deadline_after)s and status in ('succeeded', 'failed', 'canceled')
+group by project_id
+order by max(deadline_at) desc
+limit %(limit)s
+
+-- name: ended_among
+select id from pip_ai_image_jobs
+where id = any(%(ids)s::uuid[]) and status in ('succeeded', 'failed', 'canceled')
+
 -- name: thread_messages
 select m.id as message_id, m.thread_id as message_thread_id, m.job_id as message_job_id,
   m.project_id as message_project_id, m.user_id as message_user_id, m.role, m.content, m.variant_id,
@@ -150,10 +174,24 @@ from pip_ai_image_messages m join pip_ai_image_jobs j on j.id = m.job_id
 where m.thread_id = %(thread_id)s
 order by m.created_at, m.id
 
--- name: record_webhook
-insert into pip_ai_webhook_receipts (webhook_id) values (%(webhook_id)s)
-on conflict do nothing
-returning webhook_id
+-- name: claim_webhook
+-- 'claimed' when this delivery may apply (a new id, or a `processing` claim older than stale_before:
+-- its delivery died); otherwise the receipt's state. No row: a concurrent delivery inserted it after
+-- this statement's snapshot, so it is still processing.
+with claimed as (
+  insert into pip_ai_webhook_receipts as r (webhook_id, state, claimed_at)
+  values (%(webhook_id)s, 'processing', %(now)s)
+  on conflict (webhook_id) do update set claimed_at = excluded.claimed_at
+    where r.state = 'processing' and r.claimed_at < %(stale_before)s
+  returning 'claimed'::text as outcome
+)
+select outcome from claimed
+union all
+select r.state from pip_ai_webhook_receipts r
+where r.webhook_id = %(webhook_id)s and not exists (select 1 from claimed)
+
+-- name: settle_webhook
+update pip_ai_webhook_receipts set state = 'applied' where webhook_id = %(webhook_id)s
 
 -- name: prune_webhooks
 delete from pip_ai_webhook_receipts where received_at < %(before)s
@@ -166,8 +204,9 @@ select v.id, v.job_id, v.index, v.storage_path, v.mime_type, v.width, v.height, 
 from pip_ai_image_variants v join pip_ai_image_jobs j on j.id = v.job_id
 where v.storage_path = %(path)s and j.project_id = %(project_id)s
 
--- name: forget_webhook
-delete from pip_ai_webhook_receipts where webhook_id = %(webhook_id)s
+-- name: release_webhook
+-- Only a claim that never committed a transition: an applied receipt is never forgotten.
+delete from pip_ai_webhook_receipts where webhook_id = %(webhook_id)s and state = 'processing'
 
 -- name: visible_paths
 -- Which of these stored images the user may see: a variant of a job in one of their projects (the job id

@@ -1,8 +1,9 @@
 """TaskQueue on Cloud Tasks: HTTP tasks to the generate/expire functions, authenticated with OIDC tokens.
 
 Task names are derived from (kind, job id), so a repeated enqueue is ALREADY_EXISTS: a silent success.
-Cloud Tasks keeps a deleted or completed task's name for about an hour; we create one generate and one
-expire task per job, so a name is never reused.
+Cloud Tasks refuses a deleted or executed task's name for about an hour (ALREADY_EXISTS, per the
+CreateTask reference); when the sweep must replace a lost generate task whose name is used up, the
+replacement carries a round number in its name (`Task.replacement`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import logging
 import uuid
 from datetime import UTC, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.api_core import exceptions as gexc
@@ -65,8 +66,9 @@ class CloudTasksQueue:
         self._clock = clock
         self._timeout_s = call_timeout_s
 
-    def enqueue(self, task: Task) -> None:
-        """Create the HTTP task once; a duplicate is a no-op. Raises Unavailable if Cloud Tasks is unreachable."""
+    def enqueue(self, task: Task) -> bool:
+        """Create the HTTP task once: True if created, False for a name in use (a no-op).
+        Raises Unavailable if Cloud Tasks is unreachable."""
         request = {"parent": self._queue_path, "task": self._task_message(task)}
         try:
             self._client.create_task(request=request, retry=_CREATE_RETRY, timeout=self._timeout_s)
@@ -74,19 +76,30 @@ class CloudTasksQueue:
             _log.info(
                 "task already enqueued", extra={"event": "task_duplicate", "jobId": str(task.job_id), "kind": task.kind}
             )
-            return
+            return False
         except (gexc.GoogleAPICallError, gexc.RetryError, grpc.RpcError) as exc:
-            _log.warning(
-                "cannot enqueue task",
-                extra={
-                    "event": "task_enqueue_failed",
-                    "jobId": str(task.job_id),
-                    "kind": task.kind,
-                    "errorType": type(exc).__name__,
-                },
-            )
-            raise Unavailable("the task queue is unavailable; retry shortly") from exc
+            self._unreachable("task_enqueue_failed", task.job_id, task.kind, exc)
         _log.info("task enqueued", extra={"event": "task_enqueued", "jobId": str(task.job_id), "kind": task.kind})
+        return True
+
+    def is_pending(self, task: Task) -> bool:
+        """GetTask: a task that ran, failed for good or was deleted is NOT_FOUND."""
+        name = self._name(task.kind, task.job_id, task.replacement)
+        try:
+            self._client.get_task(name=name, retry=_CREATE_RETRY, timeout=self._timeout_s)
+        except gexc.NotFound:
+            return False
+        except (gexc.GoogleAPICallError, gexc.RetryError, grpc.RpcError) as exc:
+            self._unreachable("task_lookup_failed", task.job_id, task.kind, exc)
+        return True
+
+    @staticmethod
+    def _unreachable(event: str, job_id: uuid.UUID, kind: TaskKind, exc: BaseException) -> NoReturn:
+        _log.warning(
+            "cannot reach the task queue",
+            extra={"event": event, "jobId": str(job_id), "kind": kind, "errorType": type(exc).__name__},
+        )
+        raise Unavailable("the task queue is unavailable; retry shortly") from exc
 
     def delete(self, kind: TaskKind, job_id: uuid.UUID) -> None:
         """Best effort: a task already run or deleted is fine, other failures are logged, never raised."""
@@ -107,8 +120,8 @@ class CloudTasksQueue:
             return
         _log.info("task deleted", extra={"event": "task_deleted", "jobId": str(job_id), "kind": kind})
 
-    def _name(self, kind: TaskKind, job_id: uuid.UUID) -> str:
-        return f"{self._queue_path}/tasks/{task_name(kind, job_id)}"
+    def _name(self, kind: TaskKind, job_id: uuid.UUID, replacement: int | None = None) -> str:
+        return f"{self._queue_path}/tasks/{task_name(kind, job_id, replacement)}"
 
     def _task_message(self, task: Task) -> dict[str, Any]:
         url = self._urls[task.kind]
@@ -124,7 +137,10 @@ class CloudTasksQueue:
             if self._audience:
                 oidc["audience"] = self._audience
             http_request["oidc_token"] = oidc
-        message: dict[str, Any] = {"name": self._name(task.kind, task.job_id), "http_request": http_request}
+        message: dict[str, Any] = {
+            "name": self._name(task.kind, task.job_id, task.replacement),
+            "http_request": http_request,
+        }
         if task.schedule_at is not None:
             message["schedule_time"] = task.schedule_at.astimezone(UTC)
         if task.dispatch_deadline_s is not None:

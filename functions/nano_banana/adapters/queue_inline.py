@@ -41,6 +41,7 @@ class InlineQueue:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inline-task")
         self._closed = False
         self._busy = 0
+        self._running: set[str] = set()
         self._thread = threading.Thread(target=self._loop, name="inline-queue", daemon=True)
         self._thread.start()
 
@@ -48,13 +49,20 @@ class InlineQueue:
         """Set the handler after construction (bootstrap builds the queue before the use cases)."""
         self._handler = handler
 
-    def enqueue(self, task: Task) -> None:
-        name = task_name(task.kind, task.job_id)
+    def enqueue(self, task: Task) -> bool:
+        name = task_name(task.kind, task.job_id, task.replacement)
         with self._cond:
             if name in self._names:
-                return  # like Cloud Tasks' ALREADY_EXISTS: a duplicate enqueue is harmless
+                return False  # like Cloud Tasks' ALREADY_EXISTS: a duplicate enqueue is harmless
             self._names.add(name)
             self._push(task, name, attempt=1)
+            return True
+
+    def is_pending(self, task: Task) -> bool:
+        """Waiting (not deleted) or running; a name used up is remembered for the process's life."""
+        name = task_name(task.kind, task.job_id, task.replacement)
+        with self._cond:
+            return name in self._running or any(e[2] == name and name not in self._deleted for e in self._heap)
 
     def delete(self, kind: TaskKind, job_id: uuid.UUID) -> None:
         with self._cond:
@@ -92,6 +100,7 @@ class InlineQueue:
                 if name in self._deleted:
                     continue
                 self._busy += 1
+                self._running.add(name)
             self._pool.submit(self._run, name, task, attempt)
 
     def _run(self, name: str, task: Task, attempt: int) -> None:
@@ -118,3 +127,4 @@ class InlineQueue:
         finally:
             with self._cond:
                 self._busy -= 1
+                self._running.discard(name)

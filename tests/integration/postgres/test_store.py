@@ -252,10 +252,45 @@ def test_refinement_turn_limit_holds_under_races(pg_store: PostgresJobStore) -> 
 
 
 def test_webhook_receipts_deduplicate(pg_store: PostgresJobStore) -> None:
-    assert pg_store.record_webhook("msg_1") is True
-    assert pg_store.record_webhook("msg_1") is False
-    results = race(6, lambda i: pg_store.record_webhook("msg_2"))
-    assert results.count(True) == 1
+    t = now()
+    fresh = {"now": t, "stale_before": t - timedelta(seconds=30)}
+    assert pg_store.claim_webhook("msg_1", **fresh) == "claimed"
+    assert pg_store.claim_webhook("msg_1", **fresh) == "processing"
+    results = race(6, lambda i: pg_store.claim_webhook("msg_2", **fresh))
+    assert results.count("claimed") == 1
+    assert set(results) <= {"claimed", "processing"}
+    # A claim older than the TTL (its delivery died) is taken over; a released one is claimed anew.
+    later = {"now": t + timedelta(seconds=31), "stale_before": t + timedelta(seconds=1)}
+    assert pg_store.claim_webhook("msg_1", **later) == "claimed"
+    assert pg_store.claim_webhook("msg_1", **later) == "processing"
+    pg_store.release_webhook("msg_1")
+    assert pg_store.claim_webhook("msg_1", **fresh) == "claimed"
+    pg_store.settle_webhook("msg_1")
+    pg_store.release_webhook("msg_1")  # an applied receipt is never forgotten
+    assert pg_store.claim_webhook("msg_1", **later) == "applied"
+
+
+def test_a_transition_applies_its_receipt_in_the_same_transaction(pg_store: PostgresJobStore) -> None:
+    t = now()
+    fresh = {"now": t, "stale_before": t - timedelta(seconds=30)}
+    job = pg_store.create_job(new_job(uuid.uuid4(), uuid.uuid4()))
+    assert job is not None
+    claimed = pg_store.claim_for_generation(job.id, t)
+    assert claimed is not None
+    for webhook_id in ("msg_ok", "msg_lost"):
+        assert pg_store.claim_webhook(webhook_id, **fresh) == "claimed"
+    assert pg_store.complete(job.id, 1, uploads(job.id, 1), None, now=t, receipt="msg_ok") is not None
+    assert pg_store.complete(job.id, 1, uploads(job.id, 1), None, now=t, receipt="msg_lost") is None
+    pg_store.release_webhook("msg_ok")
+    pg_store.release_webhook("msg_lost")
+    assert pg_store.claim_webhook("msg_ok", **fresh) == "applied"
+    assert pg_store.claim_webhook("msg_lost", **fresh) == "claimed", "a lost CAS applied nothing"
+    other = pg_store.create_job(new_job(uuid.uuid4(), uuid.uuid4()))
+    assert other is not None
+    assert pg_store.claim_webhook("msg_fail", **fresh) == "claimed"
+    failed = pg_store.fail(other.id, code="generation_failed", message="x", from_statuses=ACTIVE, receipt="msg_fail")
+    assert failed is not None
+    assert pg_store.claim_webhook("msg_fail", **fresh) == "applied"
 
 
 def test_changes_are_notified(pg_store: PostgresJobStore) -> None:
