@@ -25,6 +25,7 @@ from nano_banana.domain import Job, JobStatus, NewJob, VariantUpload, output_pat
 from nano_banana.errors import Unavailable
 from nano_banana.settings import Settings
 from tests.support.memory_blobs import MemoryBlobStore
+from tests.support.openapi import validate, validate_error
 from tests.support.recording_queue import RecordingQueue
 
 pytestmark = [pytest.mark.callback, pytest.mark.postgres]
@@ -139,8 +140,10 @@ def test_a_cleanup_failure_after_the_commit_is_not_a_failed_delivery(stack: Stac
     stack.blobs.list_failures = 1
     status, body, _ = stack.post(_success(job, paths), "msg_first")
     assert (status, body) == (200, {"jobId": str(job.id), "status": "succeeded", "variants": 2})
+    validate(body, "CallbackResult")
     status, body, _ = stack.post(_success(job, paths), "msg_first")  # the processor resends anyway
     assert (status, body) == (200, {"duplicate": True})
+    validate(body, "CallbackResult")
     done = stack.store.get_job(job.id)
     assert done is not None
     assert done.status is JobStatus.succeeded
@@ -220,7 +223,7 @@ def test_a_duplicate_of_a_delivery_in_flight_is_told_to_retry(stack: Stack) -> N
     assert reading.wait(10)
     status, body, headers = stack.post(_success(job, paths), "msg_x")
     assert status == 503, body
-    assert body["error"]["code"] == "callback_in_progress"
+    validate_error(body, "callback_in_progress")
     assert int(headers["Retry-After"]) >= 1
     fail_now.set()
     first.join(timeout=10)

@@ -182,6 +182,52 @@ def _queue(
     )
 
 
+def _settled(harness: Harness, task: Task) -> bool:
+    """Wait until the task is no longer pending (it ran or was deleted)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and harness.queue.is_pending(task):
+        time.sleep(0.02)
+    return not harness.queue.is_pending(task)
+
+
+def test_enqueue_says_whether_it_created_and_is_pending_follows_the_task(harness: Harness) -> None:
+    job = uuid.uuid4()
+    later = Task(kind="expire", job_id=job, schedule_at=_now() + timedelta(hours=1))
+    assert harness.queue.enqueue(later) is True
+    assert harness.queue.enqueue(later) is False
+    assert harness.queue.is_pending(later) is True
+    harness.queue.delete("expire", job)
+    assert _settled(harness, later)
+    assert harness.queue.enqueue(later) is False, "a deleted task's name stays used"
+    now = Task(kind="generate", job_id=job)
+    assert harness.queue.enqueue(now) is True
+    assert len(harness.wait_for(1)) == 1
+    assert _settled(harness, now)
+    assert harness.queue.enqueue(now) is False, "an executed task's name stays used"
+    replacement = Task(kind="generate", job_id=job, replacement=7)
+    assert harness.queue.is_pending(replacement) is False
+    assert harness.queue.enqueue(replacement) is True
+    assert [d.job_id for d in harness.wait_for(2)] == [job, job]
+
+
+@pytest.mark.cloudtasks
+def test_a_used_name_is_free_again_after_the_tombstone(
+    fake_cloudtasks: FakeCloudTasks,  # noqa: F811
+    task_receiver: TaskReceiver,  # noqa: F811
+) -> None:
+    """Cloud Tasks refuses an executed task's name for ~1 h (the fake: `tombstone_s`), then accepts it."""
+    fake_cloudtasks.tombstone_s = 0.5
+    queue = _queue(fake_cloudtasks, task_receiver)
+    task = Task(kind="generate", job_id=uuid.uuid4())
+    assert queue.enqueue(task) is True
+    assert fake_cloudtasks.wait_for(lambda: len(task_receiver.snapshot()) == 1 and not queue.is_pending(task))
+    assert queue.enqueue(task) is False
+    assert fake_cloudtasks.wait_for(lambda: queue.enqueue(task), timeout_s=5)
+    assert fake_cloudtasks.wait_for(lambda: len(task_receiver.snapshot()) == 2)
+    name = task_name("generate", task.job_id)
+    assert [r.headers["X-CloudTasks-TaskName"] for r in task_receiver.snapshot()] == [name, name]
+
+
 @pytest.mark.cloudtasks
 def test_http_task_shape_and_oidc_token(fake_cloudtasks: FakeCloudTasks, task_receiver: TaskReceiver) -> None:  # noqa: F811
     queue = _queue(fake_cloudtasks, task_receiver)

@@ -16,11 +16,13 @@ from PIL import Image
 from nano_banana import usecases
 from nano_banana.adapters.limits_memory import MemoryLimits
 from nano_banana.adapters.postgres import PostgresJobStore
+from nano_banana.adapters.queue_cloudtasks import CloudTasksQueue
 from nano_banana.domain import Job, JobStatus
 from nano_banana.errors import Unavailable
 from nano_banana.images import inspect_image
 from nano_banana.ports import Task, task_name
 from nano_banana.settings import Settings
+from tests.support.fake_cloudtasks import FakeCloudTasks, TaskReceiver, fake_cloudtasks, task_receiver  # noqa: F401
 from tests.support.memory_blobs import MemoryBlobStore
 from tests.support.recording_queue import RecordingQueue
 
@@ -192,3 +194,35 @@ def test_a_queued_job_with_its_task_waiting_or_a_started_job_is_not_requeued(sta
     usecases.sweep(stack.svc)
     assert stack.queue.enqueue_calls == calls
     assert [t.job_id for t in stack.queue.pending("generate")] == [waiting.id]
+
+
+@pytest.mark.cloudtasks
+def test_a_lost_task_is_replaced_in_cloud_tasks_despite_its_used_name(
+    pg_store: PostgresJobStore,
+    fake_cloudtasks: FakeCloudTasks,  # noqa: F811
+    task_receiver: TaskReceiver,  # noqa: F811
+) -> None:
+    """The generate task ran without claiming the job (it answered 2xx but the claim never happened, e.g. a
+    task the queue dropped after its retries): its name is refused for an hour, the replacement's is not."""
+    stack = Stack(pg_store)
+    queue = CloudTasksQueue(
+        fake_cloudtasks.client(),
+        "projects/p/locations/l/queues/q",
+        task_receiver.url("/generate"),
+        task_receiver.url("/expire"),
+        None,
+        None,
+        stack.clock,
+    )
+    stack.svc.queue = queue
+    job = stack.create(uuid.uuid4())
+    original = Task(kind="generate", job_id=job.id)
+    assert fake_cloudtasks.wait_for(lambda: len(task_receiver.snapshot()) == 1 and not queue.is_pending(original))
+    stack.now += timedelta(seconds=stack.svc.settings.requeue_grace_s + 1)
+    usecases.sweep(stack.svc)
+    assert fake_cloudtasks.wait_for(lambda: len(task_receiver.snapshot()) == 2)
+    round_ = int(stack.now.timestamp()) // usecases.REQUEUE_ROUND_S
+    assert [r.headers["X-CloudTasks-TaskName"] for r in task_receiver.snapshot()] == [
+        task_name("generate", job.id),
+        task_name("generate", job.id, round_),
+    ]
