@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from flask import Request, Response
@@ -154,10 +154,9 @@ def handle(svc: usecases.Services, request: Request) -> Response:
         return _handle(svc, request)
 
 
-def _claim(svc: usecases.Services, webhook_id: str) -> bool:
+def _claim(svc: usecases.Services, webhook_id: str, now: datetime) -> bool:
     """Claim the delivery (True); False for a replay of an applied one; CallbackInProgress (503) for a
     duplicate of one still being applied: it is not done, and may still fail."""
-    now = svc.clock()
     stale_before = now - timedelta(seconds=svc.settings.callback_claim_ttl_s)
     claim = svc.store.claim_webhook(webhook_id, now=now, stale_before=stale_before)
     if claim == "applied":
@@ -173,9 +172,9 @@ def _claim(svc: usecases.Services, webhook_id: str) -> bool:
     return True
 
 
-def _release(svc: usecases.Services, webhook_id: str) -> None:
+def _release(svc: usecases.Services, webhook_id: str, claimed_at: datetime) -> None:
     try:
-        svc.store.release_webhook(webhook_id)
+        svc.store.release_webhook(webhook_id, claimed_at=claimed_at)
     except Exception as exc:  # the claim then lapses after NANO_BANANA_CALLBACK_CLAIM_TTL_S
         log.warning(
             "could not release a callback claim",
@@ -217,12 +216,13 @@ def _handle(svc: usecases.Services, request: Request) -> Response:
             raise InvalidRequest("the callback body is not valid", details={"fields": fields}) from exc
         if body.status == "running":  # changes no state: not recorded
             return _answer(_apply(svc, body, receipt=None))
-        if not _claim(svc, webhook_id):
+        claimed_at = svc.clock()
+        if not _claim(svc, webhook_id, claimed_at):
             return _answer({"duplicate": True})
         try:
             result = _apply(svc, body, receipt=webhook_id)
         except BaseException:
-            _release(svc, webhook_id)  # only a claim whose transition never committed: a retry may apply
+            _release(svc, webhook_id, claimed_at)  # only our claim, and only if no transition committed
             raise
         _settle(svc, webhook_id)
         log.info(

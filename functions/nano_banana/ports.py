@@ -304,9 +304,9 @@ class JobStore(Protocol):
         """Mark a claimed receipt applied when the delivery was answered as done without a transition."""
         ...
 
-    def release_webhook(self, webhook_id: str) -> None:
-        """Drop a claim whose delivery failed before any transition committed (the retry may apply);
-        an applied receipt stays."""
+    def release_webhook(self, webhook_id: str, *, claimed_at: datetime) -> None:
+        """Drop the claim made at claimed_at (`now` of claim_webhook) whose delivery failed before any
+        transition committed, so the retry may apply; an applied or taken-over receipt stays."""
         ...
 
     def prune_webhooks(self, before: datetime) -> None:

@@ -523,7 +523,8 @@ def _replace_generate_task(svc: Services, job: Job, now: datetime) -> bool:
     if current is None or current.status is not JobStatus.queued:
         return False
     for replacement in (None, round_):
-        if svc.queue.enqueue(_generate_task(svc, job, replacement)):
+        task = _generate_task(svc, job, replacement)
+        if svc.queue.enqueue(task):
             log.info(
                 "generate_requeued",
                 extra={
@@ -534,6 +535,8 @@ def _replace_generate_task(svc: Services, job: Job, now: datetime) -> bool:
                 },
             )
             return True
+        if svc.queue.is_pending(task):  # a concurrent sweep just created it
+            return False
     return False
 
 

@@ -396,8 +396,8 @@ class PostgresJobStore:
     def settle_webhook(self, webhook_id: str) -> None:
         self._query("settle_webhook", {"webhook_id": webhook_id})
 
-    def release_webhook(self, webhook_id: str) -> None:
-        self._query("release_webhook", {"webhook_id": webhook_id})
+    def release_webhook(self, webhook_id: str, *, claimed_at: datetime) -> None:
+        self._query("release_webhook", {"webhook_id": webhook_id, "claimed_at": claimed_at})
 
     def prune_webhooks(self, before: datetime) -> None:
         self._query("prune_webhooks", {"before": before})

@@ -205,8 +205,10 @@ from pip_ai_image_variants v join pip_ai_image_jobs j on j.id = v.job_id
 where v.storage_path = %(path)s and j.project_id = %(project_id)s
 
 -- name: release_webhook
--- Only a claim that never committed a transition: an applied receipt is never forgotten.
-delete from pip_ai_webhook_receipts where webhook_id = %(webhook_id)s and state = 'processing'
+-- Only this delivery's own claim (a taken-over claim has a newer claimed_at), and only while no
+-- transition committed: an applied receipt is never forgotten.
+delete from pip_ai_webhook_receipts
+where webhook_id = %(webhook_id)s and state = 'processing' and claimed_at = %(claimed_at)s
 
 -- name: visible_paths
 -- Which of these stored images the user may see: a variant of a job in one of their projects (the job id

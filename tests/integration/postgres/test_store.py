@@ -263,10 +263,12 @@ def test_webhook_receipts_deduplicate(pg_store: PostgresJobStore) -> None:
     later = {"now": t + timedelta(seconds=31), "stale_before": t + timedelta(seconds=1)}
     assert pg_store.claim_webhook("msg_1", **later) == "claimed"
     assert pg_store.claim_webhook("msg_1", **later) == "processing"
-    pg_store.release_webhook("msg_1")
+    pg_store.release_webhook("msg_1", claimed_at=t)  # the dead delivery's late release: not its claim anymore
+    assert pg_store.claim_webhook("msg_1", **later) == "processing"
+    pg_store.release_webhook("msg_1", claimed_at=later["now"])
     assert pg_store.claim_webhook("msg_1", **fresh) == "claimed"
     pg_store.settle_webhook("msg_1")
-    pg_store.release_webhook("msg_1")  # an applied receipt is never forgotten
+    pg_store.release_webhook("msg_1", claimed_at=t)  # an applied receipt is never forgotten
     assert pg_store.claim_webhook("msg_1", **later) == "applied"
 
 
@@ -281,8 +283,8 @@ def test_a_transition_applies_its_receipt_in_the_same_transaction(pg_store: Post
         assert pg_store.claim_webhook(webhook_id, **fresh) == "claimed"
     assert pg_store.complete(job.id, 1, uploads(job.id, 1), None, now=t, receipt="msg_ok") is not None
     assert pg_store.complete(job.id, 1, uploads(job.id, 1), None, now=t, receipt="msg_lost") is None
-    pg_store.release_webhook("msg_ok")
-    pg_store.release_webhook("msg_lost")
+    pg_store.release_webhook("msg_ok", claimed_at=t)
+    pg_store.release_webhook("msg_lost", claimed_at=t)
     assert pg_store.claim_webhook("msg_ok", **fresh) == "applied"
     assert pg_store.claim_webhook("msg_lost", **fresh) == "claimed", "a lost CAS applied nothing"
     other = pg_store.create_job(new_job(uuid.uuid4(), uuid.uuid4()))
