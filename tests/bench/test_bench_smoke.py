@@ -32,6 +32,12 @@ def test_overhead() -> None:
     assert "Postgres round trips per job" in out
 
 
+def test_sweep() -> None:
+    out = run("sweep.py", "--history", "20", "--recent", "10", "--projects", "5", "--leaked", "2", "--queued", "2")
+    assert "releases 2 (leaked: 2), queue creates 0" in out
+    assert "lease reads 5 " in out
+
+
 def test_coldstart() -> None:
     out = run("coldstart.py", "--runs", "1", "--skip-aiplatform")
     assert "api" in out
