@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.devserver import DevServer, Session, png_bytes
 from tests.support.fake_n8n import FakeN8n, png
-from tests.support.openapi import validate_error
+from tests.support.openapi import validate, validate_error
 
 pytestmark = pytest.mark.callback
 
@@ -127,6 +127,28 @@ def test_replayed_webhook_is_acknowledged_and_ignored(n8n_stack: Start) -> None:
     unsigned = [{k: v for k, v in variant.items() if k != "url"} for variant in job["variants"]]
     after = server.job(s, job["id"])["variants"]
     assert [{k: v for k, v in variant.items() if k != "url"} for variant in after] == unsigned
+
+
+def test_a_rerun_reporting_success_again_keeps_the_images(n8n_stack: Start) -> None:
+    """Issue 13.1(b) end to end: n8n re-runs the execution and reports the same result under a new
+    webhook-id. Before: 409 and every variant deleted (the job stayed succeeded with dead URLs)."""
+    server, fake = n8n_stack()
+    s = server.session()
+    job = server.wait_for(s, server.create_job(s, variant_count=2).json()["jobId"], {"succeeded"})
+    (sent,) = fake.received
+    again = {
+        "jobId": job["id"],
+        "status": "succeeded",
+        "variants": [{"path": v["storagePath"], "mimeType": v["mimeType"]} for v in job["variants"]],
+    }
+    r = fake.call_back(sent["callbackUrl"], again, msg_id="msg_rerun")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"jobId": job["id"], "status": "succeeded", "variants": 2}
+    validate(r.json(), "CallbackResult")
+    after = server.job(s, job["id"])
+    assert [v["storagePath"] for v in after["variants"]] == [v["storagePath"] for v in job["variants"]]
+    for variant in after["variants"]:
+        assert httpx.get(variant["url"]).content == png((40 * variant["index"], 200, 90)), "still served"
 
 
 def test_forged_stale_and_tampered_callbacks_are_401(n8n_stack: Start) -> None:
