@@ -61,7 +61,8 @@ class Limits(Protocol):
         ...
 
     def active_jobs(self, project_id: uuid.UUID) -> list[uuid.UUID]:
-        """Job ids holding an unexpired lease in the project (for ops, tests and benchmarks)."""
+        """Job ids holding an unexpired lease in the project (one read; the sweep uses it to find leases
+        still held by ended jobs)."""
         ...
 
 
