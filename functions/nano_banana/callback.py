@@ -116,6 +116,7 @@ def _apply(svc: usecases.Services, body: CallbackBody, receipt: str | None) -> d
         failed = usecases.fail_job(svc, job, error.code, error.message, receipt=receipt)
         if failed is None:
             raise InvalidTransition(f"job is {job.status.value}", details={"status": job.status.value})
+        _log_applied(failed)
         return {"jobId": str(job.id), "status": failed.status.value}
     return _apply_success(svc, job, body.variants or [], receipt)
 
@@ -134,6 +135,7 @@ def _apply_success(
             note = f"{len(uploads)} of {job.variant_count} variants came back."
         done = usecases.complete_job(svc, job, job.attempt, uploads, note, receipt=receipt)
         if done is not None:
+            _log_applied(done)
             return _succeeded(done)
         job = svc.store.get_job(job.id) or job  # lost the CAS: complete_job deleted what was not recorded
     else:
@@ -142,6 +144,10 @@ def _apply_success(
         log.info("repeated success report", extra={"event": "callback_repeated", "jobId": str(job.id)})
         return _succeeded(job)
     raise InvalidTransition(f"job is {job.status.value}; the result is discarded", details={"status": job.status.value})
+
+
+def _log_applied(job: Job) -> None:
+    log.info("callback applied", extra={"event": "callback_applied", "jobId": str(job.id), "status": job.status.value})
 
 
 def _succeeded(job: Job) -> dict[str, object]:
@@ -225,9 +231,6 @@ def _handle(svc: usecases.Services, request: Request) -> Response:
             _release(svc, webhook_id, claimed_at)  # only our claim, and only if no transition committed
             raise
         _settle(svc, webhook_id)
-        log.info(
-            "callback applied", extra={"event": "callback_applied", "jobId": str(body.job_id), "status": body.status}
-        )
         return _answer(result)
     except (Unavailable, TransientError) as exc:
         unavailable = exc if isinstance(exc, Unavailable) else Unavailable()

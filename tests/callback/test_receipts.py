@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -151,15 +152,20 @@ def test_a_cleanup_failure_after_the_commit_is_not_a_failed_delivery(stack: Stac
     assert all(stack.blobs.stat(p) is not None for p in paths), "the variants are still stored"
 
 
-def test_a_second_success_report_keeps_the_variants_and_is_answered_like_the_first(stack: Stack) -> None:
+def test_a_second_success_report_keeps_the_variants_and_is_answered_like_the_first(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     """Issue 13.1(b): a re-run of the processor reports success again under a new webhook id."""
     job, paths = stack.running_job(outputs=3)
-    first = stack.post(_success(job, paths[:2]), "msg_run_1")
-    assert first[0] == 200
-    assert stack.blobs.stat(paths[2]) is None, "the stale output beside the variants was cleaned up"
-    stack.blobs.put(paths[2], _png((1, 2, 3)), "image/png")  # the re-run uploaded a third image
-    second = stack.post(_success(job, [paths[0], paths[2]]), "msg_run_2")
+    with caplog.at_level(logging.INFO, logger="nano_banana"):
+        first = stack.post(_success(job, paths[:2]), "msg_run_1")
+        assert first[0] == 200
+        assert stack.blobs.stat(paths[2]) is None, "the stale output beside the variants was cleaned up"
+        stack.blobs.put(paths[2], _png((1, 2, 3)), "image/png")  # the re-run uploaded a third image
+        second = stack.post(_success(job, [paths[0], paths[2]]), "msg_run_2")
     assert second[:2] == first[:2]
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert (events.count("callback_applied"), events.count("callback_repeated")) == (1, 1)
     assert stack.blobs.stat(paths[0]) is not None
     assert stack.blobs.stat(paths[1]) is not None
     assert stack.blobs.stat(paths[2]) is None, "what the repeated report named beside the variants is deleted"
