@@ -5,16 +5,21 @@ watched, cancelled and aborted, and a rate limit low enough to provoke a 429).""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
 import subprocess
+import threading
 import uuid
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.browser import browser_context_args, browser_type_launch_args  # noqa: F401
 from tests.support.devserver import ROOT, DevServer, png_bytes
 
 pytestmark = pytest.mark.client
@@ -85,12 +90,17 @@ def _summary(output: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"^\u2139 (\w+) (\d+)$", output, re.MULTILINE)}
 
 
-def test_node_suite_against_the_dev_server(node_modules: Path, tmp_path: Path, dev_server_factory: Any) -> None:
-    build = tmp_path / "build"
-    compiled = _run([str(node_modules / "tsc"), "-p", "tsconfig.test.json", "--outDir", str(build)])
-    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+@pytest.fixture(scope="module")
+def compiled(node_modules: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The client and its tests compiled by tsc (strict) into ES modules."""
+    build = tmp_path_factory.mktemp("ts") / "build"
+    run = _run([str(node_modules / "tsc"), "-p", "tsconfig.test.json", "--outDir", str(build)])
+    assert run.returncode == 0, run.stdout + run.stderr
     (build / "package.json").write_text('{"type": "module"}\n')  # the compiled files are ES modules
+    return build
 
+
+def test_node_suite_against_the_dev_server(compiled: Path, tmp_path: Path, dev_server_factory: Any) -> None:
     server: DevServer = dev_server_factory(
         NANO_BANANA_RATE_PER_HOUR=str(RATE_PER_HOUR),
         NANO_BANANA_MAX_ACTIVE_PER_PROJECT="100",
@@ -105,7 +115,7 @@ def test_node_suite_against_the_dev_server(node_modules: Path, tmp_path: Path, d
         "NANO_BANANA_TEST_IMAGE": str(image),
         "NANO_BANANA_TEST_RATE_PER_HOUR": str(RATE_PER_HOUR),
     }
-    tests = sorted(str(p) for p in (build / "test").glob("*.test.js"))
+    tests = sorted(str(p) for p in (compiled / "test").glob("*.test.js"))
     assert tests, "no compiled node tests"
     run = _run(["node", "--test", "--test-reporter=spec", "--test-timeout=60000", *tests], timeout=170, env=env)
     output = run.stdout + run.stderr
@@ -113,4 +123,70 @@ def test_node_suite_against_the_dev_server(node_modules: Path, tmp_path: Path, d
     counts = _summary(output)
     assert run.returncode == 0, f"node --test failed:\n{output}\n--- dev server log (tail) ---\n{server.logs()[-3000:]}"
     assert counts.get("fail") == 0
-    assert counts.get("pass", 0) >= 8, output
+    assert counts.get("pass", 0) >= 14, output
+
+
+# In the page: the built client, imported as-is (no bundler), against the API on another origin.
+IN_THE_BROWSER = """async ([api, token, project, image]) => {
+  const { createNanoBanana } = await import("/src/index.js");
+  const nb = createNanoBanana({ baseUrl: api, getToken: () => token });
+  const bytes = Uint8Array.from(atob(image), (c) => c.charCodeAt(0));
+  const file = new File([bytes], "photo.png", { type: "image/png" });
+  const created = await nb.createJob({ projectId: project, image: file, prompt: "from the builder" });
+  const streamed = [];
+  const job = await nb.waitFor(created.jobId, { onUpdate: (j) => streamed.push(j.status) });
+  const block = await nb.blocks(job.id, { variantId: job.variants[0].id, type: "image_compare" });
+  const again = await nb.createJob({ projectId: project, image: file, prompt: "polled" });
+  const polled = [];
+  const second = await nb.waitFor(again.jobId, { streamAttempts: 0, pollIntervalMs: 100, onUpdate: (j) => polled.push(j.status) });
+  return { key: created.idempotencyKey, streamed, status: job.status, block: block.type,
+           before: block.props.before.storagePath === job.inputPath, polled, second: second.status };
+}"""
+
+
+@pytest.mark.browser
+def test_the_built_client_runs_in_chromium_across_origins(
+    builder_port: int, page: Any, dev_server_factory: Any
+) -> None:
+    """Chromium imports build/src/index.js as-is from the builder's origin (localhost) and drives the API on
+    127.0.0.1 through CORS: upload, the event stream with a ticket, typed blocks, and polling, where the
+    browser revalidates on its own (ETag is not exposed to other origins) and the server answers 304."""
+    import base64
+
+    server: DevServer = dev_server_factory(
+        NANO_BANANA_CORS_ORIGINS=f"http://localhost:{builder_port}", NANO_BANANA_PREVIEW_DELAY_MS="1500"
+    )
+    s = server.session()
+    page.goto(f"http://localhost:{builder_port}/package.json")
+    image = base64.b64encode(png_bytes(96, 72)).decode()
+    result = page.evaluate(IN_THE_BROWSER, [server.api, s.token, s.project_id, image])
+    assert re.fullmatch(r"[0-9a-f-]{36}", result["key"]), result
+    assert result["status"] == "succeeded", result
+    assert result["streamed"][-1] == "succeeded"
+    assert len(result["streamed"]) >= 2, result
+    assert result["block"] == "image_compare"
+    assert result["before"] is True
+    assert result["second"] == "succeeded"
+    assert result["polled"] == sorted(set(result["polled"]), key=result["polled"].index), "each state once"
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    requests = [r for r in lines if r.get("event") == "request"]
+    polls = [r for r in requests if r.get("method") == "GET" and re.fullmatch(r".*/jobs/[^/]+", r.get("path", ""))]
+    assert any(r["status"] == 304 for r in polls), [r["status"] for r in polls]
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def builder_port(compiled: Path) -> Iterator[int]:
+    """The builder's origin: the built client served as plain files on a free port (not through a
+    Playwright route: Playwright switches the browser's HTTP cache off for intercepted pages, and the
+    browser's revalidation is under test)."""
+    with ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(compiled))) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        yield httpd.server_port
+        httpd.shutdown()
+        thread.join(timeout=10)
