@@ -1,0 +1,38 @@
+export {
+  type AspectRatio,
+  type Block,
+  type Config,
+  type CreateJobFromPathInput,
+  type CreateJobInput,
+  type Created,
+  type CreatedJob,
+  type Deleted,
+  type EventsTicket,
+  type ImageBlock,
+  type ImageBlockQuery,
+  type ImageCompareBlock,
+  type ImageCompareBlockQuery,
+  type Job,
+  type JobPage,
+  type JobStatus,
+  type JobWatch,
+  type ListJobsQuery,
+  type Message,
+  type NanoBanana,
+  type NanoBananaOptions,
+  type RefineCreated,
+  type RefinedJob,
+  type RefineInput,
+  type RequestOptions,
+  type SignedUrls,
+  type Thread,
+  type Variant,
+  type WatchOptions,
+  TERMINAL_STATUSES,
+  createNanoBanana,
+  newIdempotencyKey,
+} from "./client.js";
+export { type ApiErrorCode, type ClientErrorCode, type ErrorCode, NanoBananaError, retryAfterSeconds } from "./errors.js";
+export type { components, paths } from "./openapi.js";
+export { type ServerSentEvent, readEvents } from "./sse.js";
+export type { FetchLike, RetryPolicy, TokenSource } from "./transport.js";
