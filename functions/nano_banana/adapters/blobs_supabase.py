@@ -146,7 +146,8 @@ class SupabaseBlobStore:
         if code == "EntityTooLarge" or status == 413:
             return FileTooLarge("storage refuses an object this large")
         if code in ("NoSuchBucket", "Bucket not found") or "related resource does not exist" in refusal.message:
-            cause, message = "bucket_not_found", f"bucket {self._bucket_id!r} does not exist"
+            # storage-api also answers a GET with a key it cannot verify so (as to an anonymous caller)
+            cause, message = "bucket_not_found", f"Storage finds no bucket {self._bucket_id!r} (or refuses the key)"
         elif "row-level security" in refusal.message:
             cause, message = "key_not_service_role", "the key is not the service_role key (row-level security applies)"
         elif status in (401, 403) or code in ("AccessDenied", "InvalidJWT", "Unauthorized"):
@@ -196,6 +197,7 @@ class SupabaseBlobStore:
             # sign an upload (nothing is written) tells the two apart: a policy refusal, or a missing bucket.
             upload_sign = f"{self._base}/object/upload/sign/{quote(self._bucket_id)}/{_PROBE}"
             self._call("check the key", lambda: self._send("POST", upload_sign))
+            raise  # a key that may sign uploads into a bucket it cannot read: report the bucket
 
     def _send(self, method: str, url: str) -> None:
         response = self._http.request(method, url, headers=self._headers)
