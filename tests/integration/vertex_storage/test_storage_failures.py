@@ -3,16 +3,26 @@ answers as storage-api v1.70.6 does (HTTP 400 with the real status in the body, 
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+from flask import Flask, request
 
+from nano_banana import tasks, usecases
 from nano_banana.adapters.blobs_supabase import SupabaseBlobStore
-from nano_banana.errors import InvalidRequest, NotFound, StorageMisconfigured, Unavailable
+from nano_banana.adapters.limits_memory import MemoryLimits
+from nano_banana.adapters.postgres import PostgresJobStore
+from nano_banana.errors import InvalidRequest, NotFound, StorageMisconfigured, TransientError, Unavailable
+from nano_banana.images import inspect_image
+from nano_banana.settings import Settings
 from nano_banana.signing import UrlSigner
+from tests.support.devserver import png_bytes
+from tests.support.recording_queue import RecordingQueue
 from tests.support.storage_server import StorageServer
 
 pytestmark = pytest.mark.storage
@@ -235,3 +245,68 @@ def test_upload_urls_expire_when_storage_says_and_fresh_ones_work(server: Storag
     (fresh,), _ = blobs.signed_upload_urls(["jobs/j/1/0.png"], ttl_s=3600)
     assert httpx.put(fresh, content=b"\x89PNG", headers={"Content-Type": "image/png"}).status_code == 200
     blobs.close()
+
+
+# ------------------------------------------------------------ the generate task answers 503 to be redelivered
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("status", "code"), [(423, "ResourceLocked"), (503, "DatabaseTimeout"), (403, "AccessDenied")], ids=str
+)
+def test_the_generate_task_answers_503_on_a_storage_refusal_and_succeeds_after(
+    server: StorageServer, pg_store: PostgresJobStore, status: int, code: str
+) -> None:
+    svc, job_id = _queued_job(server, pg_store)
+    server.inject(status, code, times=100, route="GET object/pip-ai-images/inputs/")
+    app = Flask(__name__)
+    for _ in range(2):  # every delivery while Storage refuses: 503, and the job is neither failed nor lost
+        with app.test_request_context("/generate", method="POST", json={"jobId": str(job_id)}):
+            answer = tasks.handle_task(svc, request, "generate")
+        assert (answer.status_code, answer.get_json()) == (503, {"retry": True})
+        job = pg_store.get_job(job_id)
+        assert job is not None
+        assert job.status.value == "running"
+    server.clear_injected()
+    with app.test_request_context("/generate", method="POST", json={"jobId": str(job_id)}):
+        answer = tasks.handle_task(svc, request, "generate")
+    assert (answer.status_code, answer.get_json()["status"]) == (200, "succeeded")
+
+
+@pytest.mark.postgres
+def test_an_input_the_anon_key_cannot_see_does_not_fail_the_job(
+    server: StorageServer, pg_store: PostgresJobStore
+) -> None:
+    """Row-level security shows the anon key every object as NoSuchKey: the generate step checks that
+    Storage can be read at all before it calls an input missing for good."""
+    svc, job_id = _queued_job(server, pg_store)
+    anon = dataclasses.replace(svc, blobs=store(server, server.anon_key))
+    with pytest.raises(TransientError):
+        usecases.run_generation(anon, job_id)
+    job = pg_store.get_job(job_id)
+    assert job is not None
+    assert job.status.value == "running"
+    done = usecases.run_generation(svc, job_id)
+    assert done is not None
+    assert done.status.value == "succeeded"
+
+
+def _queued_job(server: StorageServer, pg_store: PostgresJobStore) -> tuple[usecases.Services, uuid.UUID]:
+    from nano_banana.adapters.generator_preview import PreviewGenerator
+
+    cfg = Settings(NANO_BANANA_TIMEOUT_S=60)
+    svc = usecases.Services(
+        settings=cfg,
+        store=pg_store,
+        limits=MemoryLimits(100, 10, Clock()),
+        queue=RecordingQueue(),
+        blobs=store(server),
+        generator_factory=lambda: PreviewGenerator(0, cfg.max_pixels),
+        processor_factory=None,
+        clock=Clock(),
+    )
+    user, project = uuid.uuid4(), uuid.uuid4()
+    pg_store.add_member(project, user)
+    data = png_bytes()
+    upload = usecases.ImageUpload(data, inspect_image(data, max_bytes=10**6, max_pixels=10**6))
+    return svc, usecases.create_job(svc, user, usecases.CreateJob(project, "edit", 2, "4:3", upload=upload)).job.id
