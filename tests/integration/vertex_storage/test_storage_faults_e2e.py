@@ -80,6 +80,12 @@ def test_a_locked_input_is_redelivered_and_the_job_succeeds_once_the_lock_is_gon
     events = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
     redelivered = [e for e in events if e.get("event") == "task_failed" and "-generate-" in e.get("task", "")]
     assert [(e["errorType"], e["retry"]) for e in redelivered] == [("TransientError", True)]
+    # A path storage-api would refuse is a clear 4xx, never a 500 (storage3 raises a bare ValueError).
+    for bad in (f"inputs/{s.user_id}/..", f"inputs/{s.user_id}/é.png", f"inputs/{s.user_id}/a#b.png"):
+        body = {"projectId": s.project_id, "prompt": "again", "inputPath": bad}
+        refused = server.client.post("/api/nano-banana/jobs", json=body, headers=s.headers)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_request"), bad
+    assert server.job_count(s) == 1, "a refused creation writes nothing"
 
 
 class SlowProcessor(FakeN8n):
