@@ -36,6 +36,7 @@ import httpx
 from storage3 import SyncStorageClient
 from storage3.exceptions import StorageApiError
 from storage3.types import CreateSignedUploadUrlOptions, CreateSignedUrlResponse
+from storage3.utils import StorageException
 
 from nano_banana.errors import (
     FileTooLarge,
@@ -176,6 +177,8 @@ class SupabaseBlobStore:
                 refusal = exc.refusal if isinstance(exc, _Refused) else _refusal_of(exc)
                 if not refusal.transient or attempt == self._retries:
                     raise self._failure(what, path, refusal) from exc
+            except StorageException as exc:  # a 2xx storage3 cannot use (e.g. an upload URL without a token)
+                raise Unavailable(f"storage answered an unexpected response to {what}") from exc
             except httpx.HTTPError as exc:
                 if attempt == self._retries:
                     raise Unavailable(f"storage unreachable while trying to {what}") from exc

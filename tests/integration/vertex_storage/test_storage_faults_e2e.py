@@ -178,3 +178,27 @@ def test_the_running_report_grants_urls_only_to_the_current_attempt_of_a_running
         assert (done.status_code, done.json()["error"]["code"]) == (409, "invalid_transition")
     finally:
         processor.stop()
+
+
+def test_a_lock_on_signing_leaves_urls_out_and_signed_urls_answers_503(
+    dev_server_factory: Callable[..., DevServer], storage: StorageServer
+) -> None:
+    """Seen on the real server while a lock was held on storage.objects: GET /jobs/{id} and /signed-urls
+    answered 500 (a 4xx StorageApiError escaped the signer). They degrade as in an outage."""
+    server = on_supabase(dev_server_factory, storage)
+    s = server.session()
+    storage.inject(423, "ResourceLocked", times=100_000, route="POST object/sign/")  # before anything was signed
+    job = server.wait_for(s, server.create_job(s).json()["jobId"], {"succeeded"})
+    validate(job, "Job")
+    assert job["inputUrl"] is None
+    assert [v["url"] for v in job["variants"]] == [None, None]
+    listed = server.client.get("/api/nano-banana/jobs", params={"projectId": s.project_id}, headers=s.headers)
+    assert listed.status_code == 200
+    paths = {"paths": [v["storagePath"] for v in job["variants"]]}
+    refused = server.client.post("/api/nano-banana/signed-urls", json=paths, headers=s.headers)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "unavailable")
+    storage.clear_injected()
+    time.sleep(5.1)  # the signer's back-off after a failed call
+    signed = server.client.post("/api/nano-banana/signed-urls", json=paths, headers=s.headers)
+    assert signed.status_code == 200
+    assert sorted(signed.json()["urls"]) == sorted(paths["paths"])
