@@ -155,28 +155,27 @@ class SupabaseBlobStore:
             cause, message = "key_rejected", f"Storage rejects the service key ({refusal.message or code})"
         else:
             cause, message = "request_refused", f"Storage refused to {what}: {code or status} {refusal.message}"
-        log.error(
-            "storage refuses our configuration",
-            extra={
-                "event": "storage_misconfigured",
-                "cause": cause,
-                "operation": what,
-                "storageStatus": status,
-                "storageCode": code,
-                "bucket": self._bucket_id,
-            },
-        )
-        return StorageMisconfigured(cause, message)
+        return StorageMisconfigured(cause, message, details={"operation": what, "storageCode": code or str(status)})
 
-    def _call(self, what: str, fn: Callable[[], T], path: str | None = None) -> T:
-        """Run one Storage call: refusals mapped by `_failure`, transient ones retried briefly."""
+    def _report(self, exc: StorageMisconfigured) -> None:
+        log.error(
+            exc.message,
+            extra={"event": "storage_misconfigured", "bucket": self._bucket_id, **exc.details},
+        )
+
+    def _call(self, what: str, fn: Callable[[], T], path: str | None = None, *, report: bool = True) -> T:
+        """Run one Storage call: refusals mapped by `_failure` (a configuration error logged once, as
+        `storage_misconfigured` naming its cause), transient ones retried briefly."""
         for attempt in range(self._retries + 1):
             try:
                 return fn()
             except (StorageApiError, _Refused) as exc:
                 refusal = exc.refusal if isinstance(exc, _Refused) else _refusal_of(exc)
                 if not refusal.transient or attempt == self._retries:
-                    raise self._failure(what, path, refusal) from exc
+                    failure = self._failure(what, path, refusal)
+                    if report and isinstance(failure, StorageMisconfigured):
+                        self._report(failure)
+                    raise failure from exc
             except StorageException as exc:  # a 2xx storage3 cannot use (e.g. an upload URL without a token)
                 raise Unavailable(f"storage answered an unexpected response to {what}") from exc
             except httpx.HTTPError as exc:
@@ -191,16 +190,21 @@ class SupabaseBlobStore:
     def check_access(self) -> None:
         """Readiness: the key can read the bucket. Raises StorageMisconfigured naming which of the two is
         wrong (`key_rejected`, `key_not_service_role`, `bucket_not_found`), Unavailable if unreachable."""
+        read = f"{self._base}/bucket/{quote(self._bucket_id)}"
         try:
-            self._call("read the bucket", lambda: self._send("GET", f"{self._base}/bucket/{quote(self._bucket_id)}"))
+            try:
+                self._call("read the bucket", lambda: self._send("GET", read), report=False)
+            except StorageMisconfigured as exc:
+                if exc.cause != "bucket_not_found":
+                    raise
+                # Row-level security hides a bucket from the anon key exactly as if it did not exist; asking to
+                # sign an upload (nothing is written) tells the two apart: a policy refusal, or no bucket.
+                upload_sign = f"{self._base}/object/upload/sign/{quote(self._bucket_id)}/{_PROBE}"
+                self._call("check the key", lambda: self._send("POST", upload_sign), report=False)
+                raise  # a key that may sign uploads into a bucket it cannot read: report the bucket
         except StorageMisconfigured as exc:
-            if exc.cause != "bucket_not_found":
-                raise
-            # Row-level security hides a bucket from the anon key exactly as if it did not exist; asking to
-            # sign an upload (nothing is written) tells the two apart: a policy refusal, or a missing bucket.
-            upload_sign = f"{self._base}/object/upload/sign/{quote(self._bucket_id)}/{_PROBE}"
-            self._call("check the key", lambda: self._send("POST", upload_sign))
-            raise  # a key that may sign uploads into a bucket it cannot read: report the bucket
+            self._report(exc)
+            raise
 
     def _send(self, method: str, url: str) -> None:
         response = self._http.request(method, url, headers=self._headers)
