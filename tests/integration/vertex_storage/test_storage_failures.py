@@ -55,6 +55,15 @@ def test_the_stand_in_answers_like_storage_api(server: StorageServer) -> None:
     )
     no_bucket = httpx.get(f"{base}/object/info/other/inputs/u/a.png", headers=auth).json()
     assert (no_bucket["statusCode"], no_bucket["code"]) == ("404", "NoSuchBucket")
+    # A missing bucket elsewhere: list is [], delete 200, bulk signing 200 with per-path errors, upload "404".
+    assert httpx.post(f"{base}/object/list/other", headers=auth, json={"prefix": ""}).json() == []
+    gone = httpx.request("DELETE", f"{base}/object/other", headers=auth, json={"prefixes": ["inputs/u/a.png"]})
+    assert (gone.status_code, gone.json()) == (200, [])
+    bulk = httpx.post(f"{base}/object/sign/other", headers=auth, json={"expiresIn": 60, "paths": ["inputs/u/a.png"]})
+    assert bulk.status_code == 200
+    assert bulk.json()[0]["signedURL"] is None
+    upload = httpx.post(f"{base}/object/other/x.png", headers=auth, files={"file": ("x.png", b"x", "image/png")})
+    assert (upload.json()["statusCode"], upload.json()["code"]) == ("404", "InvalidRequest")
     wrong = {"Authorization": "Bearer not-our-key"}
     assert httpx.get(f"{base}/object/{BUCKET}/inputs/u/a.png", headers=wrong).json()["code"] == "NoSuchBucket"
     denied = httpx.post(f"{base}/object/list/{BUCKET}", headers=wrong, json={"prefix": ""})
