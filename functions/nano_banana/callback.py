@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nano_banana import log as log_context
 from nano_banana import usecases, webhooks
-from nano_banana.domain import ACTIVE, Job, JobStatus, VariantUpload, job_prefix
+from nano_banana.domain import Job, JobStatus, VariantUpload, job_prefix
 from nano_banana.errors import (
     CallbackInProgress,
     FileTooLarge,
@@ -58,6 +58,7 @@ class CallbackBody(_Strict):
     status: Literal["running", "succeeded", "failed"]
     variants: list[ReportedVariant] | None = Field(None, max_length=4)
     error: ReportedError | None = None
+    attempt: int | None = Field(None, ge=1)  # `running`: which attempt asks for upload URLs (default: current)
 
 
 def _answer(body: dict[str, object], status: int = 200) -> Response:
@@ -107,10 +108,17 @@ def _apply(svc: usecases.Services, body: CallbackBody, receipt: str | None) -> d
     job = svc.store.get_job(body.job_id)
     if job is None:
         raise NotFound("job not found", details={"jobId": str(body.job_id)})
-    if body.status == "running":
-        if job.status not in ACTIVE:
-            raise InvalidTransition(f"job is {job.status.value}", details={"status": job.status.value})
-        return {"jobId": str(job.id), "status": job.status.value}
+    if body.status == "running":  # "my images are ready": fresh upload URLs, however long generation took
+        grant = usecases.grant_uploads(svc, job.id, body.attempt)
+        return {
+            "jobId": str(job.id),
+            "status": grant.job.status.value,
+            "attempt": grant.job.attempt,
+            "outputPrefix": grant.output_prefix,
+            "uploadUrls": grant.upload_urls,
+            "uploadMethod": "PUT",
+            "expiresAt": grant.expires_at.isoformat().replace("+00:00", "Z"),
+        }
     if body.status == "failed":
         error = body.error or ReportedError(code="generation_failed", message="the processor reported a failure")
         failed = usecases.fail_job(svc, job, error.code, error.message, receipt=receipt)

@@ -120,6 +120,16 @@ class CallbackInProgress(Unavailable):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
+class StorageMisconfigured(Unavailable):
+    """Storage refuses our own configuration (the key, the bucket): no retry fixes it, an operator must.
+    Answered 503 like an outage (never NotFound, never a permanent job failure); `cause` names what is
+    wrong (`key_rejected`, `key_not_service_role`, `bucket_not_found`, `request_refused`)."""
+
+    def __init__(self, cause: str, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"storage is misconfigured: {message}", details={**(details or {}), "cause": cause})
+        self.cause = cause
+
+
 class GenerationFailed(NanoBananaError):
     """The model call failed for good (after retries within the deadline)."""
 

@@ -29,6 +29,7 @@ from nano_banana.errors import (
     MethodNotAllowed,
     NanoBananaError,
     NotFound,
+    StorageMisconfigured,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -520,21 +521,28 @@ def healthz(api: Api, _request: Request, _params: dict[str, str]) -> Response:
 
 
 def readyz(api: Api, _request: Request, _params: dict[str, str]) -> Response:
+    """Each dependency answers, and storage with our own key and bucket: a wrong or anon key or a missing
+    bucket is not ready, and `details` says which (e.g. `"storage": "bucket_not_found"`)."""
     checks: dict[str, str] = {}
+    problems: dict[str, str] = {}
     svc = api.services
     for name, check in (
         ("database", svc.store.ping),
         ("limits", lambda: svc.limits.active_jobs(uuid.UUID(int=0))),
-        ("storage", lambda: svc.blobs.stat("healthz/probe")),
+        ("storage", svc.blobs.check_access),
     ):
         try:
             check()
             checks[name] = "ok"
+        except StorageMisconfigured as exc:
+            checks[name], problems[name] = exc.cause, exc.message
         except Exception as exc:
             checks[name] = type(exc).__name__
     ready = all(v == "ok" for v in checks.values())
     if not ready:
-        body = {"error": {"code": "unavailable", "message": "a dependency is not ready", "details": checks}}
+        log.error("not ready", extra={"event": "not_ready", "checks": checks, "problems": problems})
+        details: dict[str, Any] = {**checks, "problems": problems} if problems else checks
+        body = {"error": {"code": "unavailable", "message": "a dependency is not ready", "details": details}}
         return _json(body, 503)
     return _json({"status": "ready", "checks": checks})
 

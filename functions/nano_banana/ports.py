@@ -132,7 +132,14 @@ class BlobStore(Protocol):
         """Read; NotFound if absent; FileTooLarge if larger than max_bytes (never buffers past it)."""
         ...
 
-    def stat(self, path: str) -> BlobInfo | None: ...
+    def stat(self, path: str) -> BlobInfo | None:
+        """None only if there is no such object; a store that cannot tell raises."""
+        ...
+
+    def check_access(self) -> None:
+        """Readiness: our credentials can read our bucket. Raises StorageMisconfigured naming what is
+        wrong (the key or the bucket), Unavailable when the store cannot be reached."""
+        ...
 
     def list(self, prefix: str) -> list[str]:
         """Paths under a prefix (recursive)."""
@@ -153,6 +160,10 @@ class BlobStore(Protocol):
 
     def signed_upload_url(self, path: str, *, ttl_s: int) -> str:
         """A URL an external processor may upload one object to (PUT/POST as the store documents)."""
+        ...
+
+    def signed_upload_urls(self, paths: Sequence[str], *, ttl_s: int) -> tuple[tuple[str, ...], datetime]:
+        """Upload URLs for each path, and when the first of them expires (the store may cap ttl_s)."""
         ...
 
 

@@ -8,7 +8,8 @@ for whatever it has not signed recently (the store's bulk endpoint), and hands a
 least half of its lifetime remains: a client always gets at least ttl/2 to use it, and repeated reads
 return identical URLs the browser can cache.
 
-When Storage cannot sign (an outage past the adapter's retries), responses still go out: a cached URL
+When Storage cannot sign (an outage past the adapter's retries, a lock, or a refusal of our own key or
+bucket: the adapter turns every one of them into Unavailable), responses still go out: a cached URL
 that has not expired is handed out however old, anything else is left out (rendered as null), and for
 the next few seconds nobody waits on Storage again (each failed call can cost the adapter's retries and
 timeouts). The job's state comes from Postgres; an outage of the images should not take the API, its

@@ -649,6 +649,16 @@ def _generation_request(svc: Services, job: Job, image: bytes, mime: str) -> Gen
     )
 
 
+def _read_input(svc: Services, job: Job) -> bytes:
+    """The job's input. A missing one is NotFound only if storage can be read at all: a key that
+    row-level security applies to sees every object as missing, and must not fail jobs for good."""
+    try:
+        return svc.blobs.get(job.input_path, max_bytes=svc.settings.max_file_bytes)
+    except NotFound:
+        svc.blobs.check_access()
+        raise
+
+
 def run_generation(svc: Services, job_id: uuid.UUID) -> Job | None:
     """The generate task. Idempotent under redelivery: a job past this step is left alone (2xx);
     raises TransientError only when a retry can help."""
@@ -665,11 +675,11 @@ def run_generation(svc: Services, job_id: uuid.UUID) -> Job | None:
         extra={"event": "job_started", "jobId": str(job.id), "projectId": str(job.project_id), "attempt": attempt},
     )
     try:
-        image = svc.blobs.get(job.input_path, max_bytes=svc.settings.max_file_bytes)
+        image = _read_input(svc, job)
     except NotFound:
         return fail_job(svc, job, ErrorCode.input_unavailable, "the input image is missing", attempt=attempt)
-    except Unavailable as exc:
-        raise TransientError("storage unavailable while reading the input") from exc
+    except Unavailable as exc:  # an outage, a lock, or our own storage configuration: redelivered (503)
+        raise TransientError(f"storage unavailable while reading the input: {exc.message}") from exc
     mime = inspect_image(image, max_bytes=svc.settings.max_file_bytes, max_pixels=svc.settings.max_pixels).mime_type
     request = _generation_request(svc, job, image, mime)
     if svc.processor is not None:
@@ -710,7 +720,7 @@ def run_generation(svc: Services, job_id: uuid.UUID) -> Job | None:
 
 def _hand_to_processor(svc: Services, job: Job, request: GenerationRequest) -> Job | None:
     assert svc.processor is not None
-    ttl = max(60, int((job.deadline_at - svc.clock()).total_seconds()) + 60)
+    ttl = _processor_url_ttl(svc, job)
     prefix = f"{job_prefix(job.id)}{job.attempt}/"
     # The processor sends the input to the model inline, as is: give it the upright, small-enough version
     # the Vertex adapter would send (stored next to this attempt's outputs, deleted with them).
@@ -736,3 +746,35 @@ def _hand_to_processor(svc: Services, job: Job, request: GenerationRequest) -> J
     except ProcessorUnavailable as exc:
         return fail_job(svc, job, ErrorCode.processor_unavailable, exc.message, attempt=job.attempt)
     return job
+
+
+def _processor_url_ttl(svc: Services, job: Job) -> int:
+    """Signed URLs handed to a processor: valid until a minute past the job's deadline (the store may cap it)."""
+    return max(60, int((job.deadline_at - svc.clock()).total_seconds()) + 60)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadGrant:
+    """Where a processor puts a running job's outputs, and until when the URLs work."""
+
+    job: Job
+    output_prefix: str
+    upload_urls: tuple[str, ...]
+    expires_at: datetime
+
+
+def grant_uploads(svc: Services, job_id: uuid.UUID, attempt: int | None) -> UploadGrant:
+    """Fresh upload URLs for a running job (attempt: the job's current one if None), asked for by its
+    processor once its images exist: Storage lets upload URLs live as little as 60 s, and generation can
+    take minutes. Changes no state, so asking twice is harmless."""
+    job = svc.store.get_job(job_id)
+    if job is None:
+        raise NotFound("job not found", details={"jobId": str(job_id)})
+    if job.status is not JobStatus.running or attempt not in (None, job.attempt):
+        raise InvalidTransition(
+            f"job is {job.status.value} in attempt {job.attempt}",
+            details={"status": job.status.value, "attempt": job.attempt},
+        )
+    paths = [output_path(job.id, job.attempt, i, "image/png") for i in range(job.variant_count)]
+    urls, expires_at = svc.blobs.signed_upload_urls(paths, ttl_s=_processor_url_ttl(svc, job))
+    return UploadGrant(job, f"{job_prefix(job.id)}{job.attempt}/", urls, expires_at)

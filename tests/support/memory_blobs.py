@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from nano_banana.errors import FileTooLarge, NotFound
 from nano_banana.ports import BlobInfo
@@ -32,6 +33,9 @@ class MemoryBlobStore:
             found = self.objects.get(path)
         return BlobInfo(path, len(found[0]), found[1]) if found else None
 
+    def check_access(self) -> None:
+        return None
+
     def list(self, prefix: str) -> list[str]:
         with self._lock:
             return sorted(p for p in self.objects if p.startswith(prefix))
@@ -46,3 +50,8 @@ class MemoryBlobStore:
 
     def signed_upload_url(self, path: str, *, ttl_s: int) -> str:
         return f"memory://{path}?upload&ttl={ttl_s}"
+
+    def signed_upload_urls(self, paths: Sequence[str], *, ttl_s: int) -> tuple[tuple[str, ...], datetime]:
+        return tuple(self.signed_upload_url(p, ttl_s=ttl_s) for p in paths), datetime.now(UTC) + timedelta(
+            seconds=ttl_s
+        )

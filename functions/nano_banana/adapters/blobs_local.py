@@ -9,10 +9,11 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from nano_banana.errors import FileTooLarge, InvalidRequest, NotFound
+from nano_banana.errors import FileTooLarge, InvalidRequest, NotFound, StorageMisconfigured
 from nano_banana.ports import BlobInfo, Clock
 
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
@@ -71,6 +72,10 @@ class LocalBlobStore:
             content_type = None
         return BlobInfo(path=path, size=target.stat().st_size, content_type=content_type)
 
+    def check_access(self) -> None:
+        if not (self._root.is_dir() and os.access(self._root, os.R_OK | os.W_OK | os.X_OK)):
+            raise StorageMisconfigured("directory_not_writable", f"blob directory {str(self._root)!r} is not usable")
+
     def list(self, prefix: str) -> list[str]:
         base = (self._root / prefix).resolve()
         if not base.is_relative_to(self._root):
@@ -117,6 +122,10 @@ class LocalBlobStore:
 
     def signed_upload_url(self, path: str, *, ttl_s: int) -> str:
         return self._url("PUT", path, ttl_s)
+
+    def signed_upload_urls(self, paths: Sequence[str], *, ttl_s: int) -> tuple[tuple[str, ...], datetime]:
+        expires = self._clock() + timedelta(seconds=ttl_s)
+        return tuple(self._url("PUT", p, ttl_s) for p in paths), expires
 
     def verify_signature(self, method: str, path: str, exp: str, sig: str) -> bool:
         """For the dev server's /blobs route: a valid, unexpired signature for this method and path."""

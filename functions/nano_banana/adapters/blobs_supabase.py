@@ -1,16 +1,34 @@
 """BlobStore on Supabase Storage (storage3's sync client), one private bucket, signed URLs.
 
 Downloads are streamed through the same HTTP client and stop at the cap (storage3's download() would
-buffer the whole object). Transient failures (connection errors, timeouts, 5xx) are retried briefly,
-then surface as Unavailable; the service key never reaches a log or an error message.
+buffer the whole object). The service key never reaches a log or an error message.
+
+How storage-api (v1.70.6) fails, and what we make of it, in one place (`_failure`): every error that
+is not a 500 arrives as HTTP 400 with the real status and code only in the body, `{"statusCode":
+"404", "code": "NoSuchKey", "error": "not_found", …}` (src/http/error-handler.ts; storage3 keeps only
+`statusCode` and `error`, so the body's `code` is read back from the response):
+- NoSuchKey → NotFound.
+- 5xx, 423 ResourceLocked, 429 SlowDown, connection errors and timeouts → retried briefly, then
+  Unavailable.
+- 401/403 (a wrong key: AccessDenied; the anon key: row-level security), NoSuchBucket, a missing
+  bucket behind an upload ("404" InvalidRequest, a foreign key), InvalidJWT, any other refusal →
+  StorageMisconfigured (a 503 naming the cause, logged as `storage_misconfigured`): no retry fixes
+  our own configuration, and it must never read as "the object is gone".
+- Keys storage-api refuses (dot segments, non-ASCII, `#`, `?`: src/storage/limits.ts) → InvalidRequest,
+  checked here before any round trip.
 """
 
 from __future__ import annotations
 
+import base64
 import builtins
+import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -18,21 +36,88 @@ import httpx
 from storage3 import SyncStorageClient
 from storage3.exceptions import StorageApiError
 from storage3.types import CreateSignedUploadUrlOptions, CreateSignedUrlResponse
+from storage3.utils import StorageException
 
-from nano_banana.errors import FileTooLarge, NotFound, Unavailable
+from nano_banana.errors import (
+    FileTooLarge,
+    InvalidRequest,
+    NanoBananaError,
+    NotFound,
+    StorageMisconfigured,
+    Unavailable,
+)
 from nano_banana.ports import BlobInfo
 
 log = logging.getLogger("nano_banana")
 T = TypeVar("T")
 _PAGE = 1000
 _SIGN_BATCH = 100
+# storage-api's VALID_OBJECT_KEY without `?`, which the real server was seen to refuse as well.
+_VALID_KEY = re.compile(r"^[A-Za-z0-9_!.*'() &$=@;:+,-]+(/[A-Za-z0-9_!.*'() &$=@;:+,-]+)*$")
+_PROBE = "healthz/probe"
+_UPLOAD_URL_LIFETIME = timedelta(seconds=60)  # storage-api's UPLOAD_SIGNED_URL_EXPIRATION_TIME default
 
 
-def _status(exc: StorageApiError) -> int:
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """What Storage answered: the body's statusCode (else the HTTP status), its code and message."""
+
+    status: int
+    code: str
+    message: str
+
+    @property
+    def transient(self) -> bool:
+        return self.status >= 500 or self.status in (423, 429)
+
+
+class _Refused(Exception):
+    def __init__(self, refusal: _Refusal) -> None:
+        super().__init__(refusal.code)
+        self.refusal = refusal
+
+
+def _refusal(http_status: int, content: bytes) -> _Refusal:
     try:
-        return int(exc.status)
+        body = json.loads(content)
+        status, code = int(body.get("statusCode", http_status)), str(body.get("code") or body.get("error") or "")
+        return _Refusal(status, code, str(body.get("message", ""))[:200])
+    except (ValueError, TypeError, AttributeError):
+        return _Refusal(http_status, "", "")  # a gateway's page, not storage-api's JSON
+
+
+def _refusal_of(exc: StorageApiError) -> _Refusal:
+    """storage3 raises with the body's `error` as code; the response it came from has the real one."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, httpx.HTTPStatusError):
+            return _refusal(cause.response.status_code, cause.response.content)
+        cause = cause.__cause__ or cause.__context__
+    try:
+        status = int(exc.status)
     except (TypeError, ValueError):
-        return 500
+        status = 500
+    return _Refusal(status, str(exc.code), str(exc.message)[:200])
+
+
+def _token_expiry(token: str) -> datetime:
+    """When a signed-URL token Storage issued expires (its `exp` claim; reading our own token's claims
+    needs no verification). Unreadable: the shortest lifetime Storage gives by default."""
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        return datetime.fromtimestamp(int(payload["exp"]), UTC)
+    except (IndexError, ValueError, KeyError, TypeError):
+        return datetime.now(UTC) + _UPLOAD_URL_LIFETIME
+
+
+def _valid_key(path: str) -> bool:
+    return len(path) <= 1024 and bool(_VALID_KEY.match(path)) and not ({".", ".."} & set(path.split("/")))
+
+
+def _key(path: str) -> str:
+    if not _valid_key(path):
+        raise InvalidRequest("storage path is not valid", details={"path": path[:100]})
+    return path
 
 
 class SupabaseBlobStore:
@@ -50,15 +135,49 @@ class SupabaseBlobStore:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _failure(self, what: str, path: str | None, refusal: _Refusal) -> NanoBananaError:
+        """The one mapping from a Storage refusal to our errors (see the module docstring)."""
+        status, code = refusal.status, refusal.code
+        if refusal.transient:
+            return Unavailable(f"storage failed to {what} ({code or status})")
+        if code == "NoSuchKey" or (status == 404 and code == "not_found"):
+            return NotFound("no such object", details={"path": (path or "")[:100]})
+        if code == "InvalidKey":
+            return InvalidRequest("storage path is not valid", details={"path": (path or "")[:100]})
+        if code == "EntityTooLarge" or status == 413:
+            return FileTooLarge("storage refuses an object this large")
+        if code in ("NoSuchBucket", "Bucket not found") or "related resource does not exist" in refusal.message:
+            # storage-api also answers a GET with a key it cannot verify so (as to an anonymous caller)
+            cause, message = "bucket_not_found", f"Storage finds no bucket {self._bucket_id!r} (or refuses the key)"
+        elif "row-level security" in refusal.message:
+            cause, message = "key_not_service_role", "the key is not the service_role key (row-level security applies)"
+        elif status in (401, 403) or code in ("AccessDenied", "InvalidJWT", "Unauthorized"):
+            cause, message = "key_rejected", f"Storage rejects the service key ({refusal.message or code})"
+        else:
+            cause, message = "request_refused", f"Storage refused to {what}: {code or status} {refusal.message}"
+        return StorageMisconfigured(cause, message, details={"operation": what, "storageCode": code or str(status)})
+
+    def _report(self, exc: StorageMisconfigured) -> None:
+        log.error(
+            exc.message,
+            extra={"event": "storage_misconfigured", "bucket": self._bucket_id, **exc.details},
+        )
+
+    def _call(self, what: str, fn: Callable[[], T], path: str | None = None, *, report: bool = True) -> T:
+        """Run one Storage call: refusals mapped by `_failure` (a configuration error logged once, as
+        `storage_misconfigured` naming its cause), transient ones retried briefly."""
         for attempt in range(self._retries + 1):
             try:
                 return fn()
-            except StorageApiError as exc:
-                if _status(exc) < 500 or attempt == self._retries:
-                    if _status(exc) >= 500:
-                        raise Unavailable(f"storage failed to {what}") from exc
-                    raise
+            except (StorageApiError, _Refused) as exc:
+                refusal = exc.refusal if isinstance(exc, _Refused) else _refusal_of(exc)
+                if not refusal.transient or attempt == self._retries:
+                    failure = self._failure(what, path, refusal)
+                    if report and isinstance(failure, StorageMisconfigured):
+                        self._report(failure)
+                    raise failure from exc
+            except StorageException as exc:  # a 2xx storage3 cannot use (e.g. an upload URL without a token)
+                raise Unavailable(f"storage answered an unexpected response to {what}") from exc
             except httpx.HTTPError as exc:
                 if attempt == self._retries:
                     raise Unavailable(f"storage unreachable while trying to {what}") from exc
@@ -68,20 +187,41 @@ class SupabaseBlobStore:
             )
         raise Unavailable(f"storage failed to {what}")  # pragma: no cover - the loop always returns or raises
 
+    def check_access(self) -> None:
+        """Readiness: the key can read the bucket. Raises StorageMisconfigured naming which of the two is
+        wrong (`key_rejected`, `key_not_service_role`, `bucket_not_found`), Unavailable if unreachable."""
+        read = f"{self._base}/bucket/{quote(self._bucket_id)}"
+        try:
+            try:
+                self._call("read the bucket", lambda: self._send("GET", read), report=False)
+            except StorageMisconfigured as exc:
+                if exc.cause != "bucket_not_found":
+                    raise
+                # Row-level security hides a bucket from the anon key exactly as if it did not exist; asking to
+                # sign an upload (nothing is written) tells the two apart: a policy refusal, or no bucket.
+                upload_sign = f"{self._base}/object/upload/sign/{quote(self._bucket_id)}/{_PROBE}"
+                self._call("check the key", lambda: self._send("POST", upload_sign), report=False)
+                raise  # a key that may sign uploads into a bucket it cannot read: report the bucket
+        except StorageMisconfigured as exc:
+            self._report(exc)
+            raise
+
+    def _send(self, method: str, url: str) -> None:
+        response = self._http.request(method, url, headers=self._headers)
+        if response.status_code >= 400:
+            raise _Refused(_refusal(response.status_code, response.content))
+
     def put(self, path: str, data: bytes, content_type: str) -> None:
         options: Any = {"content-type": content_type, "upsert": "true", "cache-control": "3600"}
-        self._call("upload", lambda: self._bucket.upload(path, data, options))
+        self._call("upload", lambda: self._bucket.upload(_key(path), data, options), path)
 
     def get(self, path: str, *, max_bytes: int) -> bytes:
-        url = f"{self._base}/object/{self._bucket_id}/{quote(path)}"
+        url = f"{self._base}/object/{self._bucket_id}/{quote(_key(path))}"
 
         def download() -> bytes:
             with self._http.stream("GET", url, headers=self._headers) as response:
-                if response.status_code in {400, 404}:
-                    raise NotFound("no such object", details={"path": path[:100]})
-                if response.status_code >= 500:
-                    raise StorageApiError("download failed", "InternalError", response.status_code)
-                response.raise_for_status()
+                if response.status_code >= 400:
+                    raise _Refused(_refusal(response.status_code, response.read()[:4096]))
                 declared = int(response.headers.get("Content-Length") or 0)
                 if declared > max_bytes:
                     raise FileTooLarge(f"object is larger than {max_bytes} bytes", details={"maxBytes": max_bytes})
@@ -92,15 +232,14 @@ class SupabaseBlobStore:
                         raise FileTooLarge(f"object is larger than {max_bytes} bytes", details={"maxBytes": max_bytes})
                 return bytes(data)
 
-        return self._call("download", download)
+        return self._call("download", download, path)
 
     def stat(self, path: str) -> BlobInfo | None:
+        """None only when Storage says there is no such object; any other refusal raises."""
         try:
-            info = self._call("stat", lambda: self._bucket.info(path))
-        except StorageApiError as exc:
-            if _status(exc) in (400, 404):
-                return None
-            raise
+            info = self._call("stat", lambda: self._bucket.info(_key(path)), path)
+        except NotFound:
+            return None
         metadata = info.get("metadata") or {}
         size = info.get("size", metadata.get("size", 0))
         content_type = info.get("content_type") or metadata.get("mimetype")
@@ -135,22 +274,25 @@ class SupabaseBlobStore:
         return self._call("list", lambda: self._bucket.list(folder, options))
 
     def delete(self, paths: Sequence[str]) -> None:
-        for start in range(0, len(paths), _PAGE):
-            self._remove(list(paths[start : start + _PAGE]))
+        valid = [p for p in paths if _valid_key(p)]  # a key Storage refuses has no object to delete
+        for start in range(0, len(valid), _PAGE):
+            self._remove(valid[start : start + _PAGE])
 
     def _remove(self, chunk: builtins.list[str]) -> None:
         self._call("delete", lambda: self._bucket.remove(chunk))
 
     def signed_url(self, path: str, *, ttl_s: int) -> str:
-        response = self._call("sign", lambda: self._bucket.create_signed_url(path, ttl_s))
+        response = self._call("sign", lambda: self._bucket.create_signed_url(_key(path), max(1, ttl_s)), path)
         return str(response["signedURL"])
 
     def signed_urls(self, paths: Sequence[str], *, ttl_s: int) -> dict[str, str]:
-        """Storage's bulk signing endpoint, _SIGN_BATCH paths per call; it answers 200 with a per-path
-        error for objects that do not exist, and those are left out."""
+        """Storage's bulk signing endpoint, _SIGN_BATCH paths per call (it takes 1 to 1000); it answers 200
+        with a per-path error for objects that do not exist, and those are left out, as are keys Storage
+        would refuse."""
+        valid = list(dict.fromkeys(p for p in paths if _valid_key(p)))
         urls: dict[str, str] = {}
-        for start in range(0, len(paths), _SIGN_BATCH):
-            for item in self._sign_chunk(list(paths[start : start + _SIGN_BATCH]), ttl_s):
+        for start in range(0, len(valid), _SIGN_BATCH):
+            for item in self._sign_chunk(valid[start : start + _SIGN_BATCH], max(1, ttl_s)):
                 if item["signedURL"] and not item["error"]:
                     urls[item["path"]] = str(item["signedURL"])
         return urls
@@ -159,7 +301,20 @@ class SupabaseBlobStore:
         return self._call("sign", lambda: self._bucket.create_signed_urls(chunk, ttl_s))
 
     def signed_upload_url(self, path: str, *, ttl_s: int) -> str:
-        """Storage's upload URLs live 2 hours whatever ttl_s says; PUT the object to it."""
+        """A URL to PUT the object to. Storage decides its lifetime whatever ttl_s says
+        (UPLOAD_SIGNED_URL_EXPIRATION_TIME: 60 s by default self-hosted, 2 hours on hosted Supabase):
+        processors ask for fresh ones when their images are ready (the `running` callback)."""
+        return self._signed_upload(path)[0]
+
+    def signed_upload_urls(self, paths: Sequence[str], *, ttl_s: int) -> tuple[tuple[str, ...], datetime]:
+        """Fresh upload URLs, and when the first expires: the `exp` Storage wrote into its token."""
+        signed = [self._signed_upload(path) for path in paths]
+        earliest = min((expires for _, expires in signed), default=datetime.now(UTC) + _UPLOAD_URL_LIFETIME)
+        return tuple(url for url, _ in signed), earliest
+
+    def _signed_upload(self, path: str) -> tuple[str, datetime]:
         options = CreateSignedUploadUrlOptions(upsert="true")
-        response = self._call("sign an upload", lambda: self._bucket.create_signed_upload_url(path, options))
-        return str(response["signed_url"])
+        response = self._call(
+            "sign an upload", lambda: self._bucket.create_signed_upload_url(_key(path), options), path
+        )
+        return str(response["signed_url"]), _token_expiry(str(response["token"]))
