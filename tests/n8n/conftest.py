@@ -152,6 +152,7 @@ def vertex(vertex_server: VertexServer) -> VertexServer:
     """The session's Vertex server with a fresh record; a test sets `script` for its own answers."""
     vertex_server.requests.clear()
     vertex_server.script = [lambda: images(2)]
+    vertex_server.delay_s = 0.0
     return vertex_server
 
 

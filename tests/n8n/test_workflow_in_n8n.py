@@ -299,3 +299,20 @@ def test_running_answered_409_stops_quietly(n8n: N8n, recorder: Callable[..., Re
     assert not rec.done.wait(3), f"a final callback followed the 409: {rec.callbacks}"
     assert rec.uploads == []
     assert all(c["status"] == "running" for c in rec.callbacks)
+
+
+def test_vertex_timeout_ends_generation_failed_before_the_deadline(
+    n8n: N8n, vertex: VertexServer, tmp_path: Path
+) -> None:
+    """Each Vertex call may take the job's remaining time less 10 s; when it times out and too little time is
+    left for another try, the job fails with generation_failed at once, not `timeout` at the deadline."""
+    vertex.delay_s = 8.0
+    server = start_dev_server(tmp_path, service_env(n8n, NEW_KEY, NANO_BANANA_TIMEOUT_S="15"))
+    try:
+        s = server.session()
+        job = _run(server, s)
+        assert (job["status"], job["errorCode"]) == ("failed", "generation_failed")
+        assert job["errorMessage"].startswith("the model kept failing: no answer"), job["errorMessage"]
+    finally:
+        vertex.delay_s = 0.0
+        server.stop()
