@@ -12,6 +12,7 @@ import io
 import json
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -114,8 +115,16 @@ class FakeN8n:
         self.call_back(payload["callbackUrl"], {"jobId": payload["jobId"], "status": "succeeded", "variants": variants})
 
     def call_back(self, url: str, body: dict[str, Any], **sign_kwargs: Any) -> httpx.Response:
+        """POST a callback signed like the workflow signs it: one v1 signature per key, one id and stamp."""
         raw = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", **webhooks.sign(raw, self.keys[0], **sign_kwargs)}
+        sign_kwargs.setdefault("msg_id", f"msg_{uuid.uuid4().hex}")
+        sign_kwargs.setdefault("now", datetime.now(UTC))
+        signed = [webhooks.sign(raw, key, **sign_kwargs) for key in self.keys]
+        headers = {
+            "Content-Type": "application/json",
+            **signed[0],
+            "webhook-signature": " ".join(h["webhook-signature"] for h in signed),
+        }
         response = httpx.post(url, content=raw, headers=headers, timeout=30)
         self.callbacks.append((raw, headers, response.status_code))
         return response
