@@ -201,11 +201,12 @@ def _hand_off(recorder: Recorder, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def _post(n8n: N8n, payload: dict[str, Any], *keys: str) -> httpx.Response:
+def _post(n8n: N8n, payload: dict[str, Any], *keys: str, age: timedelta = timedelta(0)) -> httpx.Response:
     raw = json.dumps(payload).encode()
     headers = {"Content-Type": "application/json"}
     if keys:
-        signed = [webhooks.sign(raw, key, msg_id="msg_handoff_test", now=datetime.now(UTC)) for key in keys]
+        at = datetime.now(UTC) - age
+        signed = [webhooks.sign(raw, key, msg_id="msg_handoff_test", now=at) for key in keys]
         headers |= signed[0] | {"webhook-signature": " ".join(h["webhook-signature"] for h in signed)}
     return httpx.post(n8n.webhook_url, content=raw, headers=headers, timeout=30)
 
@@ -213,7 +214,9 @@ def _post(n8n: N8n, payload: dict[str, Any], *keys: str) -> httpx.Response:
 def test_unsigned_and_wrongly_signed_hand_offs_are_401(n8n: N8n, recorder: Callable[..., Recorder]) -> None:
     rec = recorder()
     payload = _hand_off(rec)
-    for answer in (_post(n8n, payload), _post(n8n, payload, "not-one-of-n8ns-keys")):
+    unsigned, wrong_key = _post(n8n, payload), _post(n8n, payload, "not-one-of-n8ns-keys")
+    stale = _post(n8n, payload, NEW_KEY, age=timedelta(minutes=6))
+    for answer in (unsigned, wrong_key, stale):
         assert answer.status_code == 401
         assert answer.json() == {"error": "invalid_signature"}
     tampered = _post(n8n, payload, NEW_KEY)
