@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: dev test lint typecheck pytest install system-deps client-deps checkov-venv clean bench
+.PHONY: dev test lint typecheck pytest install system-deps client-deps checkov-venv n8n clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,18 @@ $(CHECKOV):
 
 checkov-venv: $(CHECKOV)
 
+## n8n 1.123.0 from the npm registry for the `n8n` tests (infra/n8n/runtime pins it with a lockfile; the
+## xlsx override keeps npm off the CDN n8n's own pin points at). Installed once into .n8n/; needs Node 20.
+N8N_STAMP := .n8n/.installed
+$(N8N_STAMP): infra/n8n/runtime/package.json infra/n8n/runtime/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "the n8n tests need Node 20 and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	@mkdir -p .n8n
+	cp infra/n8n/runtime/package.json infra/n8n/runtime/package-lock.json .n8n/
+	cd .n8n && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(N8N_STAMP)
+
+n8n: $(N8N_STAMP)
+
 dev: $(STAMP)
 	$(BIN)/nano-banana dev
 
@@ -52,7 +64,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict functions
 
-pytest: $(STAMP) system-deps $(CHECKOV) $(CLIENT_DEPS)
+pytest: $(STAMP) system-deps $(CHECKOV) $(CLIENT_DEPS) $(N8N_STAMP)
 	@set +e; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
@@ -68,4 +80,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/sweep.py
 
 clean:
-	rm -rf $(VENV) .venv-checkov clients/typescript/node_modules clients/typescript/build .data test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .n8n clients/typescript/node_modules clients/typescript/build .data test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,10 @@
-"""A local HTTP server playing the n8n processor workflow, for the callback tests."""
+"""A local HTTP server playing the n8n processor workflow, for the callback tests.
+
+It answers like infra/n8n/nano-banana-processor.json does in n8n 1.123.0 (tests/n8n runs that file in
+real n8n): 401 `{"error": "invalid_signature"}` unless one of the offered v1 signatures matches one of
+its keys, else 202 `{"accepted": true, "jobId": <the job>}`, then it works and calls back signed with
+every key it has.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import io
 import json
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +33,8 @@ def png(color: tuple[int, int, int], size: tuple[int, int] = (48, 32)) -> bytes:
 
 @dataclass
 class FakeN8n:
-    """Modes: good, fail, never, down, slow. `received` keeps each verified request payload."""
+    """Modes: good, fail, never, down, empty (an empty 200, as the old workflow answered without taking
+    the job). `received` keeps each verified request payload. `secret` may be a comma-separated list."""
 
     secret: str
     mode: str = "good"
@@ -43,11 +51,10 @@ class FakeN8n:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 try:
-                    webhooks.verify(raw, dict(self.headers), [outer.secret], tolerance_s=300, now=datetime.now(UTC))
+                    webhooks.verify(raw, dict(self.headers), outer.keys, tolerance_s=300, now=datetime.now(UTC))
                 except InvalidSignature:
                     outer.rejected += 1
-                    self.send_response(401)
-                    self.end_headers()
+                    self._answer(401, {"error": "invalid_signature"})
                     return
                 if outer.mode == "down":
                     self.send_response(500)
@@ -55,16 +62,32 @@ class FakeN8n:
                     return
                 payload = json.loads(raw)
                 outer.received.append(payload)
-                self.send_response(202)
-                self.end_headers()
+                if outer.mode == "empty":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self._answer(202, {"accepted": True, "jobId": payload["jobId"]})
                 if outer.mode != "never":
                     threading.Thread(target=outer.process, args=(payload,), daemon=True).start()
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def keys(self) -> list[str]:
+        return [k.strip() for k in self.secret.split(",") if k.strip()]
 
     @property
     def url(self) -> str:
@@ -92,8 +115,16 @@ class FakeN8n:
         self.call_back(payload["callbackUrl"], {"jobId": payload["jobId"], "status": "succeeded", "variants": variants})
 
     def call_back(self, url: str, body: dict[str, Any], **sign_kwargs: Any) -> httpx.Response:
+        """POST a callback signed like the workflow signs it: one v1 signature per key, one id and stamp."""
         raw = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", **webhooks.sign(raw, self.secret, **sign_kwargs)}
+        sign_kwargs.setdefault("msg_id", f"msg_{uuid.uuid4().hex}")
+        sign_kwargs.setdefault("now", datetime.now(UTC))
+        signed = [webhooks.sign(raw, key, **sign_kwargs) for key in self.keys]
+        headers = {
+            "Content-Type": "application/json",
+            **signed[0],
+            "webhook-signature": " ".join(h["webhook-signature"] for h in signed),
+        }
         response = httpx.post(url, content=raw, headers=headers, timeout=30)
         self.callbacks.append((raw, headers, response.status_code))
         return response

@@ -1,8 +1,22 @@
-"""A local server speaking Vertex AI's generateContent REST API, scripted per test, recording requests."""
+"""A local server speaking Vertex AI's generateContent REST API, scripted per test, recording requests.
+
+It follows Vertex AI's `v1` REST surface (`projects.locations.publishers.models.generateContent`, the
+GenerateContentRequest/Content/Part/Blob/GenerationConfig/ImageConfig messages as documented in the
+Vertex AI REST reference, v1, 2025) and refuses what Vertex refuses, with Google's error shape
+`{"error": {"code": 400, "message": ..., "status": "INVALID_ARGUMENT"}}`:
+- an unknown field anywhere in the request: proto JSON parsing answers `Invalid JSON payload received.
+  Unknown name "x" at 'contents[0].parts[0]': Cannot find field.` (the wording seen in public Vertex and
+  Gemini API error reports, with a `google.rpc.BadRequest` field violation);
+- no `contents`, a content without `parts`, or an `inlineData` part without `data` (Vertex: "Unable to
+  submit request because it has an empty inlineData parameter..."): 400 INVALID_ARGUMENT.
+Field names are accepted in lowerCamelCase and in snake_case, as proto JSON parsing does. Every request is
+recorded (also the refused ones, with `refusal` set); scripted answers go to the accepted ones in order.
+"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import re
@@ -10,10 +24,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from PIL import Image
+
+from tests.support.http_stub import LocalServer, QuietHandler
 
 PATH = re.compile(
     r"^/(?P<version>v1|v1beta1)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -21,6 +36,86 @@ PATH = re.compile(
 )
 
 Answer = tuple[int, dict[str, Any]]
+
+_REQUEST_FIELDS = {
+    "contents", "systemInstruction", "tools", "toolConfig", "labels", "safetySettings", "generationConfig",
+    "cachedContent", "modelArmorConfig",
+}  # fmt: skip
+_CONTENT_FIELDS = {"role", "parts"}
+_PART_FIELDS = {
+    "text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode",
+    "codeExecutionResult", "thought", "thoughtSignature", "videoMetadata", "mediaResolution",
+}  # fmt: skip
+_BLOB_FIELDS = {"mimeType", "data", "displayName"}
+_GENERATION_CONFIG_FIELDS = {
+    "temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "stopSequences", "responseLogprobs",
+    "logprobs", "presencePenalty", "frequencyPenalty", "seed", "responseMimeType", "responseSchema",
+    "responseJsonSchema", "routingConfig", "audioTimestamp", "responseModalities", "mediaResolution",
+    "speechConfig", "thinkingConfig", "imageConfig", "enableAffectiveDialog", "modelSelectionConfig",
+}  # fmt: skip
+_IMAGE_CONFIG_FIELDS = {"aspectRatio", "imageSize", "personGeneration", "imageOutputOptions", "outputMimeType"}
+
+
+class InvalidArgument(Exception):
+    """What Vertex answers 400 INVALID_ARGUMENT for; the message is Vertex's wording."""
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _fields(obj: Any, allowed: set[str], at: str) -> dict[str, Any]:
+    """The object's fields under their camelCase names; an unknown one is Vertex's 'Unknown name' 400."""
+    if not isinstance(obj, dict):
+        raise InvalidArgument(f"Invalid JSON payload received. Expected an object at '{at}'.")
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if _camel(key) not in allowed:
+            where = f" at '{at}'" if at else ""
+            raise InvalidArgument(f'Invalid JSON payload received. Unknown name "{key}"{where}: Cannot find field.')
+        out[_camel(key)] = value
+    return out
+
+
+def validate_request(body: Any) -> None:
+    """Raise InvalidArgument with Vertex's message when Vertex would refuse this GenerateContentRequest."""
+    request = _fields(body, _REQUEST_FIELDS, "")
+    contents = request.get("contents")
+    if not contents:
+        raise InvalidArgument("Unable to submit request because it has an empty contents field.")
+    if not isinstance(contents, list):
+        raise InvalidArgument("Invalid JSON payload received. Expected a list at 'contents'.")
+    for i, raw_content in enumerate(contents):
+        content = _fields(raw_content, _CONTENT_FIELDS, f"contents[{i}]")
+        if not content.get("parts"):
+            raise InvalidArgument("Unable to submit request because it must include at least one parts field.")
+        for j, raw_part in enumerate(content["parts"]):
+            part = _fields(raw_part, _PART_FIELDS, f"contents[{i}].parts[{j}]")
+            if "inlineData" in part:
+                blob = _fields(part["inlineData"], _BLOB_FIELDS, f"contents[{i}].parts[{j}].inline_data")
+                if not blob.get("data"):
+                    raise InvalidArgument(
+                        "Unable to submit request because it has an empty inlineData parameter. "
+                        "Add a value to the parameter and try again."
+                    )
+                if not blob.get("mimeType"):
+                    raise InvalidArgument("Unable to submit request because it has an empty mimeType parameter.")
+    config = _fields(request.get("generationConfig") or {}, _GENERATION_CONFIG_FIELDS, "generation_config")
+    _fields(config.get("imageConfig") or {}, _IMAGE_CONFIG_FIELDS, "generation_config.image_config")
+
+
+def invalid(message: str) -> Answer:
+    return 400, {
+        "error": {
+            "code": 400,
+            "message": message,
+            "status": "INVALID_ARGUMENT",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [{"description": message}]}
+            ],
+        }
+    }
 
 
 def png_b64(color: tuple[int, int, int], size: tuple[int, int]) -> str:
@@ -68,7 +163,7 @@ def error(code: int, message: str = "try again") -> Answer:
 
 
 @dataclass
-class VertexServer:
+class VertexServer(LocalServer):
     """`script` answers requests in order (the last entry repeats); `delay_s` slows each answer."""
 
     script: list[Callable[[], Answer]] = field(default_factory=lambda: [lambda: images(2)])
@@ -79,46 +174,43 @@ class VertexServer:
         outer = self
         self._lock = threading.Lock()
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 match = PATH.match(self.path.split("?")[0])
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                sent: Any = None
+                refusal: str | None = None
+                try:
+                    sent = json.loads(raw or b"{}")
+                    validate_request(sent)
+                except ValueError:
+                    refusal = "Invalid JSON payload received."
+                except InvalidArgument as exc:
+                    refusal = str(exc)
                 with outer._lock:
-                    n = len(outer.requests)
+                    n = sum(1 for r in outer.requests if r["refusal"] is None)
                     outer.requests.append(
                         {
                             "path": self.path,
                             "match": match.groupdict() if match else None,
                             "headers": dict(self.headers),
-                            "body": json.loads(raw or b"{}"),
+                            "body": sent,
+                            "refusal": refusal,
                         }
                     )
                     answer = outer.script[min(n, len(outer.script) - 1)]
                 if match is None:
                     status, body = error(404, "no such route")
+                elif refusal is not None:
+                    status, body = invalid(refusal)
                 else:
                     time.sleep(outer.delay_s)
                     status, body = answer()
-                data = json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.send_body(status, json.dumps(body).encode())
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serve(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
+        return self.base_url

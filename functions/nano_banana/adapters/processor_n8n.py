@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -23,13 +24,16 @@ def _utc_now() -> datetime:
 
 
 class N8nProcessor:
-    """POSTs the job to N8N_WEBHOOK_NANO_BANANA_PROCESSOR with Standard Webhooks headers, retrying
-    non-2xx answers and timeouts with full-jitter backoff while the job's deadline allows."""
+    """POSTs the job to N8N_WEBHOOK_NANO_BANANA_PROCESSOR with Standard Webhooks headers (one signature per
+    configured key, so n8n verifies whichever side rotated first). Only a 2xx JSON answer naming this job
+    (`{"accepted": true, "jobId": ...}`) is a hand-off; anything else (an empty 200 from a workflow that
+    never took the job, another job's id, a 401, a timeout) is retried with full-jitter backoff while the
+    job's deadline allows."""
 
     def __init__(
         self,
         url: str,
-        secrets: Sequence[str],
+        keys: Sequence[str],
         *,
         clock: Clock = _utc_now,
         timeout_s: float = 10.0,
@@ -38,10 +42,10 @@ class N8nProcessor:
         client: httpx.Client | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if not secrets:
+        if not keys:
             raise ValueError("the n8n processor needs N8N_NANO_BANANA_SECRET")
         self._url = url
-        self._secret = secrets[0]  # sign with the newest key; n8n verifies with whichever it has
+        self._secrets = tuple(keys)
         self._clock = clock
         self._timeout_s = timeout_s
         self._base = base_backoff_s
@@ -66,7 +70,30 @@ class N8nProcessor:
             "aspectRatio": request.aspect_ratio,
             "deadlineAt": job.deadline_at.isoformat().replace("+00:00", "Z"),
             "callbackUrl": work.callback_url,
+            "attempt": job.attempt,
         }
+
+    def _headers(self, body: bytes) -> dict[str, str]:
+        now, msg_id = self._clock(), f"msg_{secrets.token_hex(12)}"
+        signed = [webhooks.sign(body, key, msg_id=msg_id, now=now) for key in self._secrets]
+        return {
+            "Content-Type": "application/json",
+            **signed[0],
+            "webhook-signature": " ".join(h["webhook-signature"] for h in signed),
+        }
+
+    @staticmethod
+    def _refusal(response: httpx.Response, job_id: str) -> str | None:
+        """Why this answer is not n8n taking the job, or None when it is."""
+        if not 200 <= response.status_code < 300:
+            return f"n8n answered {response.status_code}"
+        try:
+            answer = response.json()
+        except ValueError:
+            return f"n8n answered {response.status_code} without a JSON body"
+        if not isinstance(answer, dict) or answer.get("accepted") is not True or answer.get("jobId") != job_id:
+            return f"n8n answered {response.status_code} without accepting job {job_id}"
+        return None
 
     def submit(self, work: ProcessorJob, *, deadline: datetime) -> None:
         body = json.dumps(self.payload(work), separators=(",", ":")).encode()
@@ -74,18 +101,18 @@ class N8nProcessor:
         last = "no attempt was made"
         while (remaining := (deadline - self._clock()).total_seconds()) > 0.5:
             attempt += 1
-            headers = {"Content-Type": "application/json", **webhooks.sign(body, self._secret, now=self._clock())}
             try:
                 response = self._client.post(
-                    self._url, content=body, headers=headers, timeout=min(self._timeout_s, remaining)
+                    self._url, content=body, headers=self._headers(body), timeout=min(self._timeout_s, remaining)
                 )
-                if 200 <= response.status_code < 300:
+                refusal = self._refusal(response, str(work.job.id))
+                if refusal is None:
                     log.info(
                         "job handed to n8n",
                         extra={"event": "processor_submitted", "jobId": str(work.job.id), "attempt": attempt},
                     )
                     return
-                last = f"n8n answered {response.status_code}"
+                last = refusal
             except httpx.HTTPError as exc:
                 last = f"n8n did not answer ({type(exc).__name__})"
             delay = self._rng.uniform(0, min(self._cap, self._base * 2 ** (attempt - 1)))
