@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,7 @@ class StorageServer:
     fail_next: int = 0  # answer this many requests with 500
     delay_s: float = 0.0
     calls: list[tuple[str, str]] = field(default_factory=list)
+    written: dict[str, float] = field(default_factory=dict)  # key -> epoch of its last write; tests may backdate
 
     def __post_init__(self) -> None:
         self._tokens: dict[str, tuple[str, str, float]] = {}  # token -> (method, key, expires)
@@ -142,6 +144,7 @@ class StorageServer:
                         return
                     data, ctype = _multipart_file(self.headers.get("Content-Type", ""), body)
                     outer.objects[key] = (data, ctype)
+                    outer.written[key] = time.time()
                     self._send(200, {"Key": f"{b}/{key}", "Id": str(uuid.uuid4())})
                 elif route.startswith(f"object/{b}/") and method == "GET":
                     key = route[len(f"object/{b}/") :]
@@ -165,6 +168,7 @@ class StorageServer:
                     self._error(400, "InvalidJWT", "invalid or expired token")
                     return
                 outer.objects[key] = (body, self.headers.get("Content-Type", "application/octet-stream"))
+                outer.written[key] = time.time()
                 self._send(200, {"Key": f"{outer.bucket}/{key}"})
 
             def do_GET(self) -> None:
@@ -210,12 +214,19 @@ class StorageServer:
                 continue
             rest = key[len(base) :]
             head, sep, _ = rest.partition("/")
+            # storage-api v1.70.6 (`object/list`): folders come with null id and timestamps; objects with
+            # ISO-8601 `created_at`/`updated_at`.
             if sep:
-                names.setdefault(head, {"name": head, "id": None, "metadata": None})
+                names.setdefault(
+                    head, {"name": head, "id": None, "updated_at": None, "created_at": None, "metadata": None}
+                )
             else:
+                stamp = datetime.fromtimestamp(self.written.get(key, time.time()), UTC).isoformat()
                 names[head] = {
                     "name": head,
                     "id": str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
+                    "updated_at": stamp.replace("+00:00", "Z"),
+                    "created_at": stamp.replace("+00:00", "Z"),
                     "metadata": {"size": len(data), "mimetype": ctype},
                 }
         entries = list(names.values())

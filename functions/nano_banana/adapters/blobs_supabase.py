@@ -11,6 +11,7 @@ import builtins
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -20,7 +21,7 @@ from storage3.exceptions import StorageApiError
 from storage3.types import CreateSignedUploadUrlOptions, CreateSignedUrlResponse
 
 from nano_banana.errors import FileTooLarge, NotFound, Unavailable
-from nano_banana.ports import BlobInfo
+from nano_banana.ports import BlobInfo, FolderEntry
 
 log = logging.getLogger("nano_banana")
 T = TypeVar("T")
@@ -130,9 +131,21 @@ class SupabaseBlobStore:
                 offset += _PAGE
         return sorted(found)
 
-    def _list_page(self, folder: str, offset: int) -> builtins.list[dict[str, Any]]:
-        options: Any = {"limit": _PAGE, "offset": offset}
+    def _list_page(self, folder: str, offset: int, limit: int = _PAGE) -> builtins.list[dict[str, Any]]:
+        options: Any = {"limit": limit, "offset": offset, "sortBy": {"column": "name", "order": "asc"}}
         return self._call("list", lambda: self._bucket.list(folder, options))
+
+    def list_folder(self, folder: str, *, offset: int, limit: int) -> builtins.list[FolderEntry]:
+        """One page of one level; Storage marks folders by a null id and gives objects' `updated_at`."""
+        entries = []
+        for entry in self._list_page(folder, offset, limit):
+            name = str(entry.get("name", ""))
+            if not name or name == ".emptyFolderPlaceholder":
+                continue
+            stamp = entry.get("updated_at") or entry.get("created_at")
+            updated = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
+            entries.append(FolderEntry(name, folder=entry.get("id") is None, updated_at=updated))
+        return entries
 
     def delete(self, paths: Sequence[str]) -> None:
         for start in range(0, len(paths), _PAGE):
