@@ -228,6 +228,9 @@ def erase_user(args: argparse.Namespace) -> int:
     settings = load_settings()
     shared_pg = settings.embedded and (settings.data_dir / "postgres" / "postmaster.pid").exists()
     rt = bootstrap.build(settings)
+    for handler in logging.getLogger("nano_banana").handlers:  # the report owns stdout; log lines go to stderr
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
     if shared_pg:  # `make dev` owns the embedded server: leave it running
         pg: Any = rt.services.extras["embedded_postgres"]
         rt.services.closers.remove(pg.stop)

@@ -672,7 +672,8 @@ def _delete_subtrees(
     entries = [p for gone in deleted for p in (job_prefix(gone.id), gone.input_path)]
     # Everything at once, though an output prefix stays recorded until its job's deadline has passed.
     blobs = _purge(svc, [*dict.fromkeys([*entries, *extra_purges])], now) if deleted or extra_purges else []
-    return Deletion(job_ids=[gone.id for gone in deleted], blobs=blobs)
+    first = set(roots)
+    return Deletion(job_ids=sorted((gone.id for gone in deleted), key=lambda i: i not in first), blobs=blobs)
 
 
 def _release_deleted(svc: Services, gone: DeletedJob) -> None:

@@ -212,10 +212,10 @@ def test_concurrent_delete_and_completion_leave_nothing(pg_store: PostgresJobSto
         claimed = pg_store.claim_for_generation(job.id, svc.clock())
         assert claimed is not None
         uploads = []
-        for i in range(2):
-            path = output_path(job.id, claimed.attempt, i, "image/png")
+        for index in range(2):
+            path = output_path(job.id, claimed.attempt, index, "image/png")
             blobs(svc).put(path, b"img", "image/png")
-            uploads.append(VariantUpload(i, path, "image/png", 4, 4, 3))
+            uploads.append(VariantUpload(index, path, "image/png", 4, 4, 3))
         barrier = threading.Barrier(2)
         results: dict[str, Any] = {}
 
