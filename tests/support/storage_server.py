@@ -214,8 +214,8 @@ class StorageServer:
                 continue
             rest = key[len(base) :]
             head, sep, _ = rest.partition("/")
-            # storage-api v1.70.6 (`object/list`): folders come with null id and timestamps; objects with
-            # ISO-8601 `created_at`/`updated_at`.
+            # storage-api v1.70.6 (`object/list`): a folder has only its name (id, timestamps and metadata
+            # null, as supabase-kt's BucketItem documents); an object has ISO-8601 `created_at`/`updated_at`.
             if sep:
                 names.setdefault(
                     head, {"name": head, "id": None, "updated_at": None, "created_at": None, "metadata": None}
