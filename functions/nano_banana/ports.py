@@ -346,11 +346,11 @@ class JobStore(Protocol):
         """Every job the user created."""
         ...
 
-    def sweep_cursor(self, name: str) -> int:
-        """Where a bounded sweep step resumes (0 when never run)."""
+    def sweep_cursor(self, name: str) -> tuple[int, datetime | None]:
+        """Where a bounded sweep step resumes, and when it was saved ((0, None) when never run)."""
         ...
 
-    def set_sweep_cursor(self, name: str, position: int) -> None: ...
+    def set_sweep_cursor(self, name: str, position: int, at: datetime) -> None: ...
 
     def wait_for_change(self, job_id: uuid.UUID, timeout_s: float, heartbeat_s: float = 15.0) -> Iterator[bool]:
         """Yields True once listening has begun (re-read then: a change may precede it), True each time

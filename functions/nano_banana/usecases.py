@@ -733,12 +733,17 @@ def apply_retention(svc: Services) -> int:
 def delete_orphan_inputs(svc: Services) -> int:
     """Sweep step: uploads under `inputs/` that no job references and that are older than the grace
     period (a creation that died between upload and insert) are deleted. Each run scans the next
-    NANO_BANANA_ORPHAN_BATCH user folders, resuming where the last run stopped. Returns blobs deleted."""
+    NANO_BANANA_ORPHAN_BATCH user folders, resuming where the last run stopped; after a full pass it rests
+    for the grace period (nothing new can have become an orphan sooner). Returns blobs deleted."""
     cursor = "orphan_inputs"
-    position = svc.store.sweep_cursor(cursor)
+    now = svc.clock()
+    grace = timedelta(seconds=svc.settings.orphan_grace_s)
+    position, saved_at = svc.store.sweep_cursor(cursor)
+    if position == 0 and saved_at is not None and now - saved_at < grace:
+        return 0
     batch = svc.settings.orphan_batch
     folders = svc.blobs.list_folder("inputs", offset=position, limit=batch)
-    cutoff = svc.clock() - timedelta(seconds=svc.settings.orphan_grace_s)
+    cutoff = now - grace
     stale: list[str] = []
     for folder in (f for f in folders if f.folder):
         offset = 0
@@ -759,7 +764,7 @@ def delete_orphan_inputs(svc: Services) -> int:
         log.info("orphan inputs deleted", extra={"event": "orphans_deleted", "blobs": len(orphans)})
     # Past the last folder: start over next run. (A folder emptied here may shift later ones back by one;
     # the next cycle sees them.)
-    svc.store.set_sweep_cursor(cursor, position + len(folders) if len(folders) == batch else 0)
+    svc.store.set_sweep_cursor(cursor, position + len(folders) if len(folders) == batch else 0, now)
     return len(orphans)
 
 

@@ -439,12 +439,12 @@ class PostgresJobStore:
     def user_jobs(self, user_id: uuid.UUID) -> list[uuid.UUID]:
         return [r["id"] for r in self._query("user_jobs", {"user_id": user_id})]
 
-    def sweep_cursor(self, name: str) -> int:
+    def sweep_cursor(self, name: str) -> tuple[int, datetime | None]:
         rows = self._query("sweep_cursor", {"name": name})
-        return int(rows[0]["position"]) if rows else 0
+        return (int(rows[0]["position"]), rows[0]["updated_at"]) if rows else (0, None)
 
-    def set_sweep_cursor(self, name: str, position: int) -> None:
-        self._query("set_sweep_cursor", {"name": name, "position": position})
+    def set_sweep_cursor(self, name: str, position: int, at: datetime) -> None:
+        self._query("set_sweep_cursor", {"name": name, "position": position, "at": at})
 
     # ------------------------------------------------------------ change notifications
 

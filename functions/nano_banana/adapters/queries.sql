@@ -254,8 +254,8 @@ limit %(limit)s
 select id from pip_ai_image_jobs where user_id = %(user_id)s order by created_at, id
 
 -- name: sweep_cursor
-select position from pip_ai_sweep_cursors where name = %(name)s
+select position, updated_at from pip_ai_sweep_cursors where name = %(name)s
 
 -- name: set_sweep_cursor
-insert into pip_ai_sweep_cursors (name, position) values (%(name)s, %(position)s)
-on conflict (name) do update set position = excluded.position, updated_at = now()
+insert into pip_ai_sweep_cursors (name, position, updated_at) values (%(name)s, %(position)s, %(at)s)
+on conflict (name) do update set position = excluded.position, updated_at = excluded.updated_at

@@ -322,10 +322,15 @@ def test_orphan_inputs_older_than_the_grace_period_are_deleted(pg_store: Postgre
 
     assert usecases.delete_orphan_inputs(svc) == 2, "two user folders per run"
     assert usecases.delete_orphan_inputs(svc) == 1, "the next run resumes after them"
-    assert usecases.delete_orphan_inputs(svc) == 0, "and then starts over"
     assert not any(p in store.objects for p in orphans)
     assert young in store.objects, "within the grace period: a creation may still be under way"
     assert all(j.input_path in store.objects for j in jobs), "referenced inputs stay"
+
+    store.written[young] -= timedelta(hours=2)
+    assert usecases.delete_orphan_inputs(svc) == 0, "after a full pass the scan rests for the grace period"
+    clock.advance(hours=1)
+    assert usecases.delete_orphan_inputs(svc) + usecases.delete_orphan_inputs(svc) == 1, "then a new pass"
+    assert young not in store.objects
 
 
 def test_an_input_still_used_by_another_job_outlives_a_deletion(pg_store: PostgresJobStore) -> None:
