@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -139,9 +140,27 @@ def test_deleting_a_running_job_frees_the_slot_and_discards_the_late_result(star
     job_id = server.create_job(s).json()["jobId"]
     server.wait_for(s, job_id, {"running"})
     assert server.create_job(s).status_code == 429, "the one slot is taken"
+    stream_ended: list[object] = []
+
+    def watch() -> None:
+        try:  # read timeout under the 15 s heartbeat: the deletion's cancel is notified, and ends the stream
+            with httpx.stream(
+                "GET", f"{server.api}/jobs/{job_id}/events", headers=s.headers, timeout=httpx.Timeout(10.0)
+            ) as stream:
+                for _ in stream.iter_lines():
+                    pass
+            stream_ended.append("ended")
+        except httpx.HTTPError as exc:
+            stream_ended.append(exc)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    time.sleep(0.5)  # the stream is open and listening
 
     r = delete(server, s, job_id)
     assert r.status_code == 200, r.text
+    watcher.join(15)
+    assert stream_ended == ["ended"], "an open event stream ends when its job is deleted"
     assert r.json() == {"deleted": [job_id]}
     nxt = server.create_job(s)
     assert nxt.status_code == 202, "the slot is free at once"
