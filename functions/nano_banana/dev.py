@@ -246,11 +246,13 @@ def erase_user(args: argparse.Namespace) -> int:
         "blobs": len(erasure.blobs),
         "paths": erasure.blobs,
         "rateLimits": "kept (dry run)" if erasure.dry_run else "deleted",
+        # Storage failed midway: the rows are gone; the sweep deletes the images within minutes.
+        "blobsDeferred": erasure.deferred,
         # Receipts hold a webhook id and a time, nothing of the user's; the sweep prunes them within minutes.
         "webhookReceipts": "none attributable",
     }
     print(json.dumps(report, indent=2))
-    return 0
+    return 3 if erasure.deferred else 0
 
 
 def main(argv: list[str] | None = None) -> int:

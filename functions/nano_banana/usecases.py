@@ -629,10 +629,12 @@ _LIST_PAGE = 1000
 
 @dataclass(frozen=True, slots=True)
 class Deletion:
-    """What a deletion removed: job rows, and blob paths deleted from storage."""
+    """What a deletion removed: job rows, and blob paths deleted from storage. `deferred`: storage failed
+    after the rows were gone; the recorded purges are left to the sweep (the deletion itself stands)."""
 
     job_ids: list[uuid.UUID]
     blobs: list[str]
+    deferred: bool = False
 
 
 def delete_job(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> Deletion:
@@ -670,10 +672,14 @@ def _delete_subtrees(
         if gone.status in ACTIVE:  # created after the cancel step (a racing refinement): no CAS left to win
             _release_deleted(svc, gone)
     entries = [p for gone in deleted for p in (job_prefix(gone.id), gone.input_path)]
-    # Everything at once, though an output prefix stays recorded until its job's deadline has passed.
-    blobs = _purge(svc, [*dict.fromkeys([*entries, *extra_purges])], now) if deleted or extra_purges else []
     first = set(roots)
-    return Deletion(job_ids=sorted((gone.id for gone in deleted), key=lambda i: i not in first), blobs=blobs)
+    ids = sorted((gone.id for gone in deleted), key=lambda i: i not in first)
+    try:  # everything at once, though an output prefix stays recorded until its job's deadline has passed
+        blobs = _purge(svc, [*dict.fromkeys([*entries, *extra_purges])], now) if deleted or extra_purges else []
+    except Exception:
+        log.warning("blob purge deferred to the sweep", extra={"event": "purge_deferred", "jobs": len(ids)})
+        return Deletion(job_ids=ids, blobs=[], deferred=True)
+    return Deletion(job_ids=ids, blobs=blobs)
 
 
 def _release_deleted(svc: Services, gone: DeletedJob) -> None:
@@ -792,12 +798,14 @@ def _lifecycle_steps(svc: Services, event: dict[str, object]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Erasure:
-    """What `nano-banana erase-user` deleted (or, with dry_run, would delete)."""
+    """What `nano-banana erase-user` deleted (or, with dry_run, would delete). `deferred`: storage failed
+    midway; the rows are gone and the sweep deletes the rest within minutes."""
 
     user_id: uuid.UUID
     dry_run: bool
     job_ids: list[uuid.UUID]
     blobs: list[str]
+    deferred: bool = False
 
 
 def erase_user(svc: Services, user_id: uuid.UUID, *, dry_run: bool = False) -> Erasure:
@@ -816,4 +824,4 @@ def erase_user(svc: Services, user_id: uuid.UUID, *, dry_run: bool = False) -> E
         deletion = _delete_subtrees(svc, roots, by_input=True, extra_purges=[uploads])
         svc.limits.forget_user(user_id)
         event.update(jobs=len(deletion.job_ids), blobs=len(deletion.blobs))
-    return Erasure(user_id, False, deletion.job_ids, deletion.blobs)
+    return Erasure(user_id, False, deletion.job_ids, deletion.blobs, deletion.deferred)

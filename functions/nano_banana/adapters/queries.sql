@@ -212,17 +212,19 @@ with recursive tree as (
   returning j.id, j.project_id, j.user_id, j.status, j.input_path, j.deadline_at
 ), purges as (
   insert into pip_ai_blob_purges (path, due_at)
-  select path, max(due_at) from (
-    -- Due now (the request purges it at once) and, while a worker of the job may still be alive, again
-    -- after its deadline: a late upload by a worker that then died goes too.
-    select 'jobs/' || g.id || '/' as path, greatest(g.deadline_at + make_interval(secs => %(late_s)s), %(now)s) as due_at
-    from gone g
+  select distinct path, due_at from (
+    select 'jobs/' || g.id || '/' as path, %(now)s::timestamptz as due_at from gone g
+    union all
+    -- While a worker of the job may still be alive, once more after its deadline: a late upload by a
+    -- worker that then died goes too.
+    select 'jobs/' || g.id || '/', g.deadline_at + make_interval(secs => %(late_s)s) from gone g
+    where g.deadline_at + make_interval(secs => %(late_s)s) > %(now)s
     union all
     select g.input_path, %(now)s from gone g
     union all
     select unnest(%(extra)s::text[]), %(now)s
-  ) p group by path
-  on conflict (path) do update set due_at = greatest(pip_ai_blob_purges.due_at, excluded.due_at)
+  ) p
+  on conflict (path, due_at) do nothing
 )
 select * from gone
 
@@ -234,7 +236,8 @@ where exists (
         select 1 from pip_ai_image_variants v where v.storage_path = p.path and v.job_id <> all(%(excluding)s::uuid[]))
 
 -- name: due_purges
-select path from pip_ai_blob_purges where due_at <= %(now)s order by due_at, path limit %(limit)s
+select path from pip_ai_blob_purges where due_at <= %(now)s group by path order by min(due_at), path
+limit %(limit)s
 
 -- name: finish_purges
 delete from pip_ai_blob_purges where path = any(%(paths)s::text[]) and due_at <= %(now)s

@@ -14,13 +14,15 @@ create index if not exists pip_ai_image_jobs_user_idx on public.pip_ai_image_job
 create index if not exists pip_ai_image_variants_path_idx on public.pip_ai_image_variants (storage_path);
 
 -- Blobs whose rows are gone: written in the transaction that deletes the rows, removed once the blobs are
--- deleted. A crash between the two leaves the entry, and the sweep finishes the work. `path` is an object
--- path, or a prefix ending in '/' (a job's outputs of every attempt). An entry for a job that was still
--- active is kept until after its deadline, so a late worker's or processor's uploads go too.
+-- deleted. A crash (or a Storage outage) between the two leaves the entry, and the sweep finishes the work.
+-- `path` is an object path, or a prefix ending in '/' (a job's outputs of every attempt). A job whose worker
+-- may still be alive gets a second entry for its prefix, due after its deadline, so a late worker's or
+-- processor's uploads go too.
 create table if not exists public.pip_ai_blob_purges (
-  path text primary key check (char_length(path) between 1 and 512 and path !~ '\.\.'),
+  path text not null check (char_length(path) between 1 and 512 and path !~ '\.\.'),
   due_at timestamptz not null,
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  primary key (path, due_at)
 );
 create index if not exists pip_ai_blob_purges_due_idx on public.pip_ai_blob_purges (due_at);
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +21,7 @@ from nano_banana.adapters.limits_memory import MemoryLimits
 from nano_banana.adapters.postgres import PostgresJobStore
 from nano_banana.domain import Job, VariantUpload, job_prefix, output_path
 from nano_banana.embedded_pg import EmbeddedPostgres
-from nano_banana.errors import Forbidden, NotFound
+from nano_banana.errors import Forbidden, NotFound, Unavailable
 from nano_banana.images import inspect_image
 from nano_banana.settings import Settings
 from tests.contract.test_limits import FakeClock
@@ -260,10 +262,40 @@ def test_a_crash_between_the_rows_and_the_blobs_is_finished_by_the_sweep(pg_stor
     pg_store.delete_jobs([job.id], now=svc.clock(), late_uploads_s=60)
     assert paths_of(job) <= set(blobs(svc).objects)
     usecases.sweep(svc)
-    assert set(blobs(svc).objects) == {v.storage_path for v in job.variants}, "the input at once"
-    clock.advance(seconds=svc.settings.timeout_s + 61)
+    assert blobs(svc).objects == {}
+    assert pg_store.due_purges(clock(), 10) == []
+    assert pg_store.due_purges(clock() + timedelta(seconds=svc.settings.timeout_s + 61), 10) == [job_prefix(job.id)], (
+        "the second look at the outputs, once no worker of the job can be alive, stays recorded"
+    )
+
+
+class FlakyBlobs(MemoryBlobStore):
+    """Storage that refuses deletions while `down` (an outage in the middle of a deletion)."""
+
+    down = False
+
+    def delete(self, paths: Sequence[str]) -> None:
+        if self.down:
+            raise Unavailable("storage failed to delete")
+        super().delete(paths)
+
+
+def test_a_storage_outage_during_a_deletion_leaves_the_blobs_to_the_sweep(pg_store: PostgresJobStore) -> None:
+    svc = dataclasses.replace(services(pg_store), blobs=FlakyBlobs())
+    user, project = member(svc)
+    job = succeeded(svc, user, project)
+    flaky = blobs(svc)
+    assert isinstance(flaky, FlakyBlobs)
+    flaky.down = True
+    deletion = usecases.delete_job(svc, user, job.id)
+    assert (deletion.job_ids, deletion.deferred) == ([job.id], True), "the deletion stands"
+    assert pg_store.get_job(job.id) is None
+    assert paths_of(job) <= set(flaky.objects)
     usecases.sweep(svc)
-    assert blobs(svc).objects == {}, "the outputs once no worker of the job can be alive"
+    assert paths_of(job) <= set(flaky.objects), "still down: still recorded"
+    flaky.down = False
+    usecases.sweep(svc)
+    assert flaky.objects == {}
 
 
 def backdate(embedded_pg: EmbeddedPostgres, job_ids: list[uuid.UUID], days: float) -> None:
