@@ -339,7 +339,8 @@ class JobStore(Protocol):
         ...
 
     def expired_threads(self, before: datetime, limit: int) -> list[uuid.UUID]:
-        """Root jobs of threads whose every job finished before `before`, oldest first."""
+        """Root jobs of threads whose every job finished before `before`, oldest first, as many whole
+        threads as hold at most `limit` jobs together (at least one)."""
         ...
 
     def user_jobs(self, user_id: uuid.UUID) -> list[uuid.UUID]:

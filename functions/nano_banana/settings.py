@@ -60,8 +60,9 @@ class Settings(BaseSettings):
 
     # Data lifecycle (the sweep). Unset retention keeps everything until a user deletes it.
     retention_days: int | None = Field(None, ge=1, validation_alias="NANO_BANANA_RETENTION_DAYS")
-    # Per sweep run, so one run stays within its time budget: threads deleted, input folders scanned.
-    retention_batch: int = Field(50, ge=1, le=1000, validation_alias="NANO_BANANA_RETENTION_BATCH")
+    # Per sweep run, so one run stays within its time budget: jobs deleted (whole threads), input folders
+    # scanned. bench/retention.py measures the time per job.
+    retention_batch: int = Field(200, ge=1, le=5000, validation_alias="NANO_BANANA_RETENTION_BATCH")
     orphan_batch: int = Field(100, ge=1, le=1000, validation_alias="NANO_BANANA_ORPHAN_BATCH")
     # An upload no job references is deleted once older than this (far beyond any creation's duration).
     orphan_grace_s: int = Field(3600, ge=60, validation_alias="NANO_BANANA_ORPHAN_GRACE_S")

@@ -723,7 +723,8 @@ def finish_purges(svc: Services) -> int:
 
 def apply_retention(svc: Services) -> int:
     """Sweep step: with NANO_BANANA_RETENTION_DAYS set, delete whole threads whose newest job finished
-    before the cutoff, at most NANO_BANANA_RETENTION_BATCH threads per run. Returns the jobs deleted."""
+    before the cutoff, whole threads of at most NANO_BANANA_RETENTION_BATCH jobs together per run (one
+    run stays inside the sweep's time budget; a backlog drains over the next runs). Returns jobs deleted."""
     days = svc.settings.retention_days
     if days is None:
         return 0

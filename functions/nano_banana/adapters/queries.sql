@@ -243,15 +243,23 @@ limit %(limit)s
 delete from pip_ai_blob_purges where path = any(%(paths)s::text[]) and due_at <= %(now)s
 
 -- name: expired_threads
--- Retention: threads (by their root) whose every job finished before the cutoff; none still active.
-select r.id from pip_ai_image_jobs r
-where r.id = r.thread_id and r.created_at < %(before)s
-  and not exists (
-    select 1 from pip_ai_image_jobs j
-    where j.thread_id = r.id
-      and (j.status in ('queued', 'running') or coalesce(j.finished_at, j.created_at) >= %(before)s))
-order by r.created_at, r.id
-limit %(limit)s
+-- Retention: threads (by their root) whose every job finished before the cutoff, none still active, oldest
+-- first, as many whole threads as fit in %(limit)s jobs (at least one, however long).
+with candidates as (
+  select r.id, r.created_at, (select count(*) from pip_ai_image_jobs t where t.thread_id = r.id) as jobs
+  from pip_ai_image_jobs r
+  where r.id = r.thread_id and r.created_at < %(before)s
+    and not exists (
+      select 1 from pip_ai_image_jobs j
+      where j.thread_id = r.id
+        and (j.status in ('queued', 'running') or coalesce(j.finished_at, j.created_at) >= %(before)s))
+  order by r.created_at, r.id
+  limit %(limit)s
+), totals as (
+  select id, sum(jobs) over w as total, row_number() over w as n from candidates
+  window w as (order by created_at, id)
+)
+select id from totals where total <= %(limit)s or n = 1 order by n
 
 -- name: user_jobs
 select id from pip_ai_image_jobs where user_id = %(user_id)s order by created_at, id

@@ -311,7 +311,7 @@ def test_retention_deletes_whole_old_threads_in_bounded_batches(
     pg_store: PostgresJobStore, embedded_pg: EmbeddedPostgres
 ) -> None:
     clock = FakeClock(datetime.now(UTC))
-    svc = services(pg_store, clock, NANO_BANANA_RETENTION_DAYS=30, NANO_BANANA_RETENTION_BATCH=2)
+    svc = services(pg_store, clock, NANO_BANANA_RETENTION_DAYS=30, NANO_BANANA_RETENTION_BATCH=3)
     user, project = member(svc)
     old = [succeeded(svc, user, project) for _ in range(3)]
     old_child = refined(svc, user, old[0])
@@ -326,7 +326,7 @@ def test_retention_deletes_whole_old_threads_in_bounded_batches(
     backdate(embedded_pg, [stuck.id], 50)
 
     assert usecases.apply_retention(services(pg_store, clock)) == 0, "unset: keep everything"
-    assert usecases.apply_retention(svc) == 3, "the two oldest threads (3 jobs): the batch is 2 threads"
+    assert usecases.apply_retention(svc) == 3, "the two oldest threads (3 jobs); a third would pass the batch"
     assert [pg_store.get_job(j.id) for j in (old[0], old_child, old[1])] == [None, None, None]
     assert pg_store.get_job(old[2].id) is not None
     assert usecases.sweep(svc) == 0
@@ -337,6 +337,20 @@ def test_retention_deletes_whole_old_threads_in_bounded_batches(
     clock.advance(days=31)  # now everything finished is old; the queued job still is not finished
     assert usecases.apply_retention(svc) == 3
     assert pg_store.user_jobs(user) == [stuck.id]
+
+
+def test_a_thread_longer_than_the_batch_still_goes_whole(
+    pg_store: PostgresJobStore, embedded_pg: EmbeddedPostgres
+) -> None:
+    svc = services(pg_store, NANO_BANANA_RETENTION_DAYS=1, NANO_BANANA_RETENTION_BATCH=1)
+    user, project = member(svc)
+    root = succeeded(svc, user, project)
+    child = refined(svc, user, root)
+    other = succeeded(svc, user, project)
+    backdate(embedded_pg, [root.id, child.id, other.id], 5)
+    assert usecases.apply_retention(svc) == 2, "never half a thread, and never stuck behind a long one"
+    assert usecases.apply_retention(svc) == 1
+    assert pg_store.user_jobs(user) == []
 
 
 def test_orphan_inputs_older_than_the_grace_period_are_deleted(pg_store: PostgresJobStore) -> None:
