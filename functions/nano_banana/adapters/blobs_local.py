@@ -75,8 +75,8 @@ class LocalBlobStore:
 
     def list(self, prefix: str) -> list[str]:
         base = (self._root / prefix).resolve()
-        if not base.is_relative_to(self._root):
-            return []
+        if not base.is_relative_to(self._root) or (prefix.endswith("/") and not base.is_dir()):
+            return []  # a folder that is not there (a deleted job's prefix): nothing to walk
         top = base if base.is_dir() else base.parent
         out = []
         for file in top.rglob("*"):

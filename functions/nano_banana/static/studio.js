@@ -13,6 +13,7 @@ const state = {
   layout: "slider",
   cursor: null,
   seen: new Map(),      // id -> Date.now() of the last update, for the safety-net poll
+  deleted: new Set(),   // ids deleted here: a stream event or poll answer still on its way must not bring them back
 };
 const $ = (id) => document.getElementById(id);
 
@@ -238,6 +239,7 @@ function subscribe(jobId, attempt = 0) {
 }
 
 function upsert(job, via = "fetch") {
+  if (state.deleted.has(job.id)) return;
   const before = state.jobs.get(job.id);
   state.seen.set(job.id, Date.now());
   if (before && $(`job-${job.id}`) && JSON.stringify(before) === JSON.stringify(job)) return;
@@ -348,6 +350,7 @@ async function deleteConfirmed() {
 function forget(ids) {
   const gone = new Set(ids);
   for (const id of gone) {
+    state.deleted.add(id);
     state.streams.get(id)?.close(); state.streams.delete(id);
     state.jobs.delete(id); state.seen.delete(id);
     $(`job-${id}`)?.remove();
