@@ -132,7 +132,7 @@ def _logged(server: DevServer, event: str, job_id: str, timeout_s: float = 30) -
 
 def test_deleting_a_running_job_frees_the_slot_and_discards_the_late_result(start: StartServer) -> None:
     server = start(
-        NANO_BANANA_PREVIEW_DELAY_MS="2500",
+        NANO_BANANA_PREVIEW_DELAY_MS="4000",
         NANO_BANANA_MAX_ACTIVE_PER_PROJECT="1",
         NANO_BANANA_CORS_ORIGINS="https://builder.example.com",
     )
