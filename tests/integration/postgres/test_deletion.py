@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -251,6 +252,26 @@ def test_concurrent_delete_and_completion_leave_nothing(pg_store: PostgresJobSto
     print(f"\n12 delete/complete races: {outcomes}")
     assert blobs(svc).objects == {}
     assert pg_store.user_jobs(user) == []
+
+
+def test_two_deletions_of_one_job_at_once_delete_it_once(pg_store: PostgresJobStore) -> None:
+    svc = services(pg_store)
+    user, project = member(svc)
+    for _ in range(5):
+        job = succeeded(svc, user, project)
+        barrier = threading.Barrier(2)
+
+        def attempt(job_id: uuid.UUID = job.id, barrier: threading.Barrier = barrier) -> object:
+            barrier.wait()
+            try:
+                return usecases.delete_job(svc, user, job_id).job_ids
+            except NotFound:
+                return "not_found"
+
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(lambda _: attempt(), range(2)))
+        assert sorted(map(str, outcomes)) == sorted([str([job.id]), "not_found"]), outcomes
+    assert blobs(svc).objects == {}
 
 
 def test_a_crash_between_the_rows_and_the_blobs_is_finished_by_the_sweep(pg_store: PostgresJobStore) -> None:
