@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/api_memory.py
 	$(BIN)/python bench/signing.py
+	$(BIN)/python bench/retention.py
 
 clean:
 	rm -rf $(VENV) .venv-checkov .data test-artifacts .pytest_cache .mypy_cache .ruff_cache
