@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.test_cloud_stack import cloud_server  # noqa: F401 (fixture)
 from tests.e2e.test_jobs import blob_files
 from tests.e2e.test_threads import refine
 from tests.support.devserver import BIN, DevServer, Session
@@ -247,3 +248,34 @@ def test_erase_user_twice_and_dry_run(start: StartServer) -> None:
     again = erase(server, s.user_id)
     assert (again["jobs"], again["blobs"], again["paths"]) == (0, 0, [])
     assert server.client.get("/healthz").status_code == 200, "the dev server's Postgres kept running"
+
+
+@pytest.mark.firestore
+@pytest.mark.cloudtasks
+@pytest.mark.storage
+def test_erase_user_on_the_production_adapters(cloud_server: Callable[..., tuple[DevServer, Any]]) -> None:  # noqa: F811
+    """The command with the functions' settings: Firestore (emulator), Cloud Tasks (real client, fake
+    server), Supabase Storage through storage3 (local Storage server), Postgres."""
+    from google.cloud import firestore
+
+    storage = StorageServer(KEY)
+    try:
+        server, _ = cloud_server(
+            NANO_BANANA_STORAGE="supabase", SUPABASE_URL=storage.url, SUPABASE_SERVICE_ROLE_KEY=KEY
+        )
+        s = server.session()
+        job = succeeded(server, s)
+        client = firestore.Client(project="test-project")
+        rate = client.collection("nano_banana_rate").document(s.user_id)
+        assert rate.get().exists, "the user's rate window is in Firestore"
+        assert set(image_paths(job)) <= set(storage.objects)
+
+        report = erase(server, s.user_id)
+        assert (report["jobIds"], sorted(report["paths"])) == ([job["id"]], sorted(image_paths(job)))
+        assert not rate.get().exists, "the rate document is gone"
+        assert not [k for k in storage.objects if job["id"] in k or k.startswith(f"inputs/{s.user_id}/")]
+        assert server.client.get(f"/api/nano-banana/jobs/{job['id']}", headers=s.headers).status_code == 404
+        assert erase(server, s.user_id)["jobs"] == 0
+        client.close()
+    finally:
+        storage.stop()
