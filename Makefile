@@ -78,6 +78,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/api_memory.py
 	$(BIN)/python bench/signing.py
 	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/retention.py
 
 clean:
 	rm -rf $(VENV) .venv-checkov .n8n clients/typescript/node_modules clients/typescript/build .data test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""`nano-banana`: the all-in-one local server (`dev`), `dev-token`, and `migrate`.
+"""`nano-banana`: the all-in-one local server (`dev`), `dev-token`, `migrate`, and `erase-user`.
 
 `dev` serves every function in one process on the embedded defaults: the API, the callback, the task
 handlers, signed local blob URLs, and the studio page. Dev-only routes (the studio's sign-in, blob
@@ -214,6 +214,47 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def erase_user(args: argparse.Namespace) -> int:
+    """Delete everything of one user's, on whatever stack the environment configures (the deployed one
+    with the functions' settings), and print what went as JSON."""
+    from nano_banana import bootstrap, usecases
+    from nano_banana.settings import load_settings
+
+    try:
+        user_id = uuid.UUID(args.user)
+    except ValueError:
+        print("--user must be a UUID", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    shared_pg = settings.embedded and (settings.data_dir / "postgres" / "postmaster.pid").exists()
+    rt = bootstrap.build(settings)
+    for handler in logging.getLogger("nano_banana").handlers:  # the report owns stdout; log lines go to stderr
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
+    if shared_pg:  # `make dev` owns the embedded server: leave it running
+        pg: Any = rt.services.extras["embedded_postgres"]
+        rt.services.closers.remove(pg.stop)
+    try:
+        erasure = usecases.erase_user(rt.services, user_id, dry_run=args.dry_run)
+    finally:
+        rt.close()
+    report = {
+        "userId": str(user_id),
+        "dryRun": erasure.dry_run,
+        "jobs": len(erasure.job_ids),
+        "jobIds": [str(j) for j in erasure.job_ids],
+        "blobs": len(erasure.blobs),
+        "paths": erasure.blobs,
+        "rateLimits": "kept (dry run)" if erasure.dry_run else "deleted",
+        # Storage failed midway: the rows are gone; the sweep deletes the images within minutes.
+        "blobsDeferred": erasure.deferred,
+        # Receipts hold a webhook id and a time, nothing of the user's; the sweep prunes them within minutes.
+        "webhookReceipts": "none attributable",
+    }
+    print(json.dumps(report, indent=2))
+    return 3 if erasure.deferred else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nano-banana", description="Nano Banana job service, locally.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -224,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12 h)")
     token.set_defaults(run=dev_token)
     sub.add_parser("migrate", help="apply infra/supabase/migrations").set_defaults(run=migrate)
+    erase = sub.add_parser("erase-user", help="delete a user's jobs, images and rate window; prints what went")
+    erase.add_argument("--user", required=True, help="the user's id (the token's sub)")
+    erase.add_argument("--dry-run", action="store_true", help="report what would be deleted; change nothing")
+    erase.set_defaults(run=erase_user)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

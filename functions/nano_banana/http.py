@@ -369,6 +369,12 @@ def cancel_job(api: Api, request: Request, params: dict[str, str]) -> Response:
     return _json(render_jobs(api, [usecases.cancel_job(api.services, user_id, _uuid(params["id"], "jobId"))])[0])
 
 
+def delete_job(api: Api, request: Request, params: dict[str, str]) -> Response:
+    user_id = _user(api, request)
+    deletion = usecases.delete_job(api.services, user_id, _uuid(params["id"], "jobId"))
+    return _json({"deleted": [str(job_id) for job_id in deletion.job_ids]})
+
+
 def refine(api: Api, request: Request, _: dict[str, str]) -> Response:
     user_id = _user(api, request)
     if request.mimetype != "application/json":
@@ -554,6 +560,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("POST", re.compile(r"^/jobs$"), create_job),
     ("GET", re.compile(r"^/jobs$"), list_jobs),
     ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)$"), get_job),
+    ("DELETE", re.compile(r"^/jobs/(?P<id>[^/]+)$"), delete_job),
     ("POST", re.compile(r"^/jobs/(?P<id>[^/]+)/cancel$"), cancel_job),
     ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)/messages$"), thread_messages),
     ("GET", re.compile(r"^/jobs/(?P<id>[^/]+)/blocks$"), blocks),
@@ -629,7 +636,7 @@ def _with_cors(api: Api, request: Request, routes: list[tuple[str, re.Pattern[st
     granted = origin if origin and ("*" in allowed or origin in allowed) else None
     if granted and request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         response = Response(status=204)
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST"
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE"
         response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
         response.headers["Access-Control-Max-Age"] = "600"
     else:

@@ -6,6 +6,7 @@ picks one from settings. Contract suites in `tests/contract/` run against every 
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,10 @@ class Limits(Protocol):
         still held by ended jobs)."""
         ...
 
+    def forget_user(self, user_id: uuid.UUID) -> None:
+        """Erase the user's rate window (their document of admission times). Idempotent."""
+        ...
+
 
 # ---------------------------------------------------------------- task queue
 
@@ -121,6 +126,15 @@ class BlobInfo:
     content_type: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class FolderEntry:
+    """One name in one level of a folder: an object (with its last write) or a sub-folder."""
+
+    name: str
+    folder: bool
+    updated_at: datetime | None
+
+
 class BlobStore(Protocol):
     """One private bucket. Paths are keys like `inputs/{user}/{id}.png`, never URLs."""
 
@@ -147,6 +161,10 @@ class BlobStore(Protocol):
 
     def delete(self, paths: Sequence[str]) -> None:
         """Idempotent: absent paths are fine."""
+        ...
+
+    def list_folder(self, folder: str, *, offset: int, limit: int) -> builtins.list[FolderEntry]:
+        """One level of a folder (no trailing slash), sorted by name, a page at a time: how Storage lists."""
         ...
 
     def signed_url(self, path: str, *, ttl_s: int) -> str:
@@ -204,6 +222,18 @@ ReceiptClaim = Literal["claimed", "processing", "applied"]
 class JobPage:
     jobs: list[Job]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedJob:
+    """A job row a deletion removed, with what its blobs and slot need to know."""
+
+    id: uuid.UUID
+    project_id: uuid.UUID
+    user_id: uuid.UUID
+    status: JobStatus
+    input_path: str
+    deadline_at: datetime
 
 
 class JobStore(Protocol):
@@ -324,6 +354,53 @@ class JobStore(Protocol):
     def prune_webhooks(self, before: datetime) -> None:
         """Forget webhook ids older than the replay window."""
         ...
+
+    def job_subtree(self, job_ids: Sequence[uuid.UUID], *, by_input: bool = False) -> list[Job]:
+        """The jobs and every refinement made from them (children by parent_job_id, recursively); with
+        by_input also every job whose input is one of their variants (by path, in any thread)."""
+        ...
+
+    def delete_jobs(
+        self,
+        job_ids: Sequence[uuid.UUID],
+        *,
+        now: datetime,
+        by_input: bool = False,
+        late_uploads_s: float,
+        extra_purges: Sequence[str] = (),
+    ) -> list[DeletedJob]:
+        """Delete the jobs of `job_subtree` with their variants and messages in one transaction, which
+        also records their blobs to purge (each job's output prefix, its input, `extra_purges`; due now,
+        and again `late_uploads_s` after the deadline of a job whose worker may still be alive). Serialised
+        with refinements per thread."""
+        ...
+
+    def referenced_paths(self, paths: Sequence[str], *, excluding: Sequence[uuid.UUID] = ()) -> set[str]:
+        """The paths some job (other than `excluding`) uses as its input or stores as a variant."""
+        ...
+
+    def due_purges(self, now: datetime, limit: int) -> list[str]:
+        """Recorded blob paths and prefixes whose purge is due."""
+        ...
+
+    def finish_purges(self, paths: Sequence[str], now: datetime) -> None:
+        """Forget purges done (entries due later, a deleted active job's second pass, stay)."""
+        ...
+
+    def expired_threads(self, before: datetime, limit: int) -> list[uuid.UUID]:
+        """Root jobs of threads whose every job finished before `before`, oldest first, as many whole
+        threads as hold at most `limit` jobs together (at least one)."""
+        ...
+
+    def user_jobs(self, user_id: uuid.UUID) -> list[uuid.UUID]:
+        """Every job the user created."""
+        ...
+
+    def sweep_cursor(self, name: str) -> tuple[int, datetime | None]:
+        """Where a bounded sweep step resumes, and when it was saved ((0, None) when never run)."""
+        ...
+
+    def set_sweep_cursor(self, name: str, position: int, at: datetime) -> None: ...
 
     def wait_for_change(self, job_id: uuid.UUID, timeout_s: float, heartbeat_s: float = 15.0) -> Iterator[bool]:
         """Yields True once listening has begun (re-read then: a change may precede it), True each time

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     max_thread_turns: int = Field(20, ge=1, validation_alias="NANO_BANANA_MAX_THREAD_TURNS")
     default_variant_count: int = Field(2, ge=1, le=4, validation_alias="NANO_BANANA_DEFAULT_VARIANTS")
 
+    # Data lifecycle (the sweep). Unset retention keeps everything until a user deletes it.
+    retention_days: int | None = Field(None, ge=1, validation_alias="NANO_BANANA_RETENTION_DAYS")
+    # Per sweep run, so one run stays within its time budget: jobs deleted (whole threads), input folders
+    # scanned. bench/retention.py measures the time per job.
+    retention_batch: int = Field(200, ge=1, le=5000, validation_alias="NANO_BANANA_RETENTION_BATCH")
+    orphan_batch: int = Field(100, ge=1, le=1000, validation_alias="NANO_BANANA_ORPHAN_BATCH")
+    # An upload no job references is deleted once older than this (far beyond any creation's duration).
+    orphan_grace_s: int = Field(3600, ge=60, validation_alias="NANO_BANANA_ORPHAN_GRACE_S")
+
     # Auth (Supabase access tokens).
     jwt_secret: SecretStr = Field(
         SecretStr(DEV_JWT_SECRET), validation_alias=_env("NANO_BANANA_JWT_SECRET", "SUPABASE_JWT_SECRET")

@@ -69,3 +69,9 @@ def test_signing() -> None:
     assert re.search(r"path by path\s+9 storage calls", out)
     assert re.search(r"signer, cold \(bulk\)\s+1 storage calls", out)
     assert re.search(r"signer, warm \(cached\)\s+0 storage calls", out)
+
+
+def test_retention() -> None:
+    out = run("retention.py", "--threads", "3", "--turns", "2", "--batch", "4", "--rtt-ms", "0")
+    assert "jobs deleted: 4, blobs deleted: 12" in out, "two whole threads fit a batch of 4 jobs"
+    assert "ms per job" in out

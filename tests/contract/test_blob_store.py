@@ -88,6 +88,21 @@ def test_list_is_recursive_by_prefix_and_delete_is_idempotent(store: BlobStore) 
     assert store.list("jobs/ab/") == ["jobs/ab/1/0.png"]
 
 
+def test_list_folder_pages_one_level_with_write_times(store: BlobStore) -> None:
+    """What the orphan scan walks: one level, names sorted, folders marked, objects with their last write."""
+    started = datetime.now(UTC) - timedelta(seconds=5)
+    for path in ("inputs/b/1.png", "inputs/a/2.png", "inputs/a/1.png", "inputs/c/x/deep.png", "jobs/j/1/0.png"):
+        store.put(path, png(), "image/png")
+    top = store.list_folder("inputs", offset=0, limit=10)
+    assert [(e.name, e.folder) for e in top] == [("a", True), ("b", True), ("c", True)]
+    assert [e.name for e in store.list_folder("inputs", offset=1, limit=1)] == ["b"]
+    assert store.list_folder("inputs", offset=3, limit=10) == []
+    files = store.list_folder("inputs/a", offset=0, limit=10)
+    assert [(e.name, e.folder) for e in files] == [("1.png", False), ("2.png", False)]
+    assert all(e.updated_at is not None and started < e.updated_at <= datetime.now(UTC) for e in files)
+    assert store.list_folder("inputs/nobody", offset=0, limit=10) == []
+
+
 def test_signed_urls(store: BlobStore, request: pytest.FixtureRequest) -> None:
     store.put("jobs/j/1/0.png", png(), "image/png")
     url = store.signed_url("jobs/j/1/0.png", ttl_s=60)

@@ -224,6 +224,27 @@ def test_give_back_restores_rate_and_slot(make_limits: MakeLimits, clock: FakeCl
     assert limits.active_jobs(project) == [again.job_id]
 
 
+def test_forget_user_erases_only_that_users_window(
+    kind: str, make_limits: MakeLimits, clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    """Erasure (`nano-banana erase-user`): the user's rate document goes; other users and leases stay."""
+    limits = make_limits(rate_per_hour=1, max_active=10)
+    user, other, project = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    held = _reserve(limits, clock, user=user, project=project)
+    _reserve(limits, clock, user=other)
+    limits.forget_user(user)
+    limits.forget_user(user)  # idempotent: a second erasure finds nothing
+    if kind == "firestore":
+        client: firestore.Client = request.getfixturevalue("firestore_client")
+        rate_docs = [d.id for c in client.collections() if c.id.endswith("_rate") for d in c.list_documents()]
+        assert str(user) not in rate_docs
+        assert str(other) in rate_docs
+    assert limits.active_jobs(project) == [held.job_id], "a running job keeps its lease"
+    _reserve(limits, clock, user=user)  # the window is empty again
+    with pytest.raises(RateLimited):
+        _reserve(limits, clock, user=other)
+
+
 def test_rate_is_checked_before_concurrency(make_limits: MakeLimits, clock: FakeClock) -> None:
     limits = make_limits(rate_per_hour=1, max_active=1)
     user, project = uuid.uuid4(), uuid.uuid4()

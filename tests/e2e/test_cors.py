@@ -33,7 +33,7 @@ def test_the_builders_origin_is_preflighted_and_answered(dev_server_factory: Cal
     )
     assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == BUILDER
-    assert set(preflight.headers["Access-Control-Allow-Methods"].split(", ")) == {"GET", "POST"}
+    assert set(preflight.headers["Access-Control-Allow-Methods"].split(", ")) == {"GET", "POST", "DELETE"}
     assert {h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")} >= {
         "authorization",
         "content-type",

@@ -7,17 +7,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from nano_banana.errors import FileTooLarge, NotFound
-from nano_banana.ports import BlobInfo
+from nano_banana.ports import BlobInfo, FolderEntry
 
 
 class MemoryBlobStore:
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, str]] = {}
+        self.written: dict[str, datetime] = {}  # last write per path; tests may backdate it
         self._lock = threading.Lock()
 
     def put(self, path: str, data: bytes, content_type: str) -> None:
         with self._lock:
             self.objects[path] = (data, content_type)
+            self.written[path] = datetime.now(UTC)
 
     def get(self, path: str, *, max_bytes: int) -> bytes:
         with self._lock:
@@ -44,6 +46,18 @@ class MemoryBlobStore:
         with self._lock:
             for p in paths:
                 self.objects.pop(p, None)
+
+    def list_folder(self, folder: str, *, offset: int, limit: int) -> list[FolderEntry]:
+        base = f"{folder}/"
+        entries: dict[str, FolderEntry] = {}
+        with self._lock:
+            for path in sorted(self.objects):
+                if path.startswith(base):
+                    head, sep, _ = path[len(base) :].partition("/")
+                    entries[head] = (
+                        FolderEntry(head, True, None) if sep else FolderEntry(head, False, self.written[path])
+                    )
+        return [entries[name] for name in sorted(entries)][offset : offset + limit]
 
     def signed_url(self, path: str, *, ttl_s: int) -> str:
         return f"memory://{path}?ttl={ttl_s}"

@@ -43,6 +43,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,6 +103,7 @@ class StorageServer:
     delay_s: float = 0.0
     upload_url_lifetime_s: int = 60  # UPLOAD_SIGNED_URL_EXPIRATION_TIME
     calls: list[tuple[str, str]] = field(default_factory=list)
+    written: dict[str, float] = field(default_factory=dict)  # key -> epoch of its last write; tests may backdate
 
     def __post_init__(self) -> None:
         self._jwt_secret = secrets.token_urlsafe(32)
@@ -239,6 +241,7 @@ class StorageServer:
             if method == "POST" and key in self.objects and headers.get("x-upsert") != "true":
                 raise StorageError(409, "KeyAlreadyExists", "The resource already exists", error="Duplicate")
             self.objects[key] = _uploaded(headers.get("Content-Type", ""), body)
+            self.written[key] = time.time()
             return 200, {"Key": f"{bucket}/{key}", "Id": str(uuid.uuid4())}, "application/json"
         raise _route_not_found(method, path)
 
@@ -338,6 +341,7 @@ class StorageServer:
         if key in self.objects and not claims.get("upsert"):
             raise StorageError(409, "KeyAlreadyExists", "The resource already exists", error="Duplicate")
         self.objects[key] = _uploaded(headers.get("Content-Type", ""), body)
+        self.written[key] = time.time()
         return 200, {"Key": f"{bucket}/{key}", "Id": str(uuid.uuid4())}, "application/json"
 
     def _list(self, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -349,12 +353,19 @@ class StorageServer:
                 continue
             rest = key[len(base) :]
             head, sep, _ = rest.partition("/")
+            # storage-api v1.70.6 (`object/list`): a folder has only its name (id, timestamps and metadata
+            # null, as supabase-kt's BucketItem documents); an object has ISO-8601 `created_at`/`updated_at`.
             if sep:
-                names.setdefault(head, {"name": head, "id": None, "metadata": None})
+                names.setdefault(
+                    head, {"name": head, "id": None, "updated_at": None, "created_at": None, "metadata": None}
+                )
             else:
+                stamp = datetime.fromtimestamp(self.written.get(key, time.time()), UTC).isoformat()
                 names[head] = {
                     "name": head,
                     "id": str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
+                    "updated_at": stamp.replace("+00:00", "Z"),
+                    "created_at": stamp.replace("+00:00", "Z"),
                     "metadata": {"size": len(data), "mimetype": ctype},
                 }
         entries = list(names.values())

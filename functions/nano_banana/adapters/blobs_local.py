@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import json
@@ -9,12 +10,12 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 from nano_banana.errors import FileTooLarge, InvalidRequest, NotFound, StorageMisconfigured
-from nano_banana.ports import BlobInfo, Clock
+from nano_banana.ports import BlobInfo, Clock, FolderEntry
 
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 _CHUNK = 64 * 1024
@@ -78,8 +79,8 @@ class LocalBlobStore:
 
     def list(self, prefix: str) -> list[str]:
         base = (self._root / prefix).resolve()
-        if not base.is_relative_to(self._root):
-            return []
+        if not base.is_relative_to(self._root) or (prefix.endswith("/") and not base.is_dir()):
+            return []  # a folder that is not there (a deleted job's prefix): nothing to walk
         top = base if base.is_dir() else base.parent
         out = []
         for file in top.rglob("*"):
@@ -98,6 +99,20 @@ class LocalBlobStore:
             target = self._file(path)
             for name in (target.name, target.name + _META):
                 (target.parent / name).unlink(missing_ok=True)
+
+    def list_folder(self, folder: str, *, offset: int, limit: int) -> builtins.list[FolderEntry]:
+        base = (self._root / folder).resolve()
+        if not base.is_relative_to(self._root) or not base.is_dir():
+            return []
+        entries = []
+        for item in sorted(base.iterdir(), key=lambda p: p.name):
+            if item.name.startswith(".") or item.name.endswith(_META):
+                continue
+            if item.is_dir():
+                entries.append(FolderEntry(item.name, folder=True, updated_at=None))
+            else:
+                entries.append(FolderEntry(item.name, False, datetime.fromtimestamp(item.stat().st_mtime, UTC)))
+        return entries[offset : offset + limit]
 
     def _sign(self, method: str, path: str, exp: int) -> str:
         return hmac.new(self._key, f"{method}\n{path}\n{exp}".encode(), hashlib.sha256).hexdigest()

@@ -46,7 +46,7 @@ from nano_banana.errors import (
     StorageMisconfigured,
     Unavailable,
 )
-from nano_banana.ports import BlobInfo
+from nano_banana.ports import BlobInfo, FolderEntry
 
 log = logging.getLogger("nano_banana")
 T = TypeVar("T")
@@ -269,9 +269,21 @@ class SupabaseBlobStore:
                 offset += _PAGE
         return sorted(found)
 
-    def _list_page(self, folder: str, offset: int) -> builtins.list[dict[str, Any]]:
-        options: Any = {"limit": _PAGE, "offset": offset}
+    def _list_page(self, folder: str, offset: int, limit: int = _PAGE) -> builtins.list[dict[str, Any]]:
+        options: Any = {"limit": limit, "offset": offset, "sortBy": {"column": "name", "order": "asc"}}
         return self._call("list", lambda: self._bucket.list(folder, options))
+
+    def list_folder(self, folder: str, *, offset: int, limit: int) -> builtins.list[FolderEntry]:
+        """One page of one level; Storage marks folders by a null id and gives objects' `updated_at`."""
+        entries = []
+        for entry in self._list_page(folder, offset, limit):
+            name = str(entry.get("name", ""))
+            if not name or name == ".emptyFolderPlaceholder":
+                continue
+            stamp = entry.get("updated_at") or entry.get("created_at")
+            updated = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
+            entries.append(FolderEntry(name, folder=entry.get("id") is None, updated_at=updated))
+        return entries
 
     def delete(self, paths: Sequence[str]) -> None:
         valid = [p for p in paths if _valid_key(p)]  # a key Storage refuses has no object to delete

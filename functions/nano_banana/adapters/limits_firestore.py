@@ -186,6 +186,11 @@ class FirestoreLimits:
         now = to_epoch(self._clock())
         return sorted(uuid.UUID(k) for k, expires in _times(snap, "leases").items() if expires > now)
 
+    def forget_user(self, user_id: uuid.UUID) -> None:
+        """Delete the user's rate document (erasure). Idempotent: deleting an absent document succeeds."""
+        ref = self._rates.document(str(user_id))
+        self._guard(lambda: ref.delete(retry=None, timeout=self._call_timeout_s))
+
     # ------------------------------------------------------------ plumbing
 
     def _writes(self, paths: list[str]) -> tuple[int, ...]:

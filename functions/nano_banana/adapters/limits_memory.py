@@ -131,3 +131,8 @@ class MemoryLimits:
         with self._lock:
             leases = self._leases.get(project_id, {})
             return sorted(uuid.UUID(k) for k, expires in leases.items() if expires > now)
+
+    def forget_user(self, user_id: uuid.UUID) -> None:
+        """Drop the user's rate window. Idempotent."""
+        with self._lock:
+            self._admits.pop(user_id, None)

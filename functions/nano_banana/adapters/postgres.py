@@ -32,7 +32,7 @@ from nano_banana.domain import (
     sources_for,
 )
 from nano_banana.errors import InvalidRequest, Unavailable
-from nano_banana.ports import JobPage, ReceiptClaim
+from nano_banana.ports import DeletedJob, JobPage, ReceiptClaim
 
 Row = dict[str, Any]
 
@@ -401,6 +401,72 @@ class PostgresJobStore:
 
     def prune_webhooks(self, before: datetime) -> None:
         self._query("prune_webhooks", {"before": before})
+
+    # ------------------------------------------------------------ deletion, retention, purges
+
+    def job_subtree(self, job_ids: Sequence[uuid.UUID], *, by_input: bool = False) -> list[Job]:
+        return [_job(r) for r in self._query("job_subtree", {"ids": list(job_ids), "by_input": by_input})]
+
+    def delete_jobs(
+        self,
+        job_ids: Sequence[uuid.UUID],
+        *,
+        now: datetime,
+        by_input: bool = False,
+        late_uploads_s: float,
+        extra_purges: Sequence[str] = (),
+    ) -> list[DeletedJob]:
+        """One transaction: take the threads' refinement locks (a refinement racing us either lands
+        first and is deleted with its parent, or finds its parent gone), then delete and record purges."""
+        ids = list(job_ids)
+        with self._connection() as conn, conn.transaction():
+            for row in self._run(conn, "job_threads", {"ids": ids}):
+                self._run(conn, "lock_thread", {"thread_id": row["thread_id"]})
+            params = {
+                "ids": ids,
+                "by_input": by_input,
+                "now": now,
+                "late_s": late_uploads_s,
+                "extra": list(extra_purges),
+            }
+            rows = self._run(conn, "delete_jobs", params)
+        return [
+            DeletedJob(
+                id=r["id"],
+                project_id=r["project_id"],
+                user_id=r["user_id"],
+                status=JobStatus(r["status"]),
+                input_path=r["input_path"],
+                deadline_at=r["deadline_at"],
+            )
+            for r in rows
+        ]
+
+    def referenced_paths(self, paths: Sequence[str], *, excluding: Sequence[uuid.UUID] = ()) -> set[str]:
+        if not paths:
+            return set()
+        rows = self._query("referenced_paths", {"paths": list(paths), "excluding": list(excluding)})
+        return {row["path"] for row in rows}
+
+    def due_purges(self, now: datetime, limit: int) -> list[str]:
+        return [r["path"] for r in self._query("due_purges", {"now": now, "limit": limit})]
+
+    def finish_purges(self, paths: Sequence[str], now: datetime) -> None:
+        if paths:
+            self._query("finish_purges", {"paths": list(paths), "now": now})
+
+    def expired_threads(self, before: datetime, limit: int) -> list[uuid.UUID]:
+        return [r["id"] for r in self._query("expired_threads", {"before": before, "limit": limit})]
+
+    def user_jobs(self, user_id: uuid.UUID) -> list[uuid.UUID]:
+        return [r["id"] for r in self._query("user_jobs", {"user_id": user_id})]
+
+    def sweep_cursor(self, name: str) -> tuple[int, datetime | None]:
+        rows = self._query("sweep_cursor", {"name": name})
+        return (int(rows[0]["position"]), rows[0]["updated_at"]) if rows else (0, None)
+
+    def set_sweep_cursor(self, name: str, position: int, at: datetime) -> None:
+        self._query("set_sweep_cursor", {"name": name, "position": position, "at": at})
 
     # ------------------------------------------------------------ change notifications
 

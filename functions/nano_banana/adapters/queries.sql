@@ -222,3 +222,92 @@ where exists (
    or exists (
         select 1 from pip_ai_image_jobs j
         where j.input_path = p.path and pip_ai_can_access_project(j.project_id, %(user_id)s))
+
+-- name: job_subtree
+-- The jobs and every refinement made from them (children by parent_job_id); with by_input also jobs
+-- whose input is one of their variants, by path, in any thread. UNION (not ALL) stops at visited rows.
+with recursive tree as (
+  select j.id from pip_ai_image_jobs j where j.id = any(%(ids)s::uuid[])
+  union
+  select c.id from tree t join pip_ai_image_jobs c
+    on c.parent_job_id = t.id
+    or (%(by_input)s and c.input_path like 'jobs/%%' and split_part(c.input_path, '/', 2) = t.id::text)
+)
+select {job_columns} from pip_ai_image_jobs j where j.id in (select id from tree)
+order by j.created_at, j.id
+
+-- name: job_threads
+select distinct thread_id from pip_ai_image_jobs where id = any(%(ids)s::uuid[]) order by thread_id
+
+-- name: delete_jobs
+-- One statement: the subtree's rows go (variants and messages by cascade) and their blobs are recorded
+-- in pip_ai_blob_purges, so a crash before the blobs are deleted leaves work for the sweep, not orphans.
+with recursive tree as (
+  select j.id from pip_ai_image_jobs j where j.id = any(%(ids)s::uuid[])
+  union
+  select c.id from tree t join pip_ai_image_jobs c
+    on c.parent_job_id = t.id
+    or (%(by_input)s and c.input_path like 'jobs/%%' and split_part(c.input_path, '/', 2) = t.id::text)
+), gone as (
+  delete from pip_ai_image_jobs j where j.id in (select id from tree)
+  returning j.id, j.project_id, j.user_id, j.status, j.input_path, j.deadline_at
+), purges as (
+  insert into pip_ai_blob_purges (path, due_at)
+  select distinct path, due_at from (
+    select 'jobs/' || g.id || '/' as path, %(now)s::timestamptz as due_at from gone g
+    union all
+    -- While a worker of the job may still be alive, once more after its deadline: a late upload by a
+    -- worker that then died goes too.
+    select 'jobs/' || g.id || '/', g.deadline_at + make_interval(secs => %(late_s)s) from gone g
+    where g.deadline_at + make_interval(secs => %(late_s)s) > %(now)s
+    union all
+    select g.input_path, %(now)s from gone g
+    union all
+    select unnest(%(extra)s::text[]), %(now)s
+  ) p
+  on conflict (path, due_at) do nothing
+)
+select * from gone
+
+-- name: referenced_paths
+select p.path from unnest(%(paths)s::text[]) as p(path)
+where exists (
+        select 1 from pip_ai_image_jobs j where j.input_path = p.path and j.id <> all(%(excluding)s::uuid[]))
+   or exists (
+        select 1 from pip_ai_image_variants v where v.storage_path = p.path and v.job_id <> all(%(excluding)s::uuid[]))
+
+-- name: due_purges
+select path from pip_ai_blob_purges where due_at <= %(now)s group by path order by min(due_at), path
+limit %(limit)s
+
+-- name: finish_purges
+delete from pip_ai_blob_purges where path = any(%(paths)s::text[]) and due_at <= %(now)s
+
+-- name: expired_threads
+-- Retention: threads (by their root) whose every job finished before the cutoff, none still active, oldest
+-- first, as many whole threads as fit in %(limit)s jobs (at least one, however long).
+with candidates as (
+  select r.id, r.created_at, (select count(*) from pip_ai_image_jobs t where t.thread_id = r.id) as jobs
+  from pip_ai_image_jobs r
+  where r.id = r.thread_id and r.created_at < %(before)s
+    and not exists (
+      select 1 from pip_ai_image_jobs j
+      where j.thread_id = r.id
+        and (j.status in ('queued', 'running') or coalesce(j.finished_at, j.created_at) >= %(before)s))
+  order by r.created_at, r.id
+  limit %(limit)s
+), totals as (
+  select id, sum(jobs) over w as total, row_number() over w as n from candidates
+  window w as (order by created_at, id)
+)
+select id from totals where total <= %(limit)s or n = 1 order by n
+
+-- name: user_jobs
+select id from pip_ai_image_jobs where user_id = %(user_id)s order by created_at, id
+
+-- name: sweep_cursor
+select position, updated_at from pip_ai_sweep_cursors where name = %(name)s
+
+-- name: set_sweep_cursor
+insert into pip_ai_sweep_cursors (name, position, updated_at) values (%(name)s, %(position)s, %(at)s)
+on conflict (name) do update set position = excluded.position, updated_at = excluded.updated_at

@@ -5,7 +5,7 @@
 const API = "/api/nano-banana";
 const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 const state = {
-  token: null, projectId: null, config: null,
+  token: null, userId: null, projectId: null, config: null,
   jobs: new Map(),      // id -> Job, as last seen
   streams: new Map(),   // id -> EventSource while the job is active (null while its ticket is fetched)
   file: null,           // the checked File about to be uploaded
@@ -13,6 +13,7 @@ const state = {
   layout: "slider",
   cursor: null,
   seen: new Map(),      // id -> Date.now() of the last update, for the safety-net poll
+  deleted: new Set(),   // ids deleted here: a stream event or poll answer still on its way must not bring them back
 };
 const $ = (id) => document.getElementById(id);
 
@@ -238,6 +239,7 @@ function subscribe(jobId, attempt = 0) {
 }
 
 function upsert(job, via = "fetch") {
+  if (state.deleted.has(job.id)) return;
   const before = state.jobs.get(job.id);
   state.seen.set(job.id, Date.now());
   if (before && $(`job-${job.id}`) && JSON.stringify(before) === JSON.stringify(job)) return;
@@ -290,6 +292,8 @@ function renderJob(job) {
   if (job.variants.length) {
     nodes.push(el("div", { class: "thumbs" }, ...job.variants.map((v) => thumb(job, v))));
   }
+  const remove = deleteButton(job, "delete", "Delete");
+  if (remove) nodes.push(el("div", { class: "job-actions end" }, remove));
   window.requestAnimationFrame(() => tick(job));
   return nodes;
 }
@@ -300,6 +304,74 @@ function thumb(job, v, testid = "variant") {
     type: "button", "data-testid": testid, "data-variant-id": v.id, "aria-current": current ? "true" : null,
     "aria-label": `Open variant ${v.index + 1} of “${short(job.prompt)}”`, onclick: () => openVariant(job.id, v.id),
   }, el("img", { src: v.url, alt: `Variant ${v.index + 1}: ${job.prompt}`, width: v.width, height: v.height }));
+}
+
+// ------------------------------------------------------------ delete (with a confirmation)
+
+// Only the job's creator may delete it (the API answers 403 to anyone else), so others get no button.
+function deleteButton(job, testid, label) {
+  if (job.userId !== state.userId) return null;
+  return el("button", {
+    type: "button", class: "secondary small-button danger", "data-testid": testid,
+    "aria-label": `${label} the job “${short(job.prompt)}” and its refinements`,
+    onclick: (e) => confirmDelete(job.id, e.currentTarget),
+  }, label);
+}
+
+let pendingDelete = null;  // {jobId, opener} while the confirmation is open
+function confirmDelete(jobId, opener) {
+  const job = state.jobs.get(jobId);
+  if (!job) return;
+  pendingDelete = { jobId, opener };
+  $("delete-what").textContent = `“${short(job.prompt)}”`;
+  showError($("delete-error"), null);
+  $("confirm-delete").disabled = false;
+  $("delete-dialog").showModal();  // a modal dialog: focus stays inside, Escape closes it
+  $("keep-job").focus();            // the safe choice has the focus
+}
+
+async function deleteConfirmed() {
+  if (!pendingDelete) return;
+  const { jobId } = pendingDelete;
+  $("confirm-delete").disabled = true;
+  try {
+    const { deleted } = await api(`/jobs/${jobId}`, { method: "DELETE" });
+    pendingDelete = null;
+    $("delete-dialog").close();
+    forget(deleted);
+  } catch (err) {
+    if (err.code === "not_found") { pendingDelete = null; $("delete-dialog").close(); forget([jobId]); return; }
+    showError($("delete-error"), err.code === "forbidden" ? "Only the person who created this job can delete it." : explain(err));
+    $("confirm-delete").disabled = false;
+  }
+}
+
+// Take deleted jobs off the page: their cards, streams, and the detail view if it showed one of them.
+function forget(ids) {
+  const gone = new Set(ids);
+  for (const id of gone) {
+    state.deleted.add(id);
+    state.streams.get(id)?.close(); state.streams.delete(id);
+    state.jobs.delete(id); state.seen.delete(id);
+    $(`job-${id}`)?.remove();
+  }
+  $("empty").hidden = $("jobs").children.length > 0;
+  $("live").textContent = `Deleted ${gone.size} ${gone.size === 1 ? "job" : "jobs"}.`;
+  if (state.open && gone.has(state.open.jobId)) {
+    state.open = null;
+    $("detail").hidden = true;
+    $("gallery-title").focus();
+  } else if (state.open) {
+    refreshThread();
+  }
+}
+
+function deleteDialogClosed() {
+  const opener = pendingDelete && pendingDelete.opener;
+  pendingDelete = null;
+  if (opener && opener.isConnected) opener.focus();  // back where the person was
+  else if (!$("detail").hidden) $("detail-title").focus();
+  else $("gallery-title").focus();
 }
 
 async function cancelJob(jobId, button) {
@@ -433,6 +505,10 @@ async function refreshThread() {
       li.append(el("div", { class: "thumbs small-thumbs" }, ...job.variants.map((v) => thumb(job, v, "thread-variant"))));
     }
     if (m.role === "assistant" && job && jobProblem(job)) li.append(el("p", { class: "error small", text: jobProblem(job) }));
+    if (m.role === "user" && job) {
+      const remove = deleteButton(job, "thread-delete", "Delete this turn");
+      if (remove) li.append(remove);
+    }
     return li;
   });
   $("thread").replaceChildren(...items);
@@ -460,7 +536,7 @@ async function refine(event) {
 
 async function start() {
   const session = await api("/dev/session", { method: "POST" });
-  state.token = session.token; state.projectId = session.projectId;
+  state.token = session.token; state.userId = session.userId; state.projectId = session.projectId;
   $("who").textContent = `Dev user ${session.userId.slice(0, 8)} · project ${session.projectId.slice(0, 8)}`;
   $("who").title = `user ${session.userId}, project ${session.projectId}`;
   const c = state.config = await api("/config");
@@ -494,7 +570,12 @@ function wire() {
   $("copy-image").addEventListener("click", () => copyBlock("image"));
   $("copy-compare").addEventListener("click", () => copyBlock("image_compare"));
   $("close-detail").addEventListener("click", closeVariant);
-  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && state.open) closeVariant(); });
+  $("confirm-delete").addEventListener("click", deleteConfirmed);
+  $("keep-job").addEventListener("click", () => $("delete-dialog").close());
+  $("delete-dialog").addEventListener("close", deleteDialogClosed);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && state.open && !$("delete-dialog").open) closeVariant();
+  });
 }
 
 wire();
