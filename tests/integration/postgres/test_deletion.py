@@ -414,12 +414,18 @@ def test_an_input_still_used_by_another_job_outlives_a_deletion(pg_store: Postgr
 def test_receipts_are_pruned_by_age(pg_store: PostgresJobStore) -> None:
     clock = FakeClock(datetime.now(UTC))
     svc = services(pg_store, clock)
-    assert pg_store.record_webhook("msg_1")
+
+    def claim() -> str:
+        now = clock()
+        return pg_store.claim_webhook("msg_1", now=now, stale_before=now - timedelta(seconds=30))
+
+    assert claim() == "claimed"
+    pg_store.settle_webhook("msg_1")
     usecases.prune_receipts(svc)
-    assert not pg_store.record_webhook("msg_1"), "still inside the replay window"
+    assert claim() == "applied", "still inside the replay window"
     clock.advance(seconds=2 * svc.settings.callback_tolerance_s + 301)
     usecases.sweep(svc)
-    assert pg_store.record_webhook("msg_1"), "past it: forgotten"
+    assert claim() == "claimed", "past it: forgotten"
 
 
 def test_erase_user_takes_their_jobs_derived_jobs_uploads_and_rate_window(pg_store: PostgresJobStore) -> None:
