@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _pytest(tmp_path: Path, test_source: str, *plugins: str) -> subprocess.CompletedProcess[str]:
+def _pytest(tmp_path: Path, test_source: str, *options: str) -> subprocess.CompletedProcess[str]:
     """Another pytest session on this machine, on one small test file, with pytest's default temp dir."""
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_other_run.py").write_text(textwrap.dedent(test_source))
@@ -34,9 +34,17 @@ def _pytest(tmp_path: Path, test_source: str, *plugins: str) -> subprocess.Compl
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'functions'}",
         GRACE_ENV: "1",
     }
-    args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-c", str(tmp_path / "pytest.ini")]
-    for plugin in plugins:
-        args += ["-p", plugin]
+    args = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-c",
+        str(tmp_path / "pytest.ini"),
+        *options,
+    ]
     return subprocess.run(
         [*args, "--rootdir", str(tmp_path), str(tmp_path / "test_other_run.py")],
         cwd=tmp_path,
@@ -65,7 +73,10 @@ def test_a_process_left_running_fails_the_run_and_is_stopped(tmp_path: Path) -> 
         def test_forgets_its_server():
             subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "{token}"], start_new_session=True)
         """,
+        "-p",
         "tests.support.hygiene",
+        "--basetemp",
+        str(tmp_path / "basetemp"),  # a failed run keeps its own temp root for inspection: not here
     )
     assert result.returncode == 1, result.stdout[-2000:]
     assert "1 passed" in result.stdout

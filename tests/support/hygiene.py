@@ -39,14 +39,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.basetemp = str(root / "tmp")
 
 
-def session_processes(marker: str) -> list[psutil.Process]:
-    """Live processes (not zombies) carrying this session's marker, other than this one."""
+def session_processes(marker: str, basetemp: str | None = None) -> list[psutil.Process]:
+    """Live processes (not zombies), other than this one, carrying this session's marker or naming its
+    temp directory on their command line (a Postgres whose starter was given a bare environment)."""
     found = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+    ours = {os.getpid(), *(p.pid for p in psutil.Process().parents())}  # this run and what started it
+    inside = None if basetemp is None else basetemp.rstrip(os.sep) + os.sep
+    for proc in psutil.process_iter(["pid", "status", "cmdline"]):
+        if proc.pid in ours or proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         try:
-            if proc.environ().get(MARKER) == marker:
+            in_basetemp = inside is not None and inside in " ".join(proc.info["cmdline"] or [])
+            if in_basetemp or proc.environ().get(MARKER) == marker:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -84,11 +88,12 @@ def _reap_zombie_children() -> None:
 @pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish tore the session fixtures down
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     marker = os.environ.get(MARKER, "")
+    basetemp = str(Path(session.config.option.basetemp).resolve()) if session.config.option.basetemp else None
     end = time.monotonic() + float(os.environ.get(GRACE_ENV, "10"))
-    leftovers = session_processes(marker)
+    leftovers = session_processes(marker, basetemp)
     while leftovers and time.monotonic() < end:
         time.sleep(0.2)
-        leftovers = session_processes(marker)
+        leftovers = session_processes(marker, basetemp)
     if leftovers:
         lines = [_describe(p) for p in leftovers]
         _stop(leftovers)
