@@ -194,49 +194,7 @@ class FirestoreLimits:
         now = to_epoch(self._clock())
         return sorted(uuid.UUID(k) for k, expires in _times(snap, "leases").items() if expires > now)
 
-    # ------------------------------------------------------------ warm-up
-
-    @property
-    def warm(self) -> bool:
-        """Whether a read and a commit have both succeeded (every call now gets `call_timeout_s`)."""
-        return all(event.is_set() for event in self._warm.values())
-
-    def wait_warm(self, timeout_s: float) -> bool:
-        end = time.monotonic() + timeout_s
-        return all(event.wait(max(0.0, end - time.monotonic())) for event in self._warm.values())
-
-    def warm_up(self) -> None:
-        """Open the channel and warm both kinds of call: one read of an absent document, one empty commit
-        (it writes nothing). A failure is logged, never raised: the first real call simply warms up."""
-        started = time.monotonic()
-        try:
-            self._read(self._slots.document("warm-up"))
-            self._commit(self._client.batch())
-        except Exception as exc:
-            _log.warning(
-                "limits store warm-up failed",
-                extra={
-                    "event": "limits_warm_up_failed",
-                    "errorType": type(exc).__name__,
-                    "durationMs": round((time.monotonic() - started) * 1000),
-                },
-            )
-            return
-        _log.info(
-            "limits store warmed up",
-            extra={"event": "limits_warmed_up", "durationMs": round((time.monotonic() - started) * 1000)},
-        )
-
-    def warm_up_in_background(self) -> threading.Thread:
-        """Warm up without delaying start-up or the first answer (a daemon thread)."""
-        thread = threading.Thread(target=self.warm_up, name="firestore-warm-up", daemon=True)
-        thread.start()
-        return thread
-
     # ------------------------------------------------------------ plumbing
-
-    def _timeout(self, kind: str) -> float:
-        return self._call_timeout_s if self._warm[kind].is_set() else self._first_call_timeout_s
 
     def _writes(self, paths: list[str]) -> tuple[int, ...]:
         """How many commits this process has made to each document so far (0 if none it remembers)."""
@@ -332,6 +290,48 @@ class FirestoreLimits:
             },
         )
         raise Unavailable("too many concurrent requests; retry shortly")
+
+    # ------------------------------------------------------------ warm-up
+
+    @property
+    def warm(self) -> bool:
+        """Whether a read and a commit have both succeeded (every call now gets `call_timeout_s`)."""
+        return all(event.is_set() for event in self._warm.values())
+
+    def wait_warm(self, timeout_s: float) -> bool:
+        end = time.monotonic() + timeout_s
+        return all(event.wait(max(0.0, end - time.monotonic())) for event in self._warm.values())
+
+    def warm_up(self) -> None:
+        """Open the channel and warm both kinds of call: one read of an absent document, one empty commit
+        (it writes nothing). A failure is logged, never raised: the first real call simply warms up."""
+        started = time.monotonic()
+        try:
+            self._read(self._slots.document("warm-up"))
+            self._commit(self._client.batch())
+        except Exception as exc:
+            _log.warning(
+                "limits store warm-up failed",
+                extra={
+                    "event": "limits_warm_up_failed",
+                    "errorType": type(exc).__name__,
+                    "durationMs": round((time.monotonic() - started) * 1000),
+                },
+            )
+            return
+        _log.info(
+            "limits store warmed up",
+            extra={"event": "limits_warmed_up", "durationMs": round((time.monotonic() - started) * 1000)},
+        )
+
+    def warm_up_in_background(self) -> threading.Thread:
+        """Warm up without delaying start-up or the first answer (a daemon thread)."""
+        thread = threading.Thread(target=self.warm_up, name="firestore-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def _timeout(self, kind: str) -> float:
+        return self._call_timeout_s if self._warm[kind].is_set() else self._first_call_timeout_s
 
 
 def _write_if_unchanged(batch: Any, snap: Any, ref: Any, data: dict[str, Any]) -> None:
