@@ -185,3 +185,28 @@ def test_the_migration_ledger_is_out_of_reach(supabase: Supabase) -> None:
             "select relrowsecurity from pg_class where oid = 'public.nano_banana_schema_migrations'::regclass"
         ).fetchone()
     assert rls == (True,)
+
+
+def test_no_client_role_holds_a_write_privilege_on_any_of_our_tables(supabase: Supabase) -> None:
+    """Every table our migrations create in `public` (now or later): Supabase's default privileges grant
+    anon/authenticated everything on it, and TRUNCATE, REFERENCES and TRIGGER ignore RLS. A new table
+    needs `revoke all ... from anon, authenticated` (and a grant of what the builder reads)."""
+    with psycopg.connect(supabase.owner_uri) as conn:
+        granted = conn.execute(
+            """
+            select c.relname, r.rolname, p.privilege
+            from pg_class c join pg_namespace n on n.oid = c.relnamespace,
+                 pg_roles r,
+                 unnest(array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER'])
+                   as p(privilege)
+            where n.nspname = 'public' and c.relkind in ('r', 'v', 'm', 'p')
+              and (c.relname like 'pip\\_ai\\_%' or c.relname like 'nano\\_banana\\_%')
+              and r.rolname in ('anon', 'authenticated')
+              and has_table_privilege(r.oid, c.oid, p.privilege)
+            """
+        ).fetchall()
+    allowed = {
+        (table, "authenticated", "SELECT")
+        for table in ("pip_ai_project_members", "pip_ai_image_variants", "pip_ai_image_messages")
+    }
+    assert set(granted) <= allowed
