@@ -114,3 +114,12 @@ def test_another_pytest_run_does_not_lock_our_postgres_out(embedded_pg: Embedded
             assert conn.execute("select 1").fetchone() == (1,)
     finally:
         fresh.stop()
+
+
+def test_servers_the_tests_start_carry_the_session_marker(dev_server: DevServer) -> None:
+    """What the session-end check looks for: a dev server (and so its Postgres) inherits the marker."""
+    server = psutil.Process(dev_server.process.pid)
+    assert server.environ().get(MARKER) == os.environ[MARKER]
+    pgdata = str((dev_server.data_dir / "postgres").resolve())
+    postgres = _running(pgdata)[0]  # the postmaster (its children retitle themselves)
+    assert postgres.environ().get(MARKER) == os.environ[MARKER]

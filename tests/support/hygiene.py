@@ -23,10 +23,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-MARKER = "NANO_BANANA_TEST_SESSION"
+# Not NANO_BANANA_*: the dev server helper passes those on only when a test sets them.
+MARKER = "PYTEST_NANO_BANANA_SESSION"
 _ROOT_KEY = pytest.StashKey[Path]()
 # Processes a teardown has just asked to stop get this long to exit (tests of this plugin shorten it).
-GRACE_ENV = "NANO_BANANA_TEST_LEFTOVER_GRACE_S"
+GRACE_ENV = "PYTEST_NANO_BANANA_LEFTOVER_GRACE_S"
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path plugin reads --basetemp
