@@ -13,7 +13,8 @@ from nano_banana.embedded_pg import EmbeddedPostgres
 from nano_banana.migrations import apply_migrations
 
 # Fixture modules shared across suites (each helper module keeps its own servers and fixtures).
-pytest_plugins = ["tests.support.devserver", "tests.support.firestore"]
+# tests.support.hygiene: the session's own temp root, and a check that nothing is left running.
+pytest_plugins = ["tests.support.hygiene", "tests.support.devserver", "tests.support.firestore"]
 
 TABLES = (
     "pip_ai_image_messages, pip_ai_image_variants, pip_ai_image_jobs, pip_ai_project_members, pip_ai_webhook_receipts"

@@ -95,9 +95,11 @@ def build_limits(settings: Settings, clock: Clock) -> Limits:
         from nano_banana.adapters.limits_firestore import FirestoreLimits
 
         client = firestore.Client(project=settings.gcp_project, database=settings.firestore_database)
-        return FirestoreLimits(
+        limits = FirestoreLimits(
             client, settings.firestore_collection_prefix, settings.rate_per_hour, settings.max_active_per_project, clock
         )
+        limits.warm_up_in_background()  # a cold instance's first job must not pay for channel setup
+        return limits
     from nano_banana.adapters.limits_memory import MemoryLimits
 
     return MemoryLimits(settings.rate_per_hour, settings.max_active_per_project, clock)

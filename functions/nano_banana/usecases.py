@@ -27,6 +27,7 @@ from nano_banana.domain import (
     job_prefix,
     new_id,
     output_path,
+    storable_text,
 )
 from nano_banana.errors import (
     ContentBlocked,
@@ -141,6 +142,10 @@ def request_hash(*parts: object) -> str:
 
 
 def _check_prompt(svc: Services, prompt: str) -> str:
+    if not storable_text(prompt):
+        raise InvalidRequest(
+            "prompt may not contain NUL characters or unpaired surrogates", details={"field": "prompt"}
+        )
     prompt = prompt.strip()
     if not prompt:
         raise InvalidRequest("prompt is required", details={"field": "prompt"})

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -274,3 +275,65 @@ def test_small_screens_and_older_jobs(page: Page, dev_server_factory: Start, tmp
     page.get_by_test_id("detail").screenshot(path=str(shot(page, "11-mobile").with_name("studio-12-mobile-detail.png")))
     page.get_by_test_id("toggle-layout").click()
     assert overflowing(page) == []
+
+
+BOXES = """() => Object.fromEntries(["compare", "before", "after"].map((id) => {
+    const r = document.getElementById(id).getBoundingClientRect();
+    return [id, [r.x, r.y, r.width, r.height]];
+}))"""
+PANES = """() => ["before", "after"].map((id) => {
+    const pane = document.getElementById(id).parentElement.getBoundingClientRect();
+    const img = document.getElementById(id).getBoundingClientRect();
+    return [[pane.width, pane.height], [img.x - pane.x, img.y - pane.y, img.width, img.height]];
+})"""
+
+
+def contained(frame: tuple[float, float], size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Where an image of `size` is drawn when fitted whole into a frame and centred: x, y, width, height."""
+    scale = min(frame[0] / size[0], frame[1] / size[1])
+    w, h = size[0] * scale, size[1] * scale
+    return ((frame[0] - w) / 2, (frame[1] - h) / 2, w, h)
+
+
+def close(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(abs(x - y) <= 1.5 for x, y in zip(a, b, strict=True))
+
+
+def open_latest_variant(page: Page) -> dict[str, Any]:
+    job = page.get_by_test_id("job").first
+    expect(job.get_by_test_id("status")).to_have_text("succeeded", timeout=15_000)
+    job.get_by_test_id("variant").first.click()
+    for image in ("before", "after"):
+        expect(page.get_by_test_id(image)).to_have_js_property("complete", True)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth > 0")
+    shown: dict[str, Any] = page.evaluate(BOXES)
+    return shown
+
+
+@pytest.mark.parametrize(("aspect", "output"), [("16:9", (640, 360)), ("9:16", (270, 480)), ("", (640, 480))])
+def test_before_and_after_line_up_whatever_their_sizes(
+    page: Page, dev_server_factory: Start, tmp_path: Path, aspect: str, output: tuple[int, int]
+) -> None:
+    """The output's aspect ratio decides the frame, the input is letterboxed in it: a 640x480 photo edited
+    to 16:9 or 9:16 sits at the same scale as its output (the same hill in the same place), and without
+    an asked ratio the preview generator keeps the input's size, so the two coincide."""
+    server = dev_server_factory()
+    open_studio(page, server.url)
+    page.get_by_test_id("file").set_input_files(str(photo(tmp_path, size=(640, 480))))
+    fill_and_create(page, "Line them up", variants="1", aspect=aspect)
+    boxes = open_latest_variant(page)
+    fx, fy, fw, fh = boxes["compare"]
+    assert close(boxes["after"], (fx, fy, fw, fh)), "the output fills the frame"
+    assert abs(fw / fh - output[0] / output[1]) < 0.01, "the frame has the output's aspect ratio"
+    x, y, w, h = contained((fw, fh), (640, 480))
+    assert close(boxes["before"], (fx + x, fy + y, w, h)), "the input is letterboxed, centred, at the frame's scale"
+    if not aspect:
+        assert close(boxes["before"], boxes["after"])
+
+    # side by side: two frames of the output's shape, each image placed the same way
+    page.get_by_test_id("toggle-layout").click()
+    (before_pane, before_img), (after_pane, after_img) = page.evaluate(PANES)
+    assert close(before_pane, after_pane)
+    assert close(after_img, (0, 0, *after_pane))
+    assert close(before_img, contained((before_pane[0], before_pane[1]), (640, 480)))
+    shot(page, f"13-compare-{aspect.replace(':', 'x') or 'same'}")

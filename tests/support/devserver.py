@@ -152,6 +152,10 @@ class DevServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        """Ctrl-C, as a developer would; a server that does not stop in time is killed, and then its
+        embedded Postgres (which a killed process cannot stop) is stopped here."""
+        from nano_banana.embedded_pg import stop_if_running
+
         self.client.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -160,6 +164,7 @@ class DevServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        stop_if_running(self.data_dir / "postgres")
 
 
 def start_dev_server(tmp: Path, env_overrides: dict[str, str] | None = None, *, timeout_s: float = 60) -> DevServer:

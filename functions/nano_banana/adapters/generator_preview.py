@@ -12,6 +12,8 @@ from nano_banana.errors import GenerationFailed
 
 _TINTS = ((255, 170, 60), (80, 170, 255), (120, 220, 120), (230, 90, 200))
 _MAX_SIDE = 1024
+_ORIENTATION = 0x0112
+_SIDEWAYS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
 def _ratio(aspect: str | None) -> float | None:
@@ -19,6 +21,22 @@ def _ratio(aspect: str | None) -> float | None:
         return None
     w, h = aspect.split(":")
     return int(w) / int(h)
+
+
+def _cropped(size: tuple[int, int], ratio: float | None) -> tuple[int, int, int, int]:
+    """The centred box of `size` with aspect `ratio` (all of it when no ratio was asked for)."""
+    w, h = size
+    if ratio is None:
+        return (0, 0, w, h)
+    if w / h > ratio:
+        new_w = max(1, round(h * ratio))
+        return ((w - new_w) // 2, 0, (w - new_w) // 2 + new_w, h)
+    new_h = max(1, round(w / ratio))
+    return (0, (h - new_h) // 2, w, (h - new_h) // 2 + new_h)
+
+
+def _box_size(box: tuple[int, int, int, int]) -> tuple[int, int]:
+    return (box[2] - box[0], box[3] - box[1])
 
 
 class PreviewGenerator:
@@ -36,18 +54,16 @@ class PreviewGenerator:
 
         Image.MAX_IMAGE_PIXELS = self._max_pixels
         source = Image.open(io.BytesIO(request.image))
+        # Like a model that keeps the framing: the output has the input's size as displayed (EXIF
+        # orientation applied), cropped to the asked aspect ratio, so a before/after view lines up.
+        # The edit itself is drawn on a copy at most _MAX_SIDE wide and scaled back up.
+        displayed = source.size[::-1] if source.getexif().get(_ORIENTATION, 1) in _SIDEWAYS else source.size
+        ratio = _ratio(request.aspect_ratio)
+        target = _box_size(_cropped(displayed, ratio))
         source.draft("RGB", (_MAX_SIDE, _MAX_SIDE))
         base = ImageOps.exif_transpose(source).convert("RGB")
         base.thumbnail((_MAX_SIDE, _MAX_SIDE))
-        ratio = _ratio(request.aspect_ratio)
-        if ratio is not None:
-            w, h = base.size
-            if w / h > ratio:
-                new_w = max(1, round(h * ratio))
-                base = base.crop(((w - new_w) // 2, 0, (w - new_w) // 2 + new_w, h))
-            else:
-                new_h = max(1, round(w / ratio))
-                base = base.crop((0, (h - new_h) // 2, w, (h - new_h) // 2 + new_h))
+        base = base.crop(_cropped(base.size, ratio))
         turn = len(request.history) + 1
         seed = hashlib.sha256(request.prompt.encode()).digest()
         images = []
@@ -66,7 +82,9 @@ class PreviewGenerator:
             draw.rectangle((0, edited.height - box_h, edited.width, edited.height), fill=(0, 0, 0))
             draw.text((6, edited.height - box_h + 2), label, fill=(255, 255, 255))
             draw.text((6, edited.height - box_h // 2), prompt, fill=tint)
+            if edited.size != target:
+                edited = edited.resize(target, Image.Resampling.BICUBIC)
             out = io.BytesIO()
-            edited.save(out, "PNG", optimize=False)
+            edited.save(out, "PNG", compress_level=1)  # fast: outputs as large as the input
             images.append(GeneratedImage(out.getvalue(), "image/png", edited.width, edited.height))
         return GenerationResult(images=tuple(images))

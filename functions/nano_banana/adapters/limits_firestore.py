@@ -17,6 +17,11 @@ other for a document only burn commits that must fail. A writer whose read preda
 reads again in its turn. Reads and rejections take no turn, so a full project still answers 429 at the
 speed of one read. Races between instances are still settled by the
 preconditions; the locks only save wasted commits, correctness never depends on them.
+
+A cold client's first read and first commit also set up the gRPC channel (and, on Google, fetch a
+token), and a cold emulator's first call takes ~1.3-2 s: each kind of call gets `first_call_timeout_s`
+until one of its kind has succeeded, then `call_timeout_s`. `warm_up_in_background()` (bootstrap calls
+it at start-up) makes one read and one empty commit in a thread, so the first job rarely waits at all.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ class FirestoreLimits:
         max_attempts: int = 12,
         *,
         call_timeout_s: float = 3.0,
+        first_call_timeout_s: float = 15.0,
         retry_budget_s: float = 8.0,
     ) -> None:
         self._client = client
@@ -101,6 +107,8 @@ class FirestoreLimits:
         self._clock = clock
         self._max_attempts = max_attempts
         self._call_timeout_s = call_timeout_s
+        self._first_call_timeout_s = max(first_call_timeout_s, call_timeout_s)
+        self._warm = {"read": threading.Event(), "commit": threading.Event()}  # one of its kind succeeded
         self._retry_budget_s = retry_budget_s
         self._turns: OrderedDict[str, _Turn] = OrderedDict()  # document path -> its writers' turn
         self._turns_lock = threading.Lock()
@@ -221,9 +229,9 @@ class FirestoreLimits:
 
     def _read(self, *refs: Any) -> list[Any]:
         """Read the documents in one BatchGetDocuments call (one snapshot), in the order asked."""
-        snaps = {
-            s.reference.path: s for s in self._client.get_all(list(refs), retry=None, timeout=self._call_timeout_s)
-        }
+        found = self._client.get_all(list(refs), retry=None, timeout=self._timeout("read"))
+        snaps = {s.reference.path: s for s in found}
+        self._warm["read"].set()
         return [snaps.get(ref.path) for ref in refs]
 
     def _delete_fields(self, *targets: tuple[Any, str], key: str) -> None:
@@ -235,9 +243,11 @@ class FirestoreLimits:
 
     def _commit(self, batch: Any) -> None:
         try:
-            batch.commit(retry=None, timeout=self._call_timeout_s)
+            batch.commit(retry=None, timeout=self._timeout("commit"))
         except _LOST_RACE as exc:
+            self._warm["commit"].set()  # Firestore answered: the call path is warm
             raise _Retry from exc
+        self._warm["commit"].set()
 
     def _guard(self, call: Callable[[], T]) -> T:
         try:
@@ -256,10 +266,18 @@ class FirestoreLimits:
                 return self._guard(attempt)
             except _Retry:
                 pass
-            except Unavailable:
+            except Unavailable as exc:
+                cause = exc.__cause__
                 _log.warning(
                     "limits store unreachable",
-                    extra={"event": f"{event}_unavailable", "jobId": str(job_id), "projectId": str(project_id)},
+                    extra={
+                        "event": f"{event}_unavailable",
+                        "jobId": str(job_id),
+                        "projectId": str(project_id),
+                        "errorType": type(cause).__name__ if cause is not None else "Unavailable",
+                        "warm": self.warm,
+                        "durationMs": round((time.monotonic() - started) * 1000),
+                    },
                 )
                 raise
             pause = random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**tries))
@@ -277,6 +295,48 @@ class FirestoreLimits:
             },
         )
         raise Unavailable("too many concurrent requests; retry shortly")
+
+    # ------------------------------------------------------------ warm-up
+
+    @property
+    def warm(self) -> bool:
+        """Whether a read and a commit have both succeeded (every call now gets `call_timeout_s`)."""
+        return all(event.is_set() for event in self._warm.values())
+
+    def wait_warm(self, timeout_s: float) -> bool:
+        end = time.monotonic() + timeout_s
+        return all(event.wait(max(0.0, end - time.monotonic())) for event in self._warm.values())
+
+    def warm_up(self) -> None:
+        """Open the channel and warm both kinds of call: one read of an absent document, one empty commit
+        (it writes nothing). A failure is logged, never raised: the first real call simply warms up."""
+        started = time.monotonic()
+        try:
+            self._read(self._slots.document("warm-up"))
+            self._commit(self._client.batch())
+        except Exception as exc:
+            _log.warning(
+                "limits store warm-up failed",
+                extra={
+                    "event": "limits_warm_up_failed",
+                    "errorType": type(exc).__name__,
+                    "durationMs": round((time.monotonic() - started) * 1000),
+                },
+            )
+            return
+        _log.info(
+            "limits store warmed up",
+            extra={"event": "limits_warmed_up", "durationMs": round((time.monotonic() - started) * 1000)},
+        )
+
+    def warm_up_in_background(self) -> threading.Thread:
+        """Warm up without delaying start-up or the first answer (a daemon thread)."""
+        thread = threading.Thread(target=self.warm_up, name="firestore-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def _timeout(self, kind: str) -> float:
+        return self._call_timeout_s if self._warm[kind].is_set() else self._first_call_timeout_s
 
 
 def _write_if_unchanged(batch: Any, snap: Any, ref: Any, data: dict[str, Any]) -> None:

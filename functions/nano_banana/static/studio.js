@@ -430,6 +430,7 @@ function openVariant(jobId, variantId) {
   $("before").alt = job.parentJobId ? "Before: the variant this refinement started from" : "Before: the original photo";
   $("after").src = variant.url ?? "";
   $("after").alt = `After: variant ${variant.index + 1} of “${job.prompt}”`;
+  setRatios(job.inputWidth / job.inputHeight, variant.width / variant.height);
   $("block-json").hidden = true; $("block-json").textContent = ""; $("copied").textContent = "";
   showError($("refine-error"), null);
   for (const b of document.querySelectorAll("[data-variant-id]")) {
@@ -447,6 +448,12 @@ function closeVariant() {
   $("detail").hidden = true;
   for (const b of document.querySelectorAll("[data-variant-id][aria-current]")) b.removeAttribute("aria-current");
   if (opened) document.querySelector(`[data-variant-id="${opened.variantId}"]`)?.focus();
+}
+
+// The compare frame takes the output's aspect ratio; the input is letterboxed in it (studio.css).
+function setRatios(input, output) {
+  if (input > 0) $("compare").style.setProperty("--in-ratio", String(input));
+  if (output > 0) $("compare").style.setProperty("--out-ratio", String(output));
 }
 
 function setSlider(value) {
@@ -569,6 +576,9 @@ function wire() {
   $("toggle-layout").addEventListener("click", () => setLayout(state.layout === "slider" ? "side" : "slider"));
   $("copy-image").addEventListener("click", () => copyBlock("image"));
   $("copy-compare").addEventListener("click", () => copyBlock("image_compare"));
+  // What the browser decoded decides (the stored sizes are the same unless an image was replaced).
+  $("before").addEventListener("load", (e) => setRatios(e.target.naturalWidth / e.target.naturalHeight, 0));
+  $("after").addEventListener("load", (e) => setRatios(0, e.target.naturalWidth / e.target.naturalHeight));
   $("close-detail").addEventListener("click", closeVariant);
   $("confirm-delete").addEventListener("click", deleteConfirmed);
   $("keep-job").addEventListener("click", () => $("delete-dialog").close());

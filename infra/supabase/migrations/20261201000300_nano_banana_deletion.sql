@@ -35,3 +35,6 @@ create table if not exists public.pip_ai_sweep_cursors (
 
 alter table public.pip_ai_blob_purges enable row level security;
 alter table public.pip_ai_sweep_cursors enable row level security;
+-- Service-only bookkeeping: no client role may read or write it (TRUNCATE ignores RLS; 20261201000200 does
+-- the same for the other tables).
+revoke all on public.pip_ai_blob_purges, public.pip_ai_sweep_cursors from public, anon, authenticated;
