@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -59,6 +60,7 @@ from nano_banana.ports import (
     TaskQueue,
 )
 from nano_banana.settings import Settings
+from nano_banana.together import pool
 
 log = logging.getLogger("nano_banana")
 
@@ -80,6 +82,8 @@ class Services:
     clock: Clock
     extras: dict[str, object] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # Threads for round trips that do not depend on each other (nano_banana.together).
+    fanout: Executor = field(default_factory=pool)
 
     @property
     def generator(self) -> ImageGenerator | None:
@@ -92,6 +96,7 @@ class Services:
     def close(self) -> None:
         for close in self.closers:
             close()
+        self.fanout.shutdown(wait=False, cancel_futures=True)
 
 
 # ---------------------------------------------------------------- commands

@@ -1,0 +1,70 @@
+"""Independent round trips at once: run calls side by side and wait for every one of them.
+
+Every call is waited for, even when another failed first, so a caller that must undo what succeeded
+(delete the upload whose insert failed) knows exactly what happened; nothing keeps running behind its back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar, overload
+
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[T]):
+    """What one call gave: its value, or the exception it raised."""
+
+    value: T | None
+    error: BaseException | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def get(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+
+def pool(workers: int = 8) -> ThreadPoolExecutor:
+    """The executor Services hands to `together` (threads: every adapter here is blocking I/O)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nano-banana-fanout")
+
+
+def _outcome(future: Future[T]) -> Outcome[T]:
+    error = future.exception()
+    return Outcome(None, error) if error is not None else Outcome(future.result(), None)
+
+
+@overload
+def settle(executor: Executor, a: Callable[[], A], b: Callable[[], B], /) -> tuple[Outcome[A], Outcome[B]]: ...
+@overload
+def settle(
+    executor: Executor, a: Callable[[], A], b: Callable[[], B], c: Callable[[], C], /
+) -> tuple[Outcome[A], Outcome[B], Outcome[C]]: ...
+def settle(executor: Executor, *calls: Callable[[], object]) -> tuple[Outcome[object], ...]:  # type: ignore[misc]
+    """Run every call (the first on this thread, the rest on the executor) and return each outcome."""
+    futures = [executor.submit(call) for call in calls[1:]]
+    try:
+        first: Outcome[object] = Outcome(calls[0](), None)
+    except BaseException as exc:  # reported through the Outcome, raised by get()
+        first = Outcome(None, exc)
+    return (first, *(_outcome(f) for f in futures))
+
+
+@overload
+def together(executor: Executor, a: Callable[[], A], b: Callable[[], B], /) -> tuple[A, B]: ...
+@overload
+def together(executor: Executor, a: Callable[[], A], b: Callable[[], B], c: Callable[[], C], /) -> tuple[A, B, C]: ...
+def together(executor: Executor, *calls: Callable[[], object]) -> tuple[object, ...]:
+    """Run every call at once and return their values; once all have ended, raise the first error (in order)."""
+    outcomes = settle(executor, *calls)
+    return tuple(o.get() for o in outcomes)
