@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -225,12 +226,14 @@ def erase_user(args: argparse.Namespace) -> int:
     except ValueError:
         print("--user must be a UUID", file=sys.stderr)
         return 2
+    # The report owns stdout. Everything else written to it while the stack runs (log lines, including the
+    # ones emitted while bootstrap builds the adapters, and whatever a client library prints) goes to stderr.
+    sys.stdout.flush()
+    report_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     settings = load_settings()
     shared_pg = settings.embedded and (settings.data_dir / "postgres" / "postmaster.pid").exists()
     rt = bootstrap.build(settings)
-    for handler in logging.getLogger("nano_banana").handlers:  # the report owns stdout; log lines go to stderr
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
     if shared_pg:  # `make dev` owns the embedded server: leave it running
         pg: Any = rt.services.extras["embedded_postgres"]
         rt.services.closers.remove(pg.stop)
@@ -251,7 +254,8 @@ def erase_user(args: argparse.Namespace) -> int:
         # Receipts hold a webhook id and a time, nothing of the user's; the sweep prunes them within minutes.
         "webhookReceipts": "none attributable",
     }
-    print(json.dumps(report, indent=2))
+    sys.stdout.flush()
+    print(json.dumps(report, indent=2), file=report_out, flush=True)
     return 3 if erasure.deferred else 0
 
 

@@ -24,10 +24,8 @@ type BlocksQuery = paths["/api/nano-banana/jobs/{jobId}/blocks"]["get"]["paramet
 type MultipartCreate = paths["/api/nano-banana/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"];
 type JsonCreate = paths["/api/nano-banana/jobs"]["post"]["requestBody"]["content"]["application/json"];
 type RefineBody = paths["/api/nano-banana/messages"]["post"]["requestBody"]["content"]["application/json"];
-/** `DELETE /jobs/{id}`: typed here by hand until the route is in infra/openapi.yaml. */
-export interface Deleted {
-  deleted: string[];
-}
+/** `DELETE /jobs/{id}`: the ids of every job deleted, this one first. */
+export type Deleted = Schemas["Deleted"];
 
 /** The states a job never leaves. */
 export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set<JobStatus>(["succeeded", "failed", "canceled"]);

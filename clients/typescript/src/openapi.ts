@@ -264,7 +264,36 @@ export interface paths {
         };
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete the job and every refinement made from it, with their variants, messages and images
+         * @description Only the job's creator may delete it (another member of the project gets 403 `forbidden`, anyone else 404). A queued or running job in the subtree is canceled first (its project slot frees at once); a result that arrives later is discarded. Images a remaining job still uses (a refinement's input is its parent's variant) are kept. A document that stored a block keeps its `storagePath`: from now on `POST /signed-urls` lists it in `notFound`; render a placeholder. A second call is 404.
+         */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    jobId: components["parameters"]["JobId"];
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the ids of every job deleted (this one first among them) */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Deleted"];
+                    };
+                };
+                401: components["responses"]["Error"];
+                403: components["responses"]["Error"];
+                404: components["responses"]["Error"];
+                503: components["responses"]["Error"];
+            };
+        };
         options?: never;
         head?: never;
         patch?: never;
@@ -592,7 +621,7 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description signed URLs by path (a URL signed recently is handed out again while at least half its lifetime remains; expiresAt is the earliest expiry among them); paths that are not (or no longer) visible to the caller, or whose object is missing, are listed in notFound; 503 when Storage cannot sign right now */
+                /** @description signed URLs by path (a URL signed recently is handed out again while at least half its lifetime remains; expiresAt is the earliest expiry among them); paths that are not (or no longer) visible to the caller, or whose object is missing, are listed in notFound (a deleted job's images among them: render a placeholder); 503 when Storage cannot sign right now */
                 200: {
                     headers: {
                         [name: string]: unknown;
@@ -641,21 +670,38 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description applied, or a replayed webhook id acknowledged */
+                /** @description applied ({jobId, status, variants?}); a repeated success report for a job that already succeeded, answered like the first; a replay of an applied webhook id ({duplicate: true}). A `running` report (optionally with `attempt`, default the job's current one) changes no state and records no receipt, so it may be repeated: it answers fresh upload URLs for the attempt's outputs (CallbackRunningAnswer), because Storage's upload URLs may live only 60 s */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["CallbackRunningAnswer"] | components["schemas"]["CallbackResult"];
                     };
                 };
                 401: components["responses"]["Error"];
                 404: components["responses"]["Error"];
-                409: components["responses"]["Error"];
+                /** @description invalid_transition: the job is not in a state this report applies to (for `running`: not running, or `attempt` is not the current attempt) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 413: components["responses"]["Error"];
                 422: components["responses"]["Error"];
-                503: components["responses"]["Error"];
+                /** @description retry: `callback_in_progress` (a delivery with this webhook id is still being applied; it is not done and may still fail) or `unavailable` (a dependency is down; nothing was applied) */
+                503: {
+                    headers: {
+                        "Retry-After": number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
             };
         };
         delete?: never;
@@ -678,7 +724,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_request" | "unauthenticated" | "invalid_signature" | "forbidden" | "not_found" | "method_not_allowed" | "file_too_large" | "unsupported_media_type" | "rate_limited" | "concurrency_limited" | "invalid_transition" | "idempotency_conflict" | "unavailable" | "internal";
+                code: "invalid_request" | "unauthenticated" | "invalid_signature" | "forbidden" | "not_found" | "method_not_allowed" | "file_too_large" | "unsupported_media_type" | "rate_limited" | "concurrency_limited" | "invalid_transition" | "idempotency_conflict" | "unavailable" | "callback_in_progress" | "internal";
                 message: string;
                 details: Record<string, never>;
                 /** @description this request's id (also the X-Request-Id header and the requestId of its log lines) */
@@ -687,6 +733,15 @@ export interface components {
         };
         /** @enum {string} */
         JobStatus: "queued" | "running" | "succeeded" | "failed" | "canceled";
+        CallbackResult: {
+            jobId: components["schemas"]["Uuid"];
+            status: components["schemas"]["JobStatus"];
+            /** @description how many variants the job has (succeeded) */
+            variants?: number;
+        } | {
+            /** @enum {boolean} */
+            duplicate: true;
+        };
         /** @enum {string} */
         AspectRatio: "1:1" | "2:3" | "3:2" | "3:4" | "4:3" | "4:5" | "5:4" | "9:16" | "16:9" | "21:9";
         /** Format: uuid */
@@ -709,6 +764,9 @@ export interface components {
             notFound: string[];
             /** Format: date-time */
             expiresAt: string;
+        };
+        Deleted: {
+            deleted: components["schemas"]["Uuid"][];
         };
         EventsTicket: {
             ticket: string;
@@ -832,10 +890,29 @@ export interface components {
             maxPromptChars: number;
             maxThreadTurns: number;
         };
+        CallbackRunningAnswer: {
+            jobId: components["schemas"]["Uuid"];
+            /** @enum {string} */
+            status: "running";
+            attempt: number;
+            /** @description jobs/<jobId>/<attempt>/ */
+            outputPrefix: string;
+            /** @description one per variant, for <outputPrefix><index>.png */
+            uploadUrls: string[];
+            /** @enum {string} */
+            uploadMethod: "PUT";
+            /**
+             * Format: date-time
+             * @description when the first of the URLs expires (Storage decides: 60 s self-hosted by default)
+             */
+            expiresAt: string;
+        };
         CallbackBody: {
             jobId: components["schemas"]["Uuid"];
             /** @enum {string} */
             status: "running" | "succeeded" | "failed";
+            /** @description `running` only: the attempt asking for upload URLs (the job's current attempt if absent) */
+            attempt?: number;
             variants?: {
                 path: string;
                 mimeType: string;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { createNanoBanana } from "../src/index.js";
-import { type Action, baseUrl, clientFor, failure, photo, session, startProxy, unavailable } from "./support.js";
+import { baseUrl, clientFor, failure, photo, session, startProxy, unavailable } from "./support.js";
 
 test("a 429 is surfaced with retryAfterSeconds, not waited out", async (t) => {
   const s = session("limits");
@@ -80,17 +80,22 @@ test("errors carry the envelope's code and request id", async (t) => {
   assert.equal(network.code, "network_error");
 });
 
-test("deleteJob sends DELETE /jobs/{id} once and reads {deleted}", async (t) => {
-  // DELETE /jobs/{id} is being added to the service by another branch; until it is merged a proxy
-  // answers it with the shape that branch's OpenAPI documents (`Deleted`). After the merge, forward it.
+test("deleteJob deletes the job through the real route, once; a failed delete is not repeated", async (t) => {
   const s = session("retries");
-  const jobId = crypto.randomUUID();
+  const client = clientFor(s);
+  const created = await client.createJob({ projectId: s.projectId, image: photo(), prompt: "to be deleted", variantCount: 1 });
+  await client.waitFor(created.jobId);
+  assert.deepEqual(await client.deleteJob(created.jobId), { deleted: [created.jobId] });
+  assert.equal((await failure(client.getJob(created.jobId))).status, 404);
+  const again = await failure(client.deleteJob(created.jobId));
+  assert.equal(again.status, 404, "a second DELETE is 404");
+  assert.equal(again.code, "not_found");
+
   let deletes = 0;
-  const deleted: Action = { kind: "respond", status: 200, headers: { "Content-Type": "application/json" }, body: JSON.stringify({ deleted: [jobId] }) };
-  const proxy = await startProxy(t, (req) => (req.method !== "DELETE" ? { kind: "forward" } : deletes++ === 0 ? deleted : unavailable()));
-  const client = clientFor(s, { baseUrl: proxy.baseUrl });
-  assert.deepEqual(await client.deleteJob(jobId), { deleted: [jobId] });
+  const proxy = await startProxy(t, (req) => (req.method === "DELETE" && ++deletes ? unavailable() : { kind: "forward" }));
+  const viaProxy = clientFor(s, { baseUrl: proxy.baseUrl });
+  const jobId = crypto.randomUUID();
+  assert.equal((await failure(viaProxy.deleteJob(jobId))).status, 503);
+  assert.equal(deletes, 1, "a failed delete is not repeated automatically");
   assert.equal(proxy.seen[0]?.path, `${new URL(proxy.baseUrl).pathname}/jobs/${jobId}`);
-  assert.equal((await failure(client.deleteJob(jobId))).status, 503);
-  assert.equal(deletes, 2, "a failed delete is not repeated automatically");
 });
