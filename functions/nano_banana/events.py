@@ -128,7 +128,9 @@ FIELDS: Mapping[Event, frozenset[str]] = {
     Event.job_expired: _TERMINAL | {"by"},
     Event.callback_rejected: frozenset({"code", "webhookId"}),
     Event.release_failed: frozenset({"jobId"}),
-    Event.sweep: frozenset({"expired", "requeued", "slotsReclaimed", "durationMs"}),
+    Event.sweep: frozenset(
+        {"expired", "requeued", "slotsReclaimed", "purged", "retained", "orphans", "receipts", "durationMs"}
+    ),
     Event.listener_reconnected: frozenset(),
     Event.listener_down: frozenset({"attempt", "reason"}),
     Event.vertex_retry: frozenset({"attempt", "reason", "delayMs"}),
