@@ -109,8 +109,9 @@ def _argument_values(
     return values
 
 
-def scan() -> Scan:
-    trees = list(_sources())
+def scan(sources: dict[str, str] | None = None) -> Scan:
+    """The package's logged event names (or those of `sources`, file name -> code, for testing)."""
+    trees = list(_sources()) if sources is None else [(n, ast.parse(c)) for n, c in sources.items()]
     result = Scan()
     for rel, tree in trees:
         parents = _parents(tree)
@@ -121,36 +122,61 @@ def scan() -> Scan:
                     result.unresolved.append(f"{rel}:{node.lineno}: timed() with a non-constant name")
                 else:
                     result.add(name, f"{rel}:{node.lineno}")
+            # x["event"] = "name" (a timed() dict renamed), d.update(event="name"), dict(event="name")
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Subscript) and _constant(target.slice) == "event":
+                        _add_value(result, trees, parents, node, node.value, f"{rel}:{node.lineno}")
+            if isinstance(node, ast.Call) and _callee(node) in ("update", "dict"):
+                for keyword in node.keywords:
+                    if keyword.arg == "event":
+                        _add_value(result, trees, parents, node, keyword.value, f"{rel}:{node.lineno}")
             if not isinstance(node, ast.Dict):
                 continue
             for key, value in zip(node.keys, node.values, strict=True):
                 if not (isinstance(key, ast.Constant) and key.value == "event"):
                     continue
-                where = f"{rel}:{node.lineno}"
-                constant = _constant(value)
-                if constant is not None:
-                    result.add(constant, where)
-                    continue
                 function = _enclosing_function(node, parents)
                 if function is not None and function.name == "timed" and rel.endswith("log.py"):
                     continue  # timed()'s own dict: its names are the timed("...") calls above
-                prefix = suffix = ""
-                param: str | None = None
-                if isinstance(value, ast.Name):
-                    param = value.id
-                elif (
-                    isinstance(value, ast.JoinedStr)
-                    and len(value.values) == 2
-                    and isinstance(value.values[0], ast.FormattedValue)
-                    and isinstance(value.values[0].value, ast.Name)
-                    and _constant(value.values[1]) is not None
-                ):
-                    param = value.values[0].value.id
-                    suffix = str(_constant(value.values[1]))
-                values = _argument_values(trees, function, param) if function is not None and param else None
-                if not values:
-                    result.unresolved.append(f"{where}: event {ast.unparse(value)} cannot be resolved to names")
-                    continue
-                for v in values:
-                    result.add(f"{prefix}{v}{suffix}", where)
+                _add_value(result, trees, parents, node, value, f"{rel}:{node.lineno}")
     return result
+
+
+def _add_value(
+    result: Scan,
+    trees: list[tuple[str, ast.Module]],
+    parents: dict[ast.AST, ast.AST],
+    node: ast.AST,
+    value: ast.AST,
+    where: str,
+) -> None:
+    """Record the names an `event` value stands for, or report it as unresolved."""
+    constant = _constant(value)
+    if constant is not None:
+        result.add(constant, where)
+        return
+    function = _enclosing_function(node, parents)
+    suffix = ""
+    param: str | None = None
+    if isinstance(value, ast.Name):
+        param = value.id
+    elif (
+        isinstance(value, ast.JoinedStr)
+        and len(value.values) == 2
+        and isinstance(value.values[0], ast.FormattedValue)
+        and isinstance(value.values[0].value, ast.Name)
+        and _constant(value.values[1]) is not None
+    ):
+        param = value.values[0].value.id
+        suffix = str(_constant(value.values[1]))
+    values = (
+        _argument_values(trees, function, param)
+        if function is not None and param and param in _parameters(function)
+        else None
+    )
+    if not values:
+        result.unresolved.append(f"{where}: event {ast.unparse(value)} cannot be resolved to names")
+        return
+    for v in values:
+        result.add(f"{v}{suffix}", where)

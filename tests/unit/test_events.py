@@ -56,3 +56,18 @@ def test_registry_values_are_their_names_and_monitored_events_have_fields() -> N
     # A StrEnum member logs as its plain name.
     record = logging.makeLogRecord({"msg": "x", "event": Event.job_failed, "levelname": "INFO"})
     assert json.loads(logs.JsonFormatter().format(record))["event"] == "job_failed"
+
+
+def test_the_scanner_reads_renames_and_reports_what_it_cannot_resolve() -> None:
+    code = """
+def create():
+    with timed("job_created") as event:
+        event["event"] = "job_replayed"
+    log.info("x", extra=dict(event="job_rejected"))
+    log.info("y", extra={"event": Event.job_started})
+    log.info("z", extra={"event": pick()})
+"""
+    found = scan({"functions/nano_banana/sample.py": code})
+    assert set(found.names) == {"job_created", "job_replayed", "job_rejected", "job_started"}
+    assert len(found.unresolved) == 1
+    assert "pick()" in found.unresolved[0]
