@@ -9,7 +9,8 @@ locals {
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "logging.googleapis.com",
-    "run.googleapis.com", # 2nd-gen functions run on Cloud Run
+    "monitoring.googleapis.com", # alert policies, uptime check, dashboard, SLO (monitoring.tf)
+    "run.googleapis.com",        # 2nd-gen functions run on Cloud Run
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ])

@@ -171,3 +171,155 @@ variable "private_ingress" {
     error_message = "private functions never take ALLOW_ALL ingress."
   }
 }
+
+# ---------------------------------------------------------------- monitoring (monitoring.tf, docs/operations.md)
+
+variable "alert_emails" {
+  description = "E-mail addresses the alert policies notify (one notification channel each). Empty: alerts open incidents in Cloud Monitoring without notifying anyone."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for e in var.alert_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", e))])
+    error_message = "Each of alert_emails is an e-mail address."
+  }
+}
+
+variable "alert_window_s" {
+  description = "Window of the job alerts (failed ratio, timeouts/enqueue_failed, sweep expiring), in seconds."
+  type        = number
+  default     = 900
+  validation {
+    condition     = var.alert_window_s >= 60 && var.alert_window_s % 60 == 0 && var.alert_window_s <= 86400
+    error_message = "alert_window_s is a whole number of minutes, up to a day."
+  }
+}
+
+variable "alert_failed_ratio" {
+  description = "Alert when more than this fraction of the jobs that ended in alert_window_s failed (content_blocked excluded)."
+  type        = number
+  default     = 0.1
+  validation {
+    condition     = var.alert_failed_ratio > 0 && var.alert_failed_ratio < 1
+    error_message = "alert_failed_ratio is a fraction between 0 and 1."
+  }
+}
+
+variable "alert_failed_min_jobs" {
+  description = "The failed-ratio alert needs at least this many jobs ended in the window (1 failure of 1 job is not a trend)."
+  type        = number
+  default     = 5
+  validation {
+    condition     = var.alert_failed_min_jobs >= 1
+    error_message = "alert_failed_min_jobs is at least 1."
+  }
+}
+
+variable "alert_timeouts_threshold" {
+  description = "Alert when more than this many jobs failed with timeout or enqueue_failed in alert_window_s (0: any)."
+  type        = number
+  default     = 0
+}
+
+variable "alert_api_window_s" {
+  description = "Window of the API 5xx ratio and of the Vertex 429 counts, in seconds."
+  type        = number
+  default     = 300
+  validation {
+    condition     = var.alert_api_window_s >= 60 && var.alert_api_window_s % 60 == 0 && var.alert_api_window_s <= 86400
+    error_message = "alert_api_window_s is a whole number of minutes, up to a day."
+  }
+}
+
+variable "alert_api_5xx_ratio" {
+  description = "Alert when more than this fraction of API answers in alert_api_window_s were 5xx."
+  type        = number
+  default     = 0.01
+  validation {
+    condition     = var.alert_api_5xx_ratio > 0 && var.alert_api_5xx_ratio < 1
+    error_message = "alert_api_5xx_ratio is a fraction between 0 and 1."
+  }
+}
+
+variable "alert_queue_depth" {
+  description = "Alert when the Cloud Tasks queue holds more tasks than this for 5 minutes (each active job keeps one expire task there until its deadline)."
+  type        = number
+  default     = 200
+}
+
+variable "alert_queue_delay_s" {
+  description = "Alert when tasks start (p99) more than this many seconds after their scheduled time for 5 minutes; must leave room in the job deadline (timeout_s)."
+  type        = number
+  default     = 60
+  validation {
+    condition     = var.alert_queue_delay_s > 0 && var.alert_queue_delay_s < var.timeout_s
+    error_message = "alert_queue_delay_s is positive and below timeout_s: a delay of the whole deadline is already a timed-out job."
+  }
+}
+
+variable "uptime_regions" {
+  description = "Regions the /healthz uptime check runs from (Cloud Monitoring requires enough regions for at least 3 checker locations)."
+  type        = list(string)
+  default     = ["USA", "EUROPE", "ASIA_PACIFIC"]
+  validation {
+    condition     = length(var.uptime_regions) >= 3 && alltrue([for r in var.uptime_regions : contains(["USA", "EUROPE", "SOUTH_AMERICA", "ASIA_PACIFIC", "USA_OREGON", "USA_IOWA", "USA_VIRGINIA"], r)])
+    error_message = "uptime_regions lists at least 3 of USA, EUROPE, SOUTH_AMERICA, ASIA_PACIFIC, USA_OREGON, USA_IOWA, USA_VIRGINIA."
+  }
+}
+
+variable "alert_uptime_failing_regions" {
+  description = "Alert when the /healthz check fails from at least this many checker locations (one failing location is usually the network, not us)."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.alert_uptime_failing_regions >= 1
+    error_message = "alert_uptime_failing_regions is at least 1."
+  }
+}
+
+variable "alert_sweep_expired_threshold" {
+  description = "Alert when the sweep expires more than this many jobs in alert_window_s (their expire tasks never ran; 0: any)."
+  type        = number
+  default     = 0
+}
+
+variable "alert_vertex_429_threshold" {
+  description = "Alert when Vertex AI answers 429 (quota) to more than this many calls per alert_api_window_s ..."
+  type        = number
+  default     = 5
+}
+
+variable "alert_vertex_429_duration_s" {
+  description = "... for this long (seconds): a short burst is absorbed by the retries, a sustained one fails jobs."
+  type        = number
+  default     = 600
+  validation {
+    condition     = var.alert_vertex_429_duration_s >= 0 && var.alert_vertex_429_duration_s % 60 == 0
+    error_message = "alert_vertex_429_duration_s is a whole number of minutes."
+  }
+}
+
+variable "slo_goal" {
+  description = "SLO: this fraction of the jobs that end (canceled aside) end succeeded or content_blocked within slo_seconds (28-day window)."
+  type        = number
+  default     = 0.99
+  validation {
+    condition     = var.slo_goal > 0 && var.slo_goal <= 0.999
+    error_message = "slo_goal is above 0 and at most 0.999 (Cloud Monitoring's limit)."
+  }
+}
+
+variable "slo_seconds" {
+  description = "SLO: the time within which a job should end."
+  type        = number
+  default     = 120
+  validation {
+    condition     = var.slo_seconds > 0 && var.slo_seconds <= var.timeout_s
+    error_message = "slo_seconds is positive and at most timeout_s."
+  }
+}
+
+variable "slo_burn_rate_threshold" {
+  description = "Alert when the SLO's error budget burns this many times faster than sustainable, over an hour (10: a 28-day budget gone in ~3 days)."
+  type        = number
+  default     = 10
+}

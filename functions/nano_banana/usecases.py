@@ -43,6 +43,7 @@ from nano_banana.errors import (
     TransientError,
     Unavailable,
 )
+from nano_banana.events import Event
 from nano_banana.images import ImageInfo, for_model, inspect_image
 from nano_banana.log import redact, timed
 from nano_banana.ports import (
@@ -282,6 +283,7 @@ def _admit(
                 )
                 if failed is None:  # something else moved it meanwhile; leave its slot to that transition
                     raise
+                _log_end(failed, Event.job_failed)
             _undo(svc, reservation, stored)
             event["outcome"] = "rolled_back"
             if isinstance(exc, NanoBananaError):
@@ -426,6 +428,11 @@ def _ended(svc: Services, job: Job, event: str, **fields: object) -> None:
             _delete_quietly(svc, svc.blobs.list(job_prefix(job.id)), job.id)
         except Exception:
             log.warning("could not list outputs", extra={"event": "blob_cleanup_failed", "jobId": str(job.id)})
+    _log_end(job, event, **fields)
+
+
+def _log_end(job: Job, event: str, **fields: object) -> None:
+    """The one line of a job's terminal transition: what the jobs-finished metrics count (monitoring.tf)."""
     log.info(
         event,
         extra={
@@ -463,8 +470,9 @@ def fail_job(
     return failed
 
 
-def expire_job(svc: Services, job_id: uuid.UUID) -> Job | None:
-    """The deadline passed: a job still queued/running becomes failed(timeout). Early delivery is retried."""
+def expire_job(svc: Services, job_id: uuid.UUID, *, by: str = "expire_task") -> Job | None:
+    """The deadline passed: a job still queued/running becomes failed(timeout). Early delivery is retried.
+    `by` (expire_task | sweep) is logged: the sweep expiring a job means its expire task never ran."""
     now = svc.clock()
     job = svc.store.fail(
         job_id,
@@ -475,7 +483,7 @@ def expire_job(svc: Services, job_id: uuid.UUID) -> Job | None:
         only_if_past_deadline=True,
     )
     if job is not None:
-        _ended(svc, job, "job_expired")
+        _ended(svc, job, "job_expired", by=by)
         return job
     current = svc.store.get_job(job_id)
     if current is not None and current.terminal:
@@ -493,7 +501,7 @@ def sweep(svc: Services, limit: int = 200) -> int:
     expired = 0
     with timed("sweep") as event:
         for job_id in svc.store.overdue_jobs(svc.clock(), limit):
-            if expire_job(svc, job_id) is not None:
+            if expire_job(svc, job_id, by="sweep") is not None:
                 expired += 1
         event["requeued"] = _requeue_lost_generate_tasks(svc, limit)
         event["slotsReclaimed"] = _reclaim_leaked_slots(svc, limit)
