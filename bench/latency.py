@@ -7,14 +7,16 @@ SupabaseBlobStore (storage3 against tests/support/storage_server.py). A TCP prox
 the waves (round trips that overlap in time ran side by side) are counted, not estimated.
 
 Measured, after a warm-up, for --requests sequential requests per mode:
-- POST /jobs over HTTP (multipart 512×384 PNG): wall time, waves and round trips;
+- POST /jobs over HTTP (multipart 512x384 PNG): wall time, waves and round trips;
 - the generate step (usecases.run_generation: claim, input download, history, uploads of --variants
   outputs, completion, slot release, expire-task delete, stale-output listing) with a generator that
   returns at once: its wall time is the service's overhead around the model call.
 Two modes, interleaved: "fanout" (Services.fanout as wired: independent round trips side by side) and
 "sequential" (Services.fanout runs each call inline, one after another: the code before fan-out), so
 one run prints the before/after ratio. Generate tasks are delivered to a receiver that only records them.
-Usage: .venv/bin/python bench/latency.py [--delay-ms 20] [--requests 30] [--generations 15] [--variants 4]
+Figures per request (medians): waves (round trips that overlap in time merged: the sequential steps),
+chain (the most round trips that ran one after another), round trips (all of them), p50/p95 wall time.
+Usage: .venv/bin/python bench/latency.py [--delay-ms 20] [--requests 24] [--generations 12] [--variants 4]
 """
 
 from __future__ import annotations
@@ -46,13 +48,13 @@ from nano_banana.domain import GeneratedImage, GenerationRequest, GenerationResu
 from nano_banana.embedded_pg import EmbeddedPostgres  # noqa: E402
 from nano_banana.migrations import apply_migrations  # noqa: E402
 from nano_banana.settings import Settings  # noqa: E402
-from tests.support.delay_proxy import DelayProxy, Exchange, ProxyLoop, describe, waves  # noqa: E402
+from tests.support.delay_proxy import DelayProxy, Exchange, ProxyLoop, chain, describe, waves  # noqa: E402
 from tests.support.devserver import free_port, png_bytes  # noqa: E402
 from tests.support.fake_cloudtasks import FakeCloudTasks, TaskReceiver  # noqa: E402
 from tests.support.storage_server import StorageServer  # noqa: E402
 
 KEY = "service-role-key-bench"
-JWT_SECRET = "latency-bench-jwt-secret-0123456789abcdef"  # noqa: S105 (a local benchmark's own)
+JWT_SECRET = "latency-bench-jwt-secret-0123456789abcdef"
 MODES = ("fanout", "sequential")
 
 
@@ -93,6 +95,7 @@ class Sample:
     def __init__(self) -> None:
         self.ms: list[float] = []
         self.waves: list[int] = []
+        self.chains: list[int] = []
         self.trips: list[int] = []
         self.paths: list[str] = []
 
@@ -100,12 +103,14 @@ class Sample:
         groups = waves(exchanges)
         self.ms.append(elapsed_s * 1000)
         self.waves.append(len(groups))
+        self.chains.append(chain(exchanges))
         self.trips.append(len(exchanges))
         self.paths.append(describe(groups))
 
     def row(self, label: str) -> str:
         return (
-            f"{label:<24} {statistics.median(self.waves):>5.0f} {statistics.median(self.trips):>11.0f}"
+            f"{label:<26} {statistics.median(self.waves):>5.0f} {statistics.median(self.chains):>5.0f}"
+            f" {statistics.median(self.trips):>11.0f}"
             f" {pct(self.ms, 50):>8.1f} {pct(self.ms, 95):>8.1f}"
         )
 
@@ -117,8 +122,8 @@ class Sample:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay-ms", type=float, default=20.0, help="added each way on every connection")
-    parser.add_argument("--requests", type=int, default=30, help="POST /jobs per mode")
-    parser.add_argument("--generations", type=int, default=15, help="generate steps per mode")
+    parser.add_argument("--requests", type=int, default=24, help="POST /jobs per mode")
+    parser.add_argument("--generations", type=int, default=12, help="generate steps per mode")
     parser.add_argument("--variants", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds per mode")
     args = parser.parse_args()
@@ -241,7 +246,7 @@ def run(
         f" ({2 * args.delay_ms:g} ms per round trip); {args.requests} POST /jobs and {args.generations} generate"
         f" steps ({args.variants} variants, instant generator) per mode, after {args.warmup} warm-up rounds"
     )
-    print(f"{'':<24} {'waves':>5} {'round trips':>11} {'p50 ms':>8} {'p95 ms':>8}")
+    print(f"{'':<26} {'waves':>5} {'chain':>5} {'round trips':>11} {'p50 ms':>8} {'p95 ms':>8}")
     for step, label in (("post", "POST /jobs"), ("generate", "generate step")):
         for mode in MODES:
             print(samples[step, mode].row(f"{label} ({mode})"))
@@ -249,7 +254,8 @@ def run(
         fan, seq = samples[step, "fanout"], samples[step, "sequential"]
         print(
             f"{label}: fanout/sequential p50 ratio {pct(fan.ms, 50) / pct(seq.ms, 50):.2f},"
-            f" waves {statistics.median(fan.waves):.0f} vs {statistics.median(seq.waves):.0f}"
+            f" waves {statistics.median(fan.waves):.0f} vs {statistics.median(seq.waves):.0f},"
+            f" chain {statistics.median(fan.chains):.0f} vs {statistics.median(seq.chains):.0f}"
         )
         print(f"  critical path (fanout):     {fan.path()}")
         print(f"  critical path (sequential): {seq.path()}")

@@ -13,7 +13,9 @@ What counts as a round trip, by protocol:
   HEADERS to the server's END_STREAM (or RST_STREAM); pings, settings and window updates are not.
 Times are `time.perf_counter()`: client bytes when they reached the proxy, server bytes when they were
 handed to the client. Exchanges of one request that overlap in time ran side by side: `waves` merges
-them, so its length is the number of sequential round trips on that request's critical path.
+them, so its length is the number of sequential round trips on that request's critical path (`chain`
+counts the longest run of round trips one after another, which a long call overlapping two short
+ones in sequence hides from `waves`).
 """
 
 from __future__ import annotations
@@ -217,14 +219,22 @@ def waves(exchanges: Sequence[Exchange]) -> list[list[Exchange]]:
     return groups
 
 
+def chain(exchanges: Sequence[Exchange]) -> int:
+    """The most round trips that ran strictly one after another (earliest end first). Below the number
+    of waves when a long call overlaps two short ones in sequence: they are one wave but two trips."""
+    count, last_end = 0, float("-inf")
+    for exchange in sorted(exchanges, key=lambda e: e.end):
+        if exchange.start > last_end:
+            count, last_end = count + 1, exchange.end
+    return count
+
+
 def describe(groups: Sequence[Sequence[Exchange]]) -> str:
-    """`postgres → firestore+storage → …`: each wave's dependencies (×n when one was called n times)."""
+    """`postgres → firestore+storage → …`: each wave's dependencies (xN when one was called N times)."""
     parts = []
     for group in groups:
         names = sorted({e.proxy for e in group})
-        parts.append(
-            "+".join(f"{n}×{c}" if (c := sum(e.proxy == n for e in group)) > 1 else n for n in names)
-        )
+        parts.append("+".join(f"{n}x{c}" if (c := sum(e.proxy == n for e in group)) > 1 else n for n in names))
     return " → ".join(parts)
 
 
