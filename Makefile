@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/signing.py
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/retention.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) .venv-checkov .n8n clients/typescript/node_modules clients/typescript/build .data test-artifacts .pytest_cache .mypy_cache .ruff_cache

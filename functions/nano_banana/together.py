@@ -6,7 +6,7 @@ Every call is waited for, even when another failed first, so a caller that must 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar, overload
@@ -58,6 +58,13 @@ def settle(executor: Executor, *calls: Callable[[], object]) -> tuple[Outcome[ob
     except BaseException as exc:  # reported through the Outcome, raised by get()
         first = Outcome(None, exc)
     return (first, *(_outcome(f) for f in futures))
+
+
+def settle_each(executor: Executor, calls: Sequence[Callable[[], T]]) -> list[Outcome[T]]:
+    """`settle` for any number of calls of one kind (N uploads): each call's outcome, in order."""
+    if not calls:
+        return []
+    return list(settle(executor, *calls))
 
 
 @overload

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import re
@@ -17,6 +18,7 @@ from nano_banana.domain import (
     ACTIVE,
     MIME_EXT,
     ErrorCode,
+    GeneratedImage,
     GenerationRequest,
     Job,
     JobStatus,
@@ -61,7 +63,7 @@ from nano_banana.ports import (
     TaskQueue,
 )
 from nano_banana.settings import Settings
-from nano_banana.together import pool
+from nano_banana.together import pool, settle, settle_each
 
 log = logging.getLogger("nano_banana")
 
@@ -413,21 +415,16 @@ def thread(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> tuple[uuid.U
 
 
 def _ended(svc: Services, job: Job, event: str, **fields: object) -> None:
-    """After a won transition into a terminal state: free the slot (once) and drop the expire task."""
-    _release_slot(svc, job.project_id, job.id)
+    """After a won transition into a terminal state, side by side (each idempotent, each failure logged,
+    none raised): free the slot (once), drop the expire task, delete the outputs no variant records."""
+    cleanups: list[Callable[[], object]] = [
+        lambda: _release_slot(svc, job.project_id, job.id),
+        lambda: _delete_unrecorded_outputs(svc, job),
+    ]
     if event != "job_expired":
-        try:
-            svc.queue.delete("expire", job.id)
-        except Exception:
-            log.warning(
-                "could not delete an expire task", extra={"event": "expire_delete_failed", "jobId": str(job.id)}
-            )
-    if job.status is not JobStatus.succeeded:
-        # Outputs of any attempt (a crashed worker's included); a live worker deletes its own after losing.
-        try:
-            _delete_quietly(svc, svc.blobs.list(job_prefix(job.id)), job.id)
-        except Exception:
-            log.warning("could not list outputs", extra={"event": "blob_cleanup_failed", "jobId": str(job.id)})
+        cleanups.append(lambda: _drop_expire_task(svc, job.id))
+    for outcome in settle_each(svc.fanout, cleanups):
+        outcome.get()  # each logs its own failures: only what is no Exception (an interrupt) gets here
     _log_end(job, event, **fields)
 
 
@@ -581,6 +578,13 @@ def _reclaim_leaked_slots(svc: Services, limit: int) -> int:
     return reclaimed
 
 
+def _drop_expire_task(svc: Services, job_id: uuid.UUID) -> None:
+    try:
+        svc.queue.delete("expire", job_id)
+    except Exception:  # it runs at the deadline, finds the job ended and does nothing
+        log.warning("could not delete an expire task", extra={"event": "expire_delete_failed", "jobId": str(job_id)})
+
+
 def _release_slot(svc: Services, project_id: uuid.UUID, job_id: uuid.UUID) -> bool:
     try:
         svc.limits.release_slot(project_id=project_id, job_id=job_id)
@@ -608,16 +612,16 @@ def complete_job(
         log.info("result discarded", extra={"event": "result_discarded", "jobId": str(job.id), "attempt": attempt})
         return None
     _ended(svc, done, "job_succeeded", variants=len(uploads))
-    _delete_stale_outputs(svc, done)
     return done
 
 
-def _delete_stale_outputs(svc: Services, job: Job) -> None:
-    """After a success: outputs of crashed earlier attempts (and anything else beside the variants)."""
+def _delete_unrecorded_outputs(svc: Services, job: Job) -> None:
+    """After a job ended: every output of any attempt but its variants (a failed or canceled job has
+    none; a crashed worker's outputs included; a live worker deletes its own after losing)."""
     recorded = {v.storage_path for v in job.variants}
     try:
         stale = [p for p in svc.blobs.list(job_prefix(job.id)) if p not in recorded]
-    except Exception as exc:  # the success is committed; orphans are harmless, a failed answer is not
+    except Exception as exc:  # the transition is committed; orphans are harmless, a failed answer is not
         log.warning(
             "could not list outputs",
             extra={"event": "blob_cleanup_failed", "jobId": str(job.id), "errorType": type(exc).__name__},
@@ -655,8 +659,7 @@ def _delete_quietly(svc: Services, paths: Sequence[str], job_id: uuid.UUID) -> N
 # ---------------------------------------------------------------- generation (the generate task)
 
 
-def _generation_request(svc: Services, job: Job, image: bytes, mime: str) -> GenerationRequest:
-    history = tuple(Turn(prompt=j.prompt) for j in svc.store.thread_history(job))
+def _generation_request(job: Job, image: bytes, mime: str, history: Sequence[Job]) -> GenerationRequest:
     return GenerationRequest(
         job_id=job.id,
         prompt=job.prompt,
@@ -664,7 +667,7 @@ def _generation_request(svc: Services, job: Job, image: bytes, mime: str) -> Gen
         image_mime=mime,
         variant_count=job.variant_count,
         aspect_ratio=job.aspect_ratio,
-        history=history,
+        history=tuple(Turn(prompt=j.prompt) for j in history),
     )
 
 
@@ -693,14 +696,15 @@ def run_generation(svc: Services, job_id: uuid.UUID) -> Job | None:
         "job_started",
         extra={"event": "job_started", "jobId": str(job.id), "projectId": str(job.project_id), "attempt": attempt},
     )
+    read, history = settle(svc.fanout, lambda: _read_input(svc, job), lambda: svc.store.thread_history(job))
     try:
-        image = _read_input(svc, job)
+        image = read.get()
     except NotFound:
         return fail_job(svc, job, ErrorCode.input_unavailable, "the input image is missing", attempt=attempt)
     except Unavailable as exc:  # an outage, a lock, or our own storage configuration: redelivered (503)
         raise TransientError(f"storage unavailable while reading the input: {exc.message}") from exc
     mime = inspect_image(image, max_bytes=svc.settings.max_file_bytes, max_pixels=svc.settings.max_pixels).mime_type
-    request = _generation_request(svc, job, image, mime)
+    request = _generation_request(job, image, mime, history.get())
     if svc.processor is not None:
         return _hand_to_processor(svc, job, request)
     assert svc.generator is not None
@@ -711,16 +715,9 @@ def run_generation(svc: Services, job_id: uuid.UUID) -> Job | None:
     except GenerationFailed as exc:
         code = ErrorCode.timeout if svc.clock() >= job.deadline_at else ErrorCode.generation_failed
         return fail_job(svc, job, code, exc.message, attempt=attempt)
-    uploads: list[VariantUpload] = []
     try:
-        for index, image_out in enumerate(result.images):
-            path = output_path(job.id, attempt, index, image_out.mime_type)
-            svc.blobs.put(path, image_out.data, image_out.mime_type)
-            uploads.append(
-                VariantUpload(index, path, image_out.mime_type, image_out.width, image_out.height, len(image_out.data))
-            )
+        uploads = _store_outputs(svc, job, attempt, result.images)
     except Unavailable as exc:
-        _delete_quietly(svc, [u.storage_path for u in uploads], job.id)
         if svc.clock() >= job.deadline_at:
             return fail_job(svc, job, ErrorCode.timeout, "storage unavailable until the deadline", attempt=attempt)
         raise TransientError("storage unavailable while uploading outputs") from exc
@@ -735,6 +732,24 @@ def run_generation(svc: Services, job_id: uuid.UUID) -> Job | None:
         },
     )
     return done
+
+
+def _store_outputs(svc: Services, job: Job, attempt: int, images: Sequence[GeneratedImage]) -> list[VariantUpload]:
+    """Upload every output at once. If any upload fails, all of them are deleted once every one has
+    ended (one that failed may still have been stored) and the first error is raised."""
+    paths = [output_path(job.id, attempt, index, image.mime_type) for index, image in enumerate(images)]
+
+    def upload(index: int) -> VariantUpload:
+        image = images[index]
+        svc.blobs.put(paths[index], image.data, image.mime_type)
+        return VariantUpload(index, paths[index], image.mime_type, image.width, image.height, len(image.data))
+
+    outcomes = settle_each(svc.fanout, [functools.partial(upload, index) for index in range(len(images))])
+    errors = [o.error for o in outcomes if o.error is not None]
+    if errors:
+        _delete_quietly(svc, paths, job.id)
+        raise errors[0]
+    return [o.get() for o in outcomes]
 
 
 def _hand_to_processor(svc: Services, job: Job, request: GenerationRequest) -> Job | None:

@@ -75,3 +75,22 @@ def test_retention() -> None:
     out = run("retention.py", "--threads", "3", "--turns", "2", "--batch", "4", "--rtt-ms", "0")
     assert "jobs deleted: 4, blobs deleted: 12" in out, "two whole threads fit a batch of 4 jobs"
     assert "ms per job" in out
+
+
+def test_latency() -> None:
+    out = run("latency.py", "--requests", "2", "--generations", "1", "--warmup", "1", "--variants", "2")
+    rows = {
+        m.group(1): (int(m.group(2)), int(m.group(3)), int(m.group(4)))
+        for m in re.finditer(
+            r"^(POST /jobs|generate step) \((?:fanout|sequential)\)\s+(\d+)\s+(\d+)\s+(\d+)", out, re.M
+        )
+    }
+    assert set(rows) == {"POST /jobs", "generate step"}, out
+    for waves, chain, trips in rows.values():
+        assert 0 < waves <= trips, out
+        assert 0 < chain <= trips, out
+    assert "POST /jobs: fanout/sequential p50 ratio" in out
+    assert "generate step: fanout/sequential p50 ratio" in out
+    # Every dependency's round trips were seen through its proxy (gRPC streams included).
+    for dependency in ("postgres", "firestore", "cloudtasks", "storage"):
+        assert dependency in out.split("POST /jobs: fanout")[1], dependency

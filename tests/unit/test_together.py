@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
 import pytest
 
-from nano_banana.together import pool, settle, together
+from nano_banana.together import pool, settle, settle_each, together
 
 
 def test_calls_run_at_once_and_return_in_order() -> None:
@@ -46,3 +47,20 @@ def test_an_error_is_raised_only_after_every_call_ended() -> None:
     assert isinstance(first.error, RuntimeError)
     assert second.ok
     assert second.get() == "stored"
+
+
+def test_settle_each_runs_any_number_of_calls_at_once() -> None:
+    barrier = threading.Barrier(4, timeout=5)
+
+    def upload(index: int) -> int:
+        barrier.wait()  # breaks unless all four run at the same time
+        if index == 2:
+            raise RuntimeError("upload 2 failed")
+        return index
+
+    with pool() as executor:
+        outcomes = settle_each(executor, [functools.partial(upload, i) for i in range(4)])
+        assert settle_each(executor, []) == []
+    assert [o.ok for o in outcomes] == [True, True, False, True]
+    assert [o.value for o in outcomes] == [0, 1, None, 3]
+    assert isinstance(outcomes[2].error, RuntimeError)
