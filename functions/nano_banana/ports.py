@@ -44,6 +44,16 @@ class Reservation:
     claim: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LimitsReading:
+    """What `Limits.check` read. `reserve` may commit on it instead of reading again (one round trip
+    fewer); a reading that went stale costs the reservation only a fresh read (the commit is conditional)."""
+
+    user_id: uuid.UUID
+    project_id: uuid.UUID
+    documents: object = None  # the adapter's own
+
+
 class KeyClaimed(Exception):
     """Limits.reserve: the Idempotency-Key is claimed by another job still being created (nothing was
     reserved). The creation waits for that job's row instead of competing for a limit unit."""
@@ -57,10 +67,11 @@ class Limits(Protocol):
     """Rate window per user and concurrency leases per project, checked and reserved atomically, and
     the user's Idempotency-Key claims (stored hashed, never as sent), taken in the same commit."""
 
-    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> None:
+    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
         """Read-only: raise RateLimited / ConcurrencyLimited exactly as `reserve` would now, reserving
         nothing (one read). Passes when `idempotency_key` is claimed: that request decides at `reserve`
-        (a retry of a job being created is answered with that job, never with 429)."""
+        (a retry of a job being created is answered with that job, never with 429). Returns what it read,
+        for `reserve`."""
         ...
 
     def reserve(
@@ -71,12 +82,14 @@ class Limits(Protocol):
         job_id: uuid.UUID,
         lease_expires_at: datetime,
         idempotency_key: str | None = None,
+        reading: LimitsReading | None = None,
     ) -> Reservation:
         """Admit one job and claim its Idempotency-Key (if any) in one commit, or raise KeyClaimed (the
         key is claimed by another unexpired job: checked first), RateLimited / ConcurrencyLimited, or
         Unavailable (after bounded jittered retries on contention); any of them reserves nothing.
         Reserving again for the same job_id is idempotent and returns the same reservation. A claim
-        expires with the lease."""
+        expires with the lease. With `reading` (from `check`), the first attempt decides on it and
+        only commits."""
         ...
 
     def give_back(self, reservation: Reservation) -> None:

@@ -56,6 +56,7 @@ from nano_banana.ports import (
     JobStore,
     KeyClaimed,
     Limits,
+    LimitsReading,
     Processor,
     ProcessorJob,
     Reservation,
@@ -305,12 +306,13 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         lambda: svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key),
     )
     access.get()
+    reading: LimitsReading | None = None
     if (found := earlier.get()) is not None:
         assert key is not None
         if (replay := _replay_or_wait(svc, user_id, key, fingerprint, found)) is not None:
             return Created(job=replay, message_id=None, replayed=True)
     else:
-        admissible.get()
+        reading = admissible.get()
     if cmd.upload is not None:
         info = cmd.upload.info
         path = input_path(user_id, new_id(), info.mime_type)
@@ -339,27 +341,33 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         request_hash=fingerprint,
         deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
     )
-    return _admit(svc, new, store_input=store_input)
+    return _admit(svc, new, store_input=store_input, reading=reading)
 
 
 def _admit(
-    svc: Services, new: NewJob, *, store_input: tuple[str, bytes, str] | None, max_turns: int | None = None
+    svc: Services,
+    new: NewJob,
+    *,
+    store_input: tuple[str, bytes, str] | None,
+    max_turns: int | None = None,
+    reading: LimitsReading | None = None,
 ) -> Created:
     """Round trips 2-4: reserve the limits and claim the key (one commit); store the input ‖ insert the
     job; enqueue generate ‖ expire. Any failure undoes what succeeded: the row goes (it was never
     scheduled), the input goes, the reservation and the claim are given back."""
 
-    def reserve() -> Reservation:
+    def reserve(on: LimitsReading | None = None) -> Reservation:
         return svc.limits.reserve(
             user_id=new.user_id,
             project_id=new.project_id,
             job_id=new.id,
             lease_expires_at=new.deadline_at + LEASE_GRACE,
             idempotency_key=new.idempotency_key,
+            reading=on,
         )
 
     try:
-        reservation = reserve()
+        reservation = reserve(reading)  # on what round trip 1 read: only the commit is left
     except KeyClaimed:
         assert new.idempotency_key is not None
         waited = _wait_for_key(svc, new.user_id, new.idempotency_key, new.request_hash or "", reserve)

@@ -53,7 +53,7 @@ from nano_banana.adapters.limits_memory import (
     to_epoch,
 )
 from nano_banana.errors import Unavailable
-from nano_banana.ports import Clock, Reservation
+from nano_banana.ports import Clock, LimitsReading, Reservation
 
 _log = logging.getLogger("nano_banana")
 
@@ -85,6 +85,15 @@ class _Turn:
 
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     writes: int = 0
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What `check` read (LimitsReading.documents): both snapshots, and this process's commit counts then."""
+
+    rate_doc: Any
+    slot_doc: Any
+    seen: tuple[int, ...]
 
 
 class _Retry(Exception):
@@ -123,11 +132,13 @@ class FirestoreLimits:
 
     # ------------------------------------------------------------ Limits
 
-    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> None:
+    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
         """Raise RateLimited / ConcurrencyLimited as `reserve` would now, writing nothing: one
-        BatchGetDocuments (2 documents), no turn taken."""
+        BatchGetDocuments (2 documents), no turn taken. What it read lets `reserve` go straight to its
+        commit."""
         rate_ref = self._rates.document(str(user_id))
         slot_ref = self._slots.document(str(project_id))
+        seen = self._writes(sorted({rate_ref.path, slot_ref.path}))
         rate_doc, slot_doc = self._guard(lambda: self._read(rate_ref, slot_ref))
         check_admission(
             _times(rate_doc, "admits"),
@@ -138,6 +149,7 @@ class FirestoreLimits:
             rate_per_hour=self._rate,
             max_active=self._max_active,
         )
+        return LimitsReading(user_id, project_id, _Read(rate_doc, slot_doc, seen))
 
     def reserve(
         self,
@@ -147,18 +159,26 @@ class FirestoreLimits:
         job_id: uuid.UUID,
         lease_expires_at: datetime,
         idempotency_key: str | None = None,
+        reading: LimitsReading | None = None,
     ) -> Reservation:
         """Admit one job and claim its key, or raise KeyClaimed / RateLimited / ConcurrencyLimited /
         Unavailable, reserving nothing.
 
-        One BatchGetDocuments (2 documents) and, when admitting, one Commit (2 preconditioned writes).
+        One BatchGetDocuments (2 documents) and, when admitting, one Commit (2 preconditioned writes);
+        with a `reading` from `check`, the first attempt only commits (preconditioned on what it read).
         """
         rate_ref = self._rates.document(str(user_id))
         slot_ref = self._slots.document(str(project_id))
         claim = key_claim(idempotency_key) if idempotency_key is not None else None
+        # What check() read, if it was for these documents: the first attempt decides on it.
+        reuse = [read] if (read := _reading_of(reading, user_id, project_id)) is not None else []
 
         def read_and_decide() -> tuple[Any, Any, Decision]:
-            rate_doc, slot_doc = self._read(rate_ref, slot_ref)
+            if reuse:
+                read = reuse.pop()
+                rate_doc, slot_doc = read.rate_doc, read.slot_doc
+            else:
+                rate_doc, slot_doc = self._read(rate_ref, slot_ref)
             decision = decide(  # raises KeyClaimed / RateLimited / ConcurrencyLimited: that read decides
                 _times(rate_doc, "admits"),
                 _times(slot_doc, "leases"),
@@ -175,7 +195,7 @@ class FirestoreLimits:
         paths = sorted({rate_ref.path, slot_ref.path})
 
         def attempt() -> Reservation:
-            seen = self._writes(paths)
+            seen = reuse[0].seen if reuse else self._writes(paths)
             rate_doc, slot_doc, decision = read_and_decide()
             if decision.changed:
                 with self._turn(paths) as turns:
@@ -376,6 +396,12 @@ class FirestoreLimits:
 
     def _timeout(self, kind: str) -> float:
         return self._call_timeout_s if self._warm[kind].is_set() else self._first_call_timeout_s
+
+
+def _reading_of(reading: LimitsReading | None, user_id: uuid.UUID, project_id: uuid.UUID) -> _Read | None:
+    if reading is None or (reading.user_id, reading.project_id) != (user_id, project_id):
+        return None
+    return reading.documents if isinstance(reading.documents, _Read) else None
 
 
 def _write_if_unchanged(batch: Any, snap: Any, ref: Any, data: dict[str, Any]) -> None:

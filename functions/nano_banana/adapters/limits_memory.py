@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nano_banana.errors import ConcurrencyLimited, RateLimited
-from nano_banana.ports import Clock, KeyClaimed, Reservation
+from nano_banana.ports import Clock, KeyClaimed, LimitsReading, Reservation
 
 WINDOW_S = 3600.0
 
@@ -138,7 +138,7 @@ class MemoryLimits:
         self._leases: dict[uuid.UUID, dict[str, float]] = {}
         self._claims: dict[uuid.UUID, dict[str, tuple[str, float]]] = {}
 
-    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> None:
+    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
         """Raise RateLimited / ConcurrencyLimited as `reserve` would now; reserves nothing."""
         with self._lock:
             admits = dict(self._admits.get(user_id, {}))
@@ -153,6 +153,7 @@ class MemoryLimits:
             rate_per_hour=self._rate,
             max_active=self._max_active,
         )
+        return LimitsReading(user_id, project_id)
 
     def reserve(
         self,
@@ -162,6 +163,7 @@ class MemoryLimits:
         job_id: uuid.UUID,
         lease_expires_at: datetime,
         idempotency_key: str | None = None,
+        reading: LimitsReading | None = None,  # one lock, one step: nothing to save
     ) -> Reservation:
         """Admit one job and claim its key, or raise KeyClaimed / RateLimited / ConcurrencyLimited,
         reserving nothing."""
