@@ -272,9 +272,7 @@ def test_a_different_body_with_a_key_in_use_is_409_once_the_job_exists(stack: St
         assert not first.result(timeout=20).replayed
 
 
-def test_a_key_held_past_the_wait_is_503_idempotency_key_in_use(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_key_held_past_the_wait_is_503_idempotency_key_in_use(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(usecases, "KEY_WAIT_S", 0.4)
     stack.limits.hold_next.set()
     with ThreadPoolExecutor(2) as pool:
@@ -366,7 +364,107 @@ def test_job_created_is_logged_only_for_created_jobs(pg_store: PostgresJobStore,
     assert (made["projectId"], made["status"]) == (str(stack.project), "queued")
     assert isinstance(made["durationMs"], float)
     assert (replay["jobId"], replay["projectId"]) == (str(replayed.job.id), str(stack.project))
-    assert (limited["code"], limited["status"], limited["projectId"]) == ("concurrency_limited", 429, str(stack.project))
+    assert (limited["code"], limited["status"], limited["projectId"]) == (
+        "concurrency_limited",
+        429,
+        str(stack.project),
+    )
     assert (failed["code"], failed["status"]) == ("unavailable", 503)
     assert "jobId" not in limited
     assert "jobId" not in failed
+
+
+# ---------------------------------------------------------------- round trips on the critical path
+
+ROUND_TRIP_S = 0.04  # each port call takes at least this long: calls made side by side really overlap
+
+
+class Recorder:
+    """Every round trip a use case makes through its ports, as (port.method, start, end)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float, float]] = []
+        self._lock = threading.Lock()
+
+    def wrap(self, target: Any, port: str, methods: set[str]) -> Any:
+        recorder = self
+
+        class Recorded:
+            def __getattr__(self, name: str) -> Any:
+                attr = getattr(target, name)
+                if name not in methods:
+                    return attr
+
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    started = time.perf_counter()
+                    time.sleep(ROUND_TRIP_S)
+                    try:
+                        return attr(*args, **kwargs)
+                    finally:
+                        with recorder._lock:
+                            recorder.calls.append((f"{port}.{name}", started, time.perf_counter()))
+
+                return call
+
+        return Recorded()
+
+    def waves(self) -> list[list[str]]:
+        """The calls grouped into sequential waves: a wave is a maximal run of overlapping calls."""
+        grouped: list[list[str]] = []
+        end = float("-inf")
+        for name, started, ended in sorted(self.calls, key=lambda c: c[1]):
+            if started >= end:
+                grouped.append([])
+            grouped[-1].append(name)
+            end = max(end, ended) if started < end else ended
+        return grouped
+
+
+def _recorded(stack: Stack) -> Recorder:
+    recorder = Recorder()
+    stack.svc = usecases.Services(
+        settings=stack.svc.settings,
+        store=recorder.wrap(
+            stack.store,
+            "store",
+            {"can_access", "find_by_idempotency_key", "variant_in_project", "get_job", "create_job"}
+            | {"create_refinement", "discard_queued"},
+        ),
+        limits=recorder.wrap(stack.limits, "limits", {"check", "reserve", "give_back"}),
+        queue=recorder.wrap(stack.queue, "queue", {"enqueue", "is_pending"}),
+        blobs=recorder.wrap(stack.blobs, "blobs", {"put", "get", "delete"}),
+        generator_factory=None,
+        processor_factory=None,
+        clock=stack.svc.clock,
+    )
+    return recorder
+
+
+def test_a_creation_makes_at_most_four_sequential_round_trips(stack: Stack) -> None:
+    """Issue 18: membership ‖ limits read ‖ key lookup; the limits commit; upload ‖ insert; both enqueues
+    (it was 7 one after the other). Structure, not time: each fake call sleeps, so side by side is real."""
+    recorder = _recorded(stack)
+    stack.create(key="k-waves")
+    waves = recorder.waves()
+    print(f"\nPOST /jobs (multipart, Idempotency-Key): {len(waves)} sequential round trips: {waves}")
+    assert [sorted(w) for w in waves] == [
+        ["limits.check", "store.can_access", "store.find_by_idempotency_key"],
+        ["limits.reserve"],
+        ["blobs.put", "store.create_job"],
+        ["queue.enqueue", "queue.enqueue"],
+    ]
+
+
+def test_a_refinement_and_an_input_path_creation_stay_short(stack: Stack) -> None:
+    parent, variant = stack.succeeded_job()
+    path = f"inputs/{stack.user}/{uuid.uuid4()}.png"
+    stack.blobs.put(path, _png(), "image/png")
+    recorder = _recorded(stack)
+    stack.refine(parent, variant, "r-waves")
+    refinement = recorder.waves()
+    recorder.calls.clear()
+    stack.create_from(path)
+    from_path = recorder.waves()
+    print(f"\nPOST /messages: {len(refinement)} waves {refinement}\nPOST /jobs (inputPath): {len(from_path)} waves")
+    assert len(refinement) == 4  # parent ‖ key lookup; reserve; insert (one transaction); both enqueues
+    assert len(from_path) == 5  # the download waits for the limits check: one more than an upload
