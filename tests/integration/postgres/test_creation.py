@@ -31,7 +31,7 @@ from nano_banana.errors import (
     Unavailable,
 )
 from nano_banana.images import inspect_image, upload_budget
-from nano_banana.ports import LimitsReading, Reservation
+from nano_banana.ports import LimitsReading, Reservation, Task
 from nano_banana.settings import Settings
 from tests.support.memory_blobs import MemoryBlobStore
 from tests.support.recording_queue import RecordingQueue
@@ -207,6 +207,31 @@ def test_a_failed_upload_beside_the_insert_discards_the_row(stack: Stack, monkey
     assert stack.queue.tasks == {}
     monkeypatch.undo()
     assert not stack.create(key="k-2").replayed
+
+
+def test_a_job_a_task_claimed_before_the_other_enqueue_failed_lives(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generate task may run before the expire enqueue fails: that job is live (the sweep stands in
+    for its expire task), so it keeps its row, input and slot, and the answer is the job."""
+    real_enqueue = stack.queue.enqueue
+
+    def enqueue(task: Task) -> bool:
+        if task.kind == "expire":
+            time.sleep(0.1)  # after the generate task has claimed the job
+            raise Unavailable("the queue is down")
+        created = real_enqueue(task)
+        assert stack.store.claim_for_generation(task.job_id, datetime.now(UTC)) is not None
+        return created
+
+    monkeypatch.setattr(stack.queue, "enqueue", enqueue)
+    created = stack.create(key="k-live")
+    assert not created.replayed
+    job = stack.store.get_job(created.job.id)
+    assert job is not None
+    assert job.status is JobStatus.running
+    assert stack.limits.active_jobs(stack.project) == [job.id]
+    assert stack.inputs() == [job.input_path]
 
 
 # ---------------------------------------------------------------- a retry racing its first attempt
