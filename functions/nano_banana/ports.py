@@ -2,6 +2,9 @@
 
 Each has a production adapter and an embedded twin in `nano_banana/adapters/`; `bootstrap.py`
 picks one from settings. Contract suites in `tests/contract/` run against every implementation.
+Adapters are called from several threads at once (a request's independent round trips run side by side,
+`nano_banana.together`): each must be thread-safe (the Postgres pool, httpx under storage3, the gRPC
+clients of Firestore and Cloud Tasks are; the in-process twins hold a lock).
 """
 
 from __future__ import annotations

@@ -311,6 +311,8 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         assert key is not None
         if (replay := _replay_or_wait(svc, user_id, key, fingerprint, found)) is not None:
             return Created(job=replay, message_id=None, replayed=True)
+        # That job's creation rolled back while we waited: the limits are read again before any download.
+        reading = svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key)
     else:
         reading = admissible.get()
     if cmd.upload is not None:

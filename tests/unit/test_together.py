@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 
@@ -46,3 +47,11 @@ def test_an_error_is_raised_only_after_every_call_ended() -> None:
     assert isinstance(first.error, RuntimeError)
     assert second.ok
     assert second.get() == "stored"
+
+
+def test_calls_on_the_executor_see_the_callers_context() -> None:
+    """A request's log fields live in a ContextVar: its side-by-side calls must log under its id too."""
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+    request_id.set("req-1")
+    with pool() as executor:
+        assert together(executor, request_id.get, request_id.get) == ("req-1", "req-1")
