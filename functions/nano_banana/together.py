@@ -35,8 +35,10 @@ class Outcome(Generic[T]):
         return self.value  # type: ignore[return-value]
 
 
-def pool(workers: int = 8) -> ThreadPoolExecutor:
-    """The executor Services hands to `together` (threads: every adapter here is blocking I/O)."""
+def pool(workers: int = 64) -> ThreadPoolExecutor:
+    """The executor Services hands to `together` (threads: every adapter here is blocking I/O). Sized for
+    the `api` function's 40 concurrent requests, each with up to two calls on it at once (threads start
+    only when needed); a smaller pool would queue one request's round trip behind another's."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nano-banana-fanout")
 
 

@@ -139,7 +139,21 @@ class FirestoreLimits:
         rate_ref = self._rates.document(str(user_id))
         slot_ref = self._slots.document(str(project_id))
         seen = self._writes(sorted({rate_ref.path, slot_ref.path}))
-        rate_doc, slot_doc = self._guard(lambda: self._read(rate_ref, slot_ref))
+        started = time.monotonic()
+        try:
+            rate_doc, slot_doc = self._guard(lambda: self._read(rate_ref, slot_ref))
+        except Unavailable as exc:
+            _log.warning(
+                "limits store unreachable",
+                extra={
+                    "event": "limits_check_unavailable",
+                    "projectId": str(project_id),
+                    "errorType": type(exc.__cause__).__name__,
+                    "warm": self.warm,
+                    "durationMs": round((time.monotonic() - started) * 1000),
+                },
+            )
+            raise
         check_admission(
             _times(rate_doc, "admits"),
             _times(slot_doc, "leases"),
