@@ -51,6 +51,13 @@ locals {
       filter      = "${local.log_base} AND jsonPayload.event=\"callback_rejected\" AND jsonPayload.code=\"invalid_signature\""
       labels      = {}
     }
+    # A creation whose tasks could not be enqueued is rolled back (row, input, reservation, key) and answered
+    # 503: no job exists to fail, so the rejection line says why (usecases._raise_failure).
+    jobs_unscheduled = {
+      description = "Creations rolled back because their tasks could not be enqueued (answered 503, nothing kept)."
+      filter      = "${local.log_base} AND jsonPayload.event=\"job_rejected\" AND jsonPayload.reason=\"enqueue_failed\""
+      labels      = {}
+    }
     slot_release_failed = {
       description = "Slot releases that failed after a job ended (the expire task and the sweep give the slot back later)."
       filter      = "${local.log_base} AND jsonPayload.event=\"release_failed\""
@@ -256,9 +263,9 @@ resource "google_monitoring_alert_policy" "timeouts" {
   notification_channels = local.notification_channels
 
   conditions {
-    display_name = "jobs failed with timeout or enqueue_failed"
+    display_name = "jobs failed with timeout"
     condition_threshold {
-      filter          = "metric.type=\"${local.metric_type.jobs_finished}\" AND resource.type=\"cloud_run_revision\" AND metric.label.error_code=one_of(\"timeout\", \"enqueue_failed\")"
+      filter          = "metric.type=\"${local.metric_type.jobs_finished}\" AND resource.type=\"cloud_run_revision\" AND metric.label.error_code=\"timeout\""
       comparison      = "COMPARISON_GT"
       threshold_value = var.alert_timeouts_threshold
       duration        = "0s"
@@ -267,6 +274,21 @@ resource "google_monitoring_alert_policy" "timeouts" {
         per_series_aligner   = "ALIGN_SUM"
         cross_series_reducer = "REDUCE_SUM"
         group_by_fields      = ["metric.label.error_code"]
+      }
+    }
+  }
+
+  conditions {
+    display_name = "creations rolled back because their tasks could not be enqueued"
+    condition_threshold {
+      filter          = "metric.type=\"${local.metric_type.jobs_unscheduled}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.alert_timeouts_threshold
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "${var.alert_window_s}s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
       }
     }
   }

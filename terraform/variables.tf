@@ -215,7 +215,7 @@ variable "alert_failed_min_jobs" {
 }
 
 variable "alert_timeouts_threshold" {
-  description = "Alert when more than this many jobs failed with timeout or enqueue_failed in alert_window_s (0: any)."
+  description = "Alert when more than this many jobs failed with timeout, or creations were rolled back for enqueue_failed, in alert_window_s (0: any)."
   type        = number
   default     = 0
 }

@@ -120,6 +120,15 @@ class CallbackInProgress(Unavailable):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
+class IdempotencyKeyInUse(Unavailable):
+    """Another request with this Idempotency-Key is still creating its job (its row is not written yet):
+    retry after `Retry-After`, and the answer will be that job."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 2) -> None:
+        super().__init__(message, details={"reason": "idempotency_key_in_use"})
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class StorageMisconfigured(Unavailable):
     """Storage refuses our own configuration (the key, the bucket): no retry fixes it, an operator must.
     Answered 503 like an outage (never NotFound, never a permanent job failure); `cause` names what is

@@ -18,9 +18,10 @@ from collections.abc import Mapping
 
 class Event(enum.StrEnum):
     # ---- job lifecycle (usecases.py)
-    job_created = "job_created"  # a creation request's outcome (timed): status, replayed, outcome
-    job_rejected = "job_rejected"  # a creation refused by the rate or concurrency limit
+    job_created = "job_created"  # a job was created (or a refinement): jobId, projectId, status
+    job_rejected = "job_rejected"  # a creation that made no job: code, status, reason (enqueue_failed: rolled back)
     job_replayed = "job_replayed"  # an Idempotency-Key replay answered with the existing job
+    job_discard_failed = "job_discard_failed"  # a failed creation's queued row could not be deleted
     job_started = "job_started"
     generation_finished = "generation_finished"
     job_succeeded = "job_succeeded"
@@ -77,6 +78,7 @@ class Event(enum.StrEnum):
     limits_reserve_unavailable = "limits_reserve_unavailable"
     limits_give_back_unavailable = "limits_give_back_unavailable"
     limits_release_unavailable = "limits_release_unavailable"
+    limits_check_unavailable = "limits_check_unavailable"
     limits_reserve_contended = "limits_reserve_contended"
     limits_give_back_contended = "limits_give_back_contended"
     limits_release_contended = "limits_release_contended"
@@ -121,7 +123,8 @@ _TERMINAL = frozenset({"jobId", "projectId", "status", "errorCode", "durationMs"
 # The fields of the events that monitoring reads (terraform/monitoring.tf), besides COMMON_FIELDS.
 FIELDS: Mapping[Event, frozenset[str]] = {
     Event.request: frozenset({"method", "path", "status", "code", "durationMs"}),
-    Event.job_created: frozenset({"jobId", "projectId", "status", "replayed", "outcome", "durationMs"}),
+    Event.job_created: frozenset({"jobId", "projectId", "parentJobId", "status", "durationMs"}),
+    Event.job_rejected: frozenset({"projectId", "parentJobId", "code", "status", "reason", "durationMs"}),
     Event.job_succeeded: _TERMINAL | {"variants"},
     Event.job_failed: _TERMINAL,
     Event.job_canceled: _TERMINAL | {"reason"},

@@ -2,6 +2,9 @@
 
 Each has a production adapter and an embedded twin in `nano_banana/adapters/`; `bootstrap.py`
 picks one from settings. Contract suites in `tests/contract/` run against every implementation.
+Adapters are called from several threads at once (a request's independent round trips run side by side,
+`nano_banana.together`): each must be thread-safe (the Postgres pool, httpx under storage3, the gRPC
+clients of Firestore and Cloud Tasks are; the in-process twins hold a lock).
 """
 
 from __future__ import annotations
@@ -40,21 +43,61 @@ class Reservation:
     job_id: uuid.UUID
     at: datetime
     lease_expires_at: datetime
+    # The hashed Idempotency-Key this job claimed in the same commit (None: the request had no key).
+    claim: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsReading:
+    """What `Limits.check` read. `reserve` may commit on it instead of reading again (one round trip
+    fewer); a reading that went stale costs the reservation only a fresh read (the commit is conditional)."""
+
+    user_id: uuid.UUID
+    project_id: uuid.UUID
+    documents: object = None  # the adapter's own
+
+
+class KeyClaimed(Exception):
+    """Limits.reserve: the Idempotency-Key is claimed by another job still being created (nothing was
+    reserved). The creation waits for that job's row instead of competing for a limit unit."""
+
+    def __init__(self, holder: uuid.UUID) -> None:
+        super().__init__(f"the Idempotency-Key is claimed by job {holder}")
+        self.holder = holder
 
 
 class Limits(Protocol):
-    """Rate window per user and concurrency leases per project, checked and reserved atomically."""
+    """Rate window per user and concurrency leases per project, checked and reserved atomically, and
+    the user's Idempotency-Key claims (stored hashed, never as sent), taken in the same commit."""
+
+    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
+        """Read-only: raise RateLimited / ConcurrencyLimited exactly as `reserve` would now, reserving
+        nothing (one read). Passes when `idempotency_key` is claimed: that request decides at `reserve`
+        (a retry of a job being created is answered with that job, never with 429). Returns what it read,
+        for `reserve`."""
+        ...
 
     def reserve(
-        self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, lease_expires_at: datetime
+        self,
+        *,
+        user_id: uuid.UUID,
+        project_id: uuid.UUID,
+        job_id: uuid.UUID,
+        lease_expires_at: datetime,
+        idempotency_key: str | None = None,
+        reading: LimitsReading | None = None,
     ) -> Reservation:
-        """Admit one job or raise RateLimited / ConcurrencyLimited (reserving nothing) or
-        Unavailable (after bounded jittered retries on contention; nothing reserved).
-        Reserving again for the same job_id is idempotent and returns the same reservation."""
+        """Admit one job and claim its Idempotency-Key (if any) in one commit, or raise KeyClaimed (the
+        key is claimed by another unexpired job: checked first), RateLimited / ConcurrencyLimited, or
+        Unavailable (after bounded jittered retries on contention); any of them reserves nothing.
+        Reserving again for the same job_id is idempotent and returns the same reservation. A claim
+        expires with the lease. With `reading` (from `check`), the first attempt decides on it and
+        only commits."""
         ...
 
     def give_back(self, reservation: Reservation) -> None:
-        """Undo a reservation whose job was never created: removes the rate entry and the lease."""
+        """Undo a reservation whose job was never created: removes the rate entry, the lease and the
+        key claim (so a retry with that key may create the job). Idempotent."""
         ...
 
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
@@ -246,6 +289,11 @@ class JobStore(Protocol):
     def create_job(self, new: NewJob) -> Job | None:
         """Insert a queued job and its user message in one transaction.
         Returns None when (user_id, idempotency_key) already exists."""
+        ...
+
+    def discard_queued(self, job_id: uuid.UUID) -> bool:
+        """Delete a job (with its user message) that is still `queued`: a creation rolled back before its
+        tasks were scheduled. False if it is no longer queued (a task claimed it) or gone. A CAS."""
         ...
 
     def create_refinement(self, new: NewJob, *, max_turns: int) -> Job | int | None:

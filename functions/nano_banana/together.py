@@ -6,6 +6,7 @@ Every call is waited for, even when another failed first, so a caller that must 
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,8 +35,10 @@ class Outcome(Generic[T]):
         return self.value  # type: ignore[return-value]
 
 
-def pool(workers: int = 8) -> ThreadPoolExecutor:
-    """The executor Services hands to `together` (threads: every adapter here is blocking I/O)."""
+def pool(workers: int = 64) -> ThreadPoolExecutor:
+    """The executor Services hands to `together` (threads: every adapter here is blocking I/O). Sized for
+    the `api` function's 40 concurrent requests, each with up to two calls on it at once (threads start
+    only when needed); a smaller pool would queue one request's round trip behind another's."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nano-banana-fanout")
 
 
@@ -52,7 +55,8 @@ def settle(
 ) -> tuple[Outcome[A], Outcome[B], Outcome[C]]: ...
 def settle(executor: Executor, *calls: Callable[[], object]) -> tuple[Outcome[object], ...]:  # type: ignore[misc]
     """Run every call (the first on this thread, the rest on the executor) and return each outcome."""
-    futures = [executor.submit(call) for call in calls[1:]]
+    # Each call sees the caller's context (its log lines carry the request's id).
+    futures = [executor.submit(contextvars.copy_context().run, call) for call in calls[1:]]
     try:
         first: Outcome[object] = Outcome(calls[0](), None)
     except BaseException as exc:  # reported through the Outcome, raised by get()

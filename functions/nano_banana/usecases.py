@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from nano_banana.domain import (
     ACTIVE,
@@ -37,6 +38,7 @@ from nano_banana.errors import (
     Forbidden,
     GenerationFailed,
     IdempotencyConflict,
+    IdempotencyKeyInUse,
     InvalidRequest,
     InvalidTransition,
     NanoBananaError,
@@ -45,8 +47,7 @@ from nano_banana.errors import (
     TransientError,
     Unavailable,
 )
-from nano_banana.events import Event
-from nano_banana.images import ImageInfo, for_model, inspect_image
+from nano_banana.images import ImageInfo, for_model, inspect_image, upload_budget
 from nano_banana.log import redact, timed
 from nano_banana.ports import (
     BlobStore,
@@ -55,7 +56,9 @@ from nano_banana.ports import (
     ImageGenerator,
     JobPage,
     JobStore,
+    KeyClaimed,
     Limits,
+    LimitsReading,
     Processor,
     ProcessorJob,
     Reservation,
@@ -63,9 +66,10 @@ from nano_banana.ports import (
     TaskQueue,
 )
 from nano_banana.settings import Settings
-from nano_banana.together import pool, settle, settle_each
+from nano_banana.together import Outcome, pool, settle, settle_each, together
 
 log = logging.getLogger("nano_banana")
+T = TypeVar("T")
 
 LEASE_GRACE = timedelta(seconds=60)
 
@@ -170,13 +174,18 @@ def _require_access(svc: Services, project_id: uuid.UUID, user_id: uuid.UUID) ->
         raise Forbidden("you are not a member of this project", details={"projectId": str(project_id)})
 
 
-def _replay(svc: Services, user_id: uuid.UUID, key: str | None, fingerprint: str) -> Job | None:
-    """The job an earlier request with this Idempotency-Key created, if the body matches."""
-    if key is None:
-        return None
-    found = svc.store.find_by_idempotency_key(user_id, key)
-    if found is None:
-        return None
+# A request whose Idempotency-Key another request is still using waits this long for that job's row.
+KEY_WAIT_S = 15.0
+_KEY_POLL_FIRST_S = 0.05
+_KEY_POLL_MAX_S = 0.5
+
+
+def _earlier(svc: Services, user_id: uuid.UUID, key: str | None) -> tuple[Job, str | None] | None:
+    """The job an earlier request with this Idempotency-Key created, and its request's fingerprint."""
+    return None if key is None else svc.store.find_by_idempotency_key(user_id, key)
+
+
+def _matching(found: tuple[Job, str | None], fingerprint: str) -> Job:
     job, stored_hash = found
     if stored_hash != fingerprint:
         raise IdempotencyConflict(
@@ -185,26 +194,104 @@ def _replay(svc: Services, user_id: uuid.UUID, key: str | None, fingerprint: str
     return job
 
 
-def _resolve_input(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> tuple[bytes, ImageInfo, bool]:
-    """The input image and whether it still has to be stored (uploads) or already is (inputPath)."""
-    if cmd.upload is not None:
-        return cmd.upload.data, cmd.upload.info, True
-    path = cmd.input_path or ""
-    own = path.startswith(f"inputs/{user_id}/") and path.count("/") == 2
-    if not own and svc.store.variant_in_project(path, cmd.project_id) is None:
+def _settled(svc: Services, job: Job) -> bool:
+    """Whether a job found by its key can be handed out: its creation can no longer roll back (which
+    deletes the row). True once a task moved it, or once it is older than any creation request; a
+    young queued job only when both its tasks are scheduled (its creation's last step)."""
+    if job.status is not JobStatus.queued or svc.clock() - job.created_at >= timedelta(
+        seconds=svc.settings.requeue_grace_s
+    ):
+        return True
+    generate, expire = together(
+        svc.fanout,
+        lambda: svc.queue.is_pending(_generate_task(svc, job)),
+        lambda: svc.queue.is_pending(_expire_task(job)),
+    )
+    return generate and expire
+
+
+def _wait_for_key(
+    svc: Services,
+    user_id: uuid.UUID,
+    key: str,
+    fingerprint: str,
+    reserve: Callable[[], Reservation] | None,
+) -> Job | Reservation | None:
+    """Another request holds this Idempotency-Key (its claim, or its row before it was scheduled).
+    Look for its job with a short backoff, up to KEY_WAIT_S: its job once settled (a different body:
+    IdempotencyConflict). If the row is not there, `reserve` tries to claim the key again (the holder
+    may have rolled back); without `reserve` (the row was seen, so it has been rolled back) None: create
+    it. Past the wait: IdempotencyKeyInUse (503, retry)."""
+    deadline = time.monotonic() + KEY_WAIT_S
+    pause = _KEY_POLL_FIRST_S
+    while time.monotonic() + pause < deadline:
+        time.sleep(pause)
+        pause = min(2 * pause, _KEY_POLL_MAX_S)
+        found = svc.store.find_by_idempotency_key(user_id, key)
+        if found is not None:
+            job = _matching(found, fingerprint)
+            if _settled(svc, job):
+                return job
+        elif reserve is None:
+            return None
+        else:
+            try:
+                return reserve()
+            except KeyClaimed:
+                pass
+    raise IdempotencyKeyInUse("a request with this Idempotency-Key is still creating its job; retry shortly")
+
+
+def _replay_or_wait(
+    svc: Services, user_id: uuid.UUID, key: str, fingerprint: str, found: tuple[Job, str | None]
+) -> Job | None:
+    """The job an earlier request with this key created (None: its creation rolled back meanwhile)."""
+    job = _matching(found, fingerprint)
+    if _settled(svc, job):
+        return job
+    waited = _wait_for_key(svc, user_id, key, fingerprint, None)
+    assert not isinstance(waited, Reservation)
+    return waited
+
+
+def _may_use(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> None:
+    """The user is a member of the project, and an `inputPath` is their own upload or a project variant."""
+    _require_access(svc, cmd.project_id, user_id)
+    path = cmd.input_path
+    if path is None or (path.startswith(f"inputs/{user_id}/") and path.count("/") == 2):
+        return
+    if svc.store.variant_in_project(path, cmd.project_id) is None:
         raise Forbidden(
             "inputPath must be one of your uploads or a variant of this project", details={"field": "inputPath"}
         )
-    data = svc.blobs.get(path, max_bytes=svc.settings.max_file_bytes)
-    return data, inspect_image(data, max_bytes=svc.settings.max_file_bytes, max_pixels=svc.settings.max_pixels), False
+
+
+def _download_input(svc: Services, path: str) -> ImageInfo:
+    """Read an `inputPath` input to learn its type and size; its bytes count against the upload memory
+    budget while they are held (like a multipart body), and are dropped before the job is admitted."""
+    cap = svc.settings.max_file_bytes
+    with upload_budget().hold(cap):
+        data = svc.blobs.get(path, max_bytes=cap)
+        return inspect_image(data, max_bytes=cap, max_pixels=svc.settings.max_pixels)
 
 
 def create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
-    """Validate, reserve limits, store the input, insert the job and enqueue its tasks — or undo all of it."""
+    """Validate, check the limits, store the input, insert the job and enqueue its tasks — or undo all of
+    it. Logs `job_created`, `job_replayed` or `job_rejected`."""
+    started = time.perf_counter()
+    try:
+        created = _create_job(svc, user_id, cmd)
+    except Exception as exc:
+        _log_rejected(exc, started, projectId=str(cmd.project_id))
+        raise
+    return _log_created(created, started)
+
+
+def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
     prompt = _check_prompt(svc, cmd.prompt)
     if cmd.upload is None and not cmd.input_path:
         raise InvalidRequest("send an image file or an inputPath", details={"field": "image"})
-    _require_access(svc, cmd.project_id, user_id)
+    key = cmd.idempotency_key
     fingerprint = request_hash(
         "job",
         cmd.project_id,
@@ -213,11 +300,32 @@ def create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         cmd.aspect_ratio,
         hashlib.sha256(cmd.upload.data).hexdigest() if cmd.upload else cmd.input_path,
     )
-    if (existing := _replay(svc, user_id, cmd.idempotency_key, fingerprint)) is not None:
-        return Created(job=existing, message_id=None, replayed=True)
-    data, info, must_store = _resolve_input(svc, user_id, cmd)
+    # Round trip 1: membership ‖ the limits, read only (before any download) ‖ an earlier job with this key.
+    access, earlier, admissible = settle(
+        svc.fanout,
+        lambda: _may_use(svc, user_id, cmd),
+        lambda: _earlier(svc, user_id, key),
+        lambda: svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key),
+    )
+    access.get()
+    reading: LimitsReading | None = None
+    if (found := earlier.get()) is not None:
+        assert key is not None
+        if (replay := _replay_or_wait(svc, user_id, key, fingerprint, found)) is not None:
+            return Created(job=replay, message_id=None, replayed=True)
+        # That job's creation rolled back while we waited: the limits are read again before any download.
+        reading = svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key)
+    else:
+        reading = admissible.get()
+    if cmd.upload is not None:
+        info = cmd.upload.info
+        path = input_path(user_id, new_id(), info.mime_type)
+        store_input: tuple[str, bytes, str] | None = (path, cmd.upload.data, info.mime_type)
+    else:
+        path = str(cmd.input_path)
+        info = _download_input(svc, path)
+        store_input = None
     job_id = new_id()
-    path = input_path(user_id, new_id(), info.mime_type) if must_store else str(cmd.input_path)
     new = NewJob(
         id=job_id,
         project_id=cmd.project_id,
@@ -233,66 +341,122 @@ def create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         variant_count=cmd.variant_count,
         aspect_ratio=cmd.aspect_ratio,
         model=svc.settings.model if svc.settings.generator != "preview" else "preview",
-        idempotency_key=cmd.idempotency_key,
+        idempotency_key=key,
         request_hash=fingerprint,
         deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
     )
-    return _admit(svc, new, store_input=(path, data, info.mime_type) if must_store else None)
+    return _admit(svc, new, store_input=store_input, reading=reading)
 
 
 def _admit(
-    svc: Services, new: NewJob, *, store_input: tuple[str, bytes, str] | None, max_turns: int | None = None
+    svc: Services,
+    new: NewJob,
+    *,
+    store_input: tuple[str, bytes, str] | None,
+    max_turns: int | None = None,
+    reading: LimitsReading | None = None,
 ) -> Created:
-    with timed("job_created", jobId=str(new.id), projectId=str(new.project_id)) as event:
-        reservation = svc.limits.reserve(
+    """Round trips 2-4: reserve the limits and claim the key (one commit); store the input ‖ insert the
+    job; enqueue generate ‖ expire. Any failure undoes what succeeded: the row goes (it was never
+    scheduled), the input goes, the reservation and the claim are given back."""
+
+    def reserve(on: LimitsReading | None = None) -> Reservation:
+        return svc.limits.reserve(
             user_id=new.user_id,
             project_id=new.project_id,
             job_id=new.id,
             lease_expires_at=new.deadline_at + LEASE_GRACE,
+            idempotency_key=new.idempotency_key,
+            reading=on,
         )
-        stored: list[str] = []
-        job: Job | None = None
-        try:
-            if store_input is not None:
-                path, data, mime = store_input
-                svc.blobs.put(path, data, mime)
-                stored.append(path)
-            if max_turns is None:
-                job = svc.store.create_job(new)
-            else:
-                result = svc.store.create_refinement(new, max_turns=max_turns)
-                if isinstance(result, int):
-                    raise InvalidRequest(
-                        f"this thread already has {result} turns; the limit is {max_turns}",
-                        details={"maxTurns": max_turns},
-                    )
-                job = result
-            if job is None:  # lost an Idempotency-Key race to a concurrent identical request
-                _undo(svc, reservation, stored)
-                replay = _replay(svc, new.user_id, new.idempotency_key, new.request_hash or "")
-                if replay is None:
-                    raise Unavailable("could not create the job; retry")
-                event["replayed"] = True
-                return Created(job=replay, message_id=None, replayed=True)
-            _enqueue_job_tasks(svc, job)
-        except BaseException as exc:
-            if job is not None and job.status is JobStatus.queued:
-                failed = svc.store.fail(
-                    job.id,
-                    code=ErrorCode.enqueue_failed,
-                    message="the job could not be scheduled",
-                    from_statuses=[JobStatus.queued],
-                )
-                if failed is None:  # something else moved it meanwhile; leave its slot to that transition
-                    raise
-                _log_end(failed, Event.job_failed)
-            _undo(svc, reservation, stored)
-            event["outcome"] = "rolled_back"
+
+    try:
+        reservation = reserve(reading)  # on what round trip 1 read: only the commit is left
+    except KeyClaimed:
+        assert new.idempotency_key is not None
+        waited = _wait_for_key(svc, new.user_id, new.idempotency_key, new.request_hash or "", reserve)
+        if not isinstance(waited, Reservation):
+            assert waited is not None
+            return Created(job=waited, message_id=None, replayed=True)
+        reservation = waited
+
+    def insert() -> Job | int | None:
+        if max_turns is None:
+            return svc.store.create_job(new)
+        return svc.store.create_refinement(new, max_turns=max_turns)
+
+    if store_input is not None:
+        stored, inserted = settle(svc.fanout, lambda: svc.blobs.put(*store_input), insert)
+    else:
+        stored, inserted = Outcome(None, None), _outcome(insert)
+    stored_paths = [store_input[0]] if store_input is not None and stored.ok else []
+    result = inserted.value if inserted.ok else None
+    job = result if isinstance(result, Job) else None
+    if job is None or not stored.ok:
+        _roll_back(svc, reservation, stored_paths, job)
+        _raise_failure(stored.error, inserted.error)
+        if isinstance(result, int):
+            raise InvalidRequest(
+                f"this thread already has {result} turns; the limit is {max_turns}", details={"maxTurns": max_turns}
+            )
+        # None: a concurrent identical request inserted first (its claim had expired): answer with its job.
+        replay = _earlier(svc, new.user_id, new.idempotency_key)
+        if replay is None:
+            raise Unavailable("could not create the job; retry")
+        return Created(job=_matching(replay, new.request_hash or ""), message_id=None, replayed=True)
+    assert job is not None
+    generate, expire = settle(
+        svc.fanout,
+        lambda: svc.queue.enqueue(_generate_task(svc, job)),
+        lambda: svc.queue.enqueue(_expire_task(job)),
+    )
+    if not (generate.ok and expire.ok) and _roll_back(svc, reservation, stored_paths, job):
+        _raise_failure(generate.error, expire.error, reason=ErrorCode.enqueue_failed.value)
+    return Created(job=job, message_id=new.message_id, replayed=False)
+
+
+def _outcome(call: Callable[[], T]) -> Outcome[T]:
+    try:
+        return Outcome(call(), None)
+    except BaseException as exc:  # reported like settle() does
+        return Outcome(None, exc)
+
+
+def _raise_failure(*errors: BaseException | None, reason: str | None = None) -> None:
+    """Raise the first of the errors: ours as they are, anything else as Unavailable. With a `reason`
+    (`enqueue_failed`: the job could not be scheduled, so it was rolled back) every failure is Unavailable
+    with that reason, which `job_rejected` logs and monitoring counts."""
+    for exc in errors:
+        if exc is not None:
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: after the undo, as they are
+                raise exc
+            if reason is not None:
+                raise Unavailable(
+                    "the job could not be scheduled; nothing was kept, retry", details={"reason": reason}
+                ) from exc
             if isinstance(exc, NanoBananaError):
-                raise
+                raise exc
             raise Unavailable("could not create the job; nothing was reserved") from exc
-        event["status"] = job.status.value
-        return Created(job=job, message_id=new.message_id, replayed=False)
+
+
+def _roll_back(svc: Services, reservation: Reservation, stored: Sequence[str], job: Job | None) -> bool:
+    """Undo a creation: its row (still queued: never scheduled), the stored input, the reservation and the
+    key claim (a retry with the same Idempotency-Key then creates the job). False, undoing nothing, when
+    the row cannot go: a task claimed it or it was canceled (the job lives; its own transitions free its
+    slot), or the database failed (the row stays queued; the sweep schedules it after the grace)."""
+    if job is not None:
+        try:
+            discarded = svc.store.discard_queued(job.id)
+        except Exception:
+            log.exception(
+                "could not discard a job whose scheduling failed",
+                extra={"event": "job_discard_failed", "jobId": str(job.id), "projectId": str(job.project_id)},
+            )
+            return True  # the answer stays the failure; the job itself will still run
+        if not discarded:
+            return False
+    _undo(svc, reservation, stored)
+    return True
 
 
 def _undo(svc: Services, reservation: Reservation, stored: Sequence[str]) -> None:
@@ -311,9 +475,39 @@ def _undo(svc: Services, reservation: Reservation, stored: Sequence[str]) -> Non
             )
 
 
-def _enqueue_job_tasks(svc: Services, job: Job) -> None:
-    svc.queue.enqueue(_generate_task(svc, job))
-    svc.queue.enqueue(Task(kind="expire", job_id=job.id, schedule_at=job.deadline_at, dispatch_deadline_s=60))
+def _log_created(created: Created, started: float, **fields: object) -> Created:
+    event = "job_replayed" if created.replayed else "job_created"
+    log.info(
+        event,
+        extra={
+            "event": event,
+            "jobId": str(created.job.id),
+            "projectId": str(created.job.project_id),
+            "status": created.job.status.value,
+            "durationMs": round((time.perf_counter() - started) * 1000, 1),
+            **fields,
+        },
+    )
+    return created
+
+
+def _log_rejected(exc: Exception, started: float, **fields: object) -> None:
+    """A creation that made no job: its error code and HTTP status (no job id: there is no job)."""
+    error = exc if isinstance(exc, NanoBananaError) else NanoBananaError("internal error")
+    extra: dict[str, object] = {
+        "event": "job_rejected",
+        "code": error.code,
+        "status": error.status,
+        "durationMs": round((time.perf_counter() - started) * 1000, 1),
+        **fields,
+    }
+    if isinstance(reason := error.details.get("reason"), str):
+        extra["reason"] = reason
+    log.info("job_rejected", extra=extra)
+
+
+def _expire_task(job: Job) -> Task:
+    return Task(kind="expire", job_id=job.id, schedule_at=job.deadline_at, dispatch_deadline_s=60)
 
 
 def _generate_task(svc: Services, job: Job, replacement: int | None = None) -> Task:
@@ -325,9 +519,26 @@ def _generate_task(svc: Services, job: Job, replacement: int | None = None) -> T
 
 
 def refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
-    """A new job in the same thread, made from a variant of a succeeded job, with the thread as context."""
+    """A new job in the same thread, made from a variant of a succeeded job, with the thread as context.
+    Logs `job_created`, `job_replayed` or `job_rejected` like create_job."""
+    started = time.perf_counter()
+    try:
+        created = _refine(svc, user_id, cmd)
+    except Exception as exc:
+        _log_rejected(exc, started, parentJobId=str(cmd.job_id))
+        raise
+    return _log_created(created, started, parentJobId=str(cmd.job_id))
+
+
+def _refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
     prompt = _check_prompt(svc, cmd.prompt)
-    parent = svc.store.get_job(cmd.job_id, user_id=user_id)
+    key = cmd.idempotency_key
+    fingerprint = request_hash("refine", cmd.job_id, cmd.variant_id, prompt)
+    # Round trip 1: the parent (and the caller's access to it) ‖ an earlier job with this key.
+    got, earlier = settle(
+        svc.fanout, lambda: svc.store.get_job(cmd.job_id, user_id=user_id), lambda: _earlier(svc, user_id, key)
+    )
+    parent = got.get()
     if parent is None:
         raise NotFound("job not found", details={"jobId": str(cmd.job_id)})
     variant = next((v for v in parent.variants if v.id == cmd.variant_id), None)
@@ -338,9 +549,10 @@ def refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
                 details={"status": parent.status.value},
             )
         raise NotFound("variant not found in this job", details={"variantId": str(cmd.variant_id)})
-    fingerprint = request_hash("refine", cmd.job_id, cmd.variant_id, prompt)
-    if (existing := _replay(svc, user_id, cmd.idempotency_key, fingerprint)) is not None:
-        return Created(job=existing, message_id=None, replayed=True)
+    if (found := earlier.get()) is not None:
+        assert key is not None
+        if (replay := _replay_or_wait(svc, user_id, key, fingerprint, found)) is not None:
+            return Created(job=replay, message_id=None, replayed=True)
     job_id = new_id()
     new = NewJob(
         id=job_id,
@@ -357,7 +569,7 @@ def refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
         variant_count=parent.variant_count,
         aspect_ratio=parent.aspect_ratio,
         model=parent.model,
-        idempotency_key=cmd.idempotency_key,
+        idempotency_key=key,
         request_hash=fingerprint,
         deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
     )

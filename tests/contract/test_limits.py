@@ -20,7 +20,7 @@ from google.cloud import firestore
 from nano_banana.adapters.limits_firestore import FirestoreLimits
 from nano_banana.adapters.limits_memory import MemoryLimits
 from nano_banana.errors import ConcurrencyLimited, RateLimited
-from nano_banana.ports import Limits, Reservation
+from nano_banana.ports import KeyClaimed, Limits, LimitsReading, Reservation
 from tests.support.firestore import firestore_client, firestore_emulator  # noqa: F401
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -76,12 +76,16 @@ def _reserve(
     project: uuid.UUID | None = None,
     job: uuid.UUID | None = None,
     lease: timedelta = LEASE,
+    key: str | None = None,
+    reading: LimitsReading | None = None,
 ) -> Reservation:
     return limits.reserve(
         user_id=user or uuid.uuid4(),
         project_id=project or uuid.uuid4(),
         job_id=job or uuid.uuid4(),
         lease_expires_at=clock() + lease,
+        idempotency_key=key,
+        reading=reading,
     )
 
 
@@ -289,6 +293,93 @@ def test_window_slides(make_limits: MakeLimits, clock: FakeClock) -> None:
         _reserve(limits, clock, user=user)
     with pytest.raises(RateLimited):
         _reserve(limits, clock, user=user)
+
+
+# ---------------------------------------------------------------- Idempotency-Key claims and the read-only check
+
+
+def test_a_key_is_claimed_with_the_reservation_and_refuses_another_job(
+    make_limits: MakeLimits, clock: FakeClock
+) -> None:
+    limits = make_limits(rate_per_hour=10, max_active=10)
+    user, project, first = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    held = _reserve(limits, clock, user=user, project=project, job=first, key="key-1")
+    assert held.claim is not None
+    assert _reserve(limits, clock, user=user, project=project, job=first, key="key-1") == held, "idempotent"
+    with pytest.raises(KeyClaimed) as claimed:
+        _reserve(limits, clock, user=user, project=project, key="key-1")
+    assert claimed.value.holder == first
+    assert limits.active_jobs(project) == [first], "the refused job reserved nothing"
+    _reserve(limits, clock, user=user, project=project, key="key-2")  # another key is another claim
+    _reserve(limits, clock, project=project, key="key-1")  # and another user's key another namespace
+
+
+def test_a_claim_goes_with_give_back_and_expires_with_the_lease(make_limits: MakeLimits, clock: FakeClock) -> None:
+    limits = make_limits(rate_per_hour=10, max_active=10)
+    user = uuid.uuid4()
+    held = _reserve(limits, clock, user=user, key="key-1")
+    limits.give_back(held)
+    retry = _reserve(limits, clock, user=user, key="key-1")  # a retry after a failed creation: its key is free
+    with pytest.raises(KeyClaimed):
+        _reserve(limits, clock, user=user, key="key-1")
+    clock.advance(seconds=LEASE.total_seconds() + 1)
+    later = _reserve(limits, clock, user=user, key="key-1")
+    assert later.job_id != retry.job_id
+
+
+def test_a_claimed_key_is_refused_before_the_limits(make_limits: MakeLimits, clock: FakeClock) -> None:
+    """A retry of a job being created learns about that job, not that its own job used the last unit."""
+    limits = make_limits(rate_per_hour=1, max_active=10)
+    user = uuid.uuid4()
+    _reserve(limits, clock, user=user, key="key-1")
+    with pytest.raises(KeyClaimed):
+        _reserve(limits, clock, user=user, key="key-1")
+    with pytest.raises(RateLimited):
+        _reserve(limits, clock, user=user, key="key-2")
+
+
+def test_check_says_what_reserve_would_and_reserves_nothing(make_limits: MakeLimits, clock: FakeClock) -> None:
+    limits = make_limits(rate_per_hour=1, max_active=1)
+    user, project = uuid.uuid4(), uuid.uuid4()
+    reading = limits.check(user_id=user, project_id=project)
+    assert limits.active_jobs(project) == []
+    _reserve(limits, clock, user=user, project=project, key="key-1", reading=reading)
+    with pytest.raises(RateLimited):
+        limits.check(user_id=user, project_id=uuid.uuid4())
+    with pytest.raises(RateLimited):
+        limits.check(user_id=user, project_id=uuid.uuid4(), idempotency_key="key-2")
+    limits.check(user_id=user, project_id=uuid.uuid4(), idempotency_key="key-1")  # claimed: reserve decides
+    with pytest.raises(ConcurrencyLimited) as limited:
+        limits.check(user_id=uuid.uuid4(), project_id=project)
+    assert limited.value.retry_after_s == 300
+
+
+def test_a_stale_reading_never_admits_past_a_limit(make_limits: MakeLimits, clock: FakeClock) -> None:
+    limits = make_limits(rate_per_hour=10, max_active=1)
+    project = uuid.uuid4()
+    user = uuid.uuid4()
+    stale = limits.check(user_id=user, project_id=project)
+    _reserve(limits, clock, project=project)  # another request takes the last slot meanwhile
+    with pytest.raises(ConcurrencyLimited):
+        _reserve(limits, clock, user=user, project=project, reading=stale)
+
+
+@pytest.mark.firestore
+def test_firestore_reserve_on_a_reading_only_commits_and_never_stores_the_key(
+    firestore_client: firestore.Client,  # noqa: F811
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limits = FirestoreLimits(firestore_client, f"t{uuid.uuid4().hex[:8]}", 10, 2, clock)
+    user, project = uuid.uuid4(), uuid.uuid4()
+    ops = _count_ops(firestore_client, monkeypatch)
+    reading = limits.check(user_id=user, project_id=project, idempotency_key="secret-key-1")
+    _reserve(limits, clock, user=user, project=project, key="secret-key-1", reading=reading)
+    assert ops == Counter({"BatchGetDocuments": 1, "documents read": 2, "Commit": 1, "documents written": 2})
+    rate_docs = [d.to_dict() for c in firestore_client.collections() if c.id.endswith("_rate") for d in c.stream()]
+    assert len(rate_docs) == 1
+    assert "secret-key-1" not in repr(rate_docs), "the key is stored hashed"
+    assert len(rate_docs[0]["keys"]) == 1
 
 
 @pytest.mark.firestore

@@ -418,6 +418,32 @@ def test_concurrent_identical_requests_with_one_key_make_one_job(dev_server_fact
     assert server.create_job(s).status_code == 429
 
 
+def test_concurrent_retries_with_one_key_and_one_unit_left_get_the_job_not_429(dev_server_factory: StartServer) -> None:
+    """Issue 13 #4 over HTTP: the key is claimed in the limits commit, so the retries wait for the first
+    request's job instead of competing for the last unit of the hour."""
+    server = dev_server_factory(NANO_BANANA_RATE_PER_HOUR="1")
+    s = server.session()
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    results: list[httpx.Response] = []
+    barrier = threading.Barrier(6)
+
+    def post() -> None:
+        barrier.wait()
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            files = {"image": ("a.png", png_bytes(), "image/png")}
+            data = {"projectId": s.project_id, "prompt": "same"}
+            results.append(c.post("/api/nano-banana/jobs", data=data, files=files, headers={**s.headers, **key}))
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.status_code for r in results) == [200, 200, 200, 200, 200, 202], [r.text for r in results]
+    assert {r.json()["jobId"] for r in results} == {results[0].json()["jobId"]}
+    assert server.job_count(s) == 1
+
+
 def test_json_create_from_own_upload_and_path_rules(dev_server: DevServer) -> None:
     s = dev_server.session()
     job = dev_server.wait_for(s, dev_server.create_job(s).json()["jobId"], {"succeeded"})

@@ -156,7 +156,7 @@ def test_every_metric_is_specified_here() -> None:
 
 def test_the_run_wrote_every_line_the_metrics_are_about(captured: list[dict[str, Any]]) -> None:
     """The captured run is not vacuous: each signal happened, including the two that needed code changes
-    (an enqueue failure logs job_failed; a job the sweep expires says so)."""
+    (an enqueue failure is a rejection saying so; a job the sweep expires says so)."""
     events = {line["event"] for line in captured}
     assert {"request", "callback_rejected", "release_failed", "listener_reconnected", "vertex_retry"} <= events
     assert events >= TERMINAL
@@ -164,7 +164,10 @@ def test_the_run_wrote_every_line_the_metrics_are_about(captured: list[dict[str,
     assert {(429, "rate_limited"), (429, "concurrency_limited"), (404, "not_found"), (503, "unavailable")} <= codes
     assert any(line["status"] == 202 for line in captured if line["event"] == "request")
     failed = {line["errorCode"] for line in captured if line["event"] == "job_failed"}
-    assert {"content_blocked", "generation_failed", "enqueue_failed"} <= failed
+    assert {"content_blocked", "generation_failed"} <= failed
+    rejected = [line for line in captured if line["event"] == "job_rejected"]
+    assert {(r["code"], r["status"], r.get("reason")) for r in rejected} >= {("unavailable", 503, "enqueue_failed")}
+    assert not [r for r in rejected if "jobId" in r], "a rejection names no job: none exists"
     assert {line["by"] for line in captured if line["event"] == "job_expired"} == {"sweep", "expire_task"}
     assert any(line["event"] == "sweep" and line["expired"] >= 1 for line in captured)
 
@@ -239,7 +242,8 @@ def _labels_of(captured: list[dict[str, Any]], name: str) -> list[dict[str, str]
 def test_labels_extracted_from_the_run(captured: list[dict[str, Any]]) -> None:
     finished = _labels_of(captured, "jobs_finished")
     assert {"event": "job_failed", "status": "failed", "error_code": "content_blocked"} in finished
-    assert {"event": "job_failed", "status": "failed", "error_code": "enqueue_failed"} in finished
+    assert "enqueue_failed" not in {f["error_code"] for f in finished}, "rolled back, never a failed job"
+    assert len(_labels_of(captured, "jobs_unscheduled")) == 1
     assert {"event": "job_expired", "status": "failed", "error_code": "timeout"} in finished
     assert {"event": "job_succeeded", "status": "succeeded", "error_code": ""} in finished
     assert {"event": "job_canceled", "status": "canceled", "error_code": ""} in finished

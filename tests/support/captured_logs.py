@@ -6,7 +6,7 @@ Two parts, both the service's own code writing its own lines:
   signature, and 503s once its Postgres has been stopped under it;
 - the use cases in this process against the session's embedded Postgres, with the real Vertex client
   against the local generateContent server: a Vertex 429 that is retried, a safety block
-  (content_blocked), a 400 (generation_failed), an enqueue that fails (enqueue_failed), a job the sweep
+  (content_blocked), a 400 (generation_failed), an enqueue that fails (the creation rolls back: job_rejected, reason enqueue_failed), a job the sweep
   expires and one its expire task does, a slot release that fails, and the event streams' LISTEN
   connection killed and re-established.
 """
@@ -197,7 +197,8 @@ def in_process_lines(database_uri: str) -> list[Line]:
             server.requests.clear()
             server.script = [lambda: vs.error(400, "Request contains an invalid argument.")]
             usecases.run_generation(svc, create())
-            # The queue refuses the generate task: the job fails with enqueue_failed, the answer is 503.
+            # The queue refuses the generate task: the creation is rolled back and answered 503
+            # (job_rejected with reason enqueue_failed; no job is left to fail).
             queue.fail_next = Unavailable("the task queue is unavailable; retry shortly")
             try:
                 create()

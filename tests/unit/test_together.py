@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import threading
 import time
@@ -64,3 +65,11 @@ def test_settle_each_runs_any_number_of_calls_at_once() -> None:
     assert [o.ok for o in outcomes] == [True, True, False, True]
     assert [o.value for o in outcomes] == [0, 1, None, 3]
     assert isinstance(outcomes[2].error, RuntimeError)
+
+
+def test_calls_on_the_executor_see_the_callers_context() -> None:
+    """A request's log fields live in a ContextVar: its side-by-side calls must log under its id too."""
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+    request_id.set("req-1")
+    with pool() as executor:
+        assert together(executor, request_id.get, request_id.get) == ("req-1", "req-1")

@@ -1,8 +1,9 @@
 """Rate window and project leases in Firestore: both documents checked and written in one atomic commit.
 
-Documents: `{prefix}_rate/{userId}` with `admits: {jobId: epochSeconds}` and `{prefix}_slots/{projectId}`
-with `leases: {jobId: epochSeconds}`. Times come from the injected clock, never server time, so tests
-can move time. The algorithm is `limits_memory.decide`, shared with the in-process twin.
+Documents: `{prefix}_rate/{userId}` with `admits: {jobId: epochSeconds}` and the user's Idempotency-Key
+claims `keys: {keyHash: {jobId, expiresAt}}` (the key is hashed, never stored), and
+`{prefix}_slots/{projectId}` with `leases: {jobId: epochSeconds}`. Times come from the injected clock,
+never server time, so tests can move time. The algorithm is `limits_memory.decide`, shared with the in-process twin.
 
 Concurrency control is optimistic: read both documents, decide, then commit both writes in one batch
 whose preconditions say "each document is still the version we read" (or still absent). A batch commit
@@ -43,9 +44,16 @@ import grpc
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from nano_banana.adapters.limits_memory import Decision, decide, from_epoch, to_epoch
+from nano_banana.adapters.limits_memory import (
+    Decision,
+    check_admission,
+    decide,
+    from_epoch,
+    key_claim,
+    to_epoch,
+)
 from nano_banana.errors import Unavailable
-from nano_banana.ports import Clock, Reservation
+from nano_banana.ports import Clock, LimitsReading, Reservation
 
 _log = logging.getLogger("nano_banana")
 
@@ -77,6 +85,15 @@ class _Turn:
 
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     writes: int = 0
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What `check` read (LimitsReading.documents): both snapshots, and this process's commit counts then."""
+
+    rate_doc: Any
+    slot_doc: Any
+    seen: tuple[int, ...]
 
 
 class _Retry(Exception):
@@ -115,19 +132,68 @@ class FirestoreLimits:
 
     # ------------------------------------------------------------ Limits
 
-    def reserve(
-        self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, lease_expires_at: datetime
-    ) -> Reservation:
-        """Admit one job or raise RateLimited / ConcurrencyLimited / Unavailable, reserving nothing.
+    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
+        """Raise RateLimited / ConcurrencyLimited as `reserve` would now, writing nothing: one
+        BatchGetDocuments (2 documents), no turn taken. What it read lets `reserve` go straight to its
+        commit."""
+        rate_ref = self._rates.document(str(user_id))
+        slot_ref = self._slots.document(str(project_id))
+        seen = self._writes(sorted({rate_ref.path, slot_ref.path}))
+        started = time.monotonic()
+        try:
+            rate_doc, slot_doc = self._guard(lambda: self._read(rate_ref, slot_ref))
+        except Unavailable as exc:
+            _log.warning(
+                "limits store unreachable",
+                extra={
+                    "event": "limits_check_unavailable",
+                    "projectId": str(project_id),
+                    "errorType": type(exc.__cause__).__name__,
+                    "warm": self.warm,
+                    "durationMs": round((time.monotonic() - started) * 1000),
+                },
+            )
+            raise
+        check_admission(
+            _times(rate_doc, "admits"),
+            _times(slot_doc, "leases"),
+            _claims(rate_doc),
+            claim=key_claim(idempotency_key) if idempotency_key is not None else None,
+            now=to_epoch(self._clock()),
+            rate_per_hour=self._rate,
+            max_active=self._max_active,
+        )
+        return LimitsReading(user_id, project_id, _Read(rate_doc, slot_doc, seen))
 
-        One BatchGetDocuments (2 documents) and, when admitting, one Commit (2 preconditioned writes).
+    def reserve(
+        self,
+        *,
+        user_id: uuid.UUID,
+        project_id: uuid.UUID,
+        job_id: uuid.UUID,
+        lease_expires_at: datetime,
+        idempotency_key: str | None = None,
+        reading: LimitsReading | None = None,
+    ) -> Reservation:
+        """Admit one job and claim its key, or raise KeyClaimed / RateLimited / ConcurrencyLimited /
+        Unavailable, reserving nothing.
+
+        One BatchGetDocuments (2 documents) and, when admitting, one Commit (2 preconditioned writes);
+        with a `reading` from `check`, the first attempt only commits (preconditioned on what it read).
         """
         rate_ref = self._rates.document(str(user_id))
         slot_ref = self._slots.document(str(project_id))
+        claim = key_claim(idempotency_key) if idempotency_key is not None else None
+        # What check() read, if it was for these documents: the first attempt decides on it.
+        reuse = [read] if (read := _reading_of(reading, user_id, project_id)) is not None else []
 
         def read_and_decide() -> tuple[Any, Any, Decision]:
-            rate_doc, slot_doc = self._read(rate_ref, slot_ref)
-            decision = decide(  # raises RateLimited / ConcurrencyLimited: that read is the decision
+            if reuse:
+                read = reuse.pop()
+                rate_doc, slot_doc = read.rate_doc, read.slot_doc
+            else:
+                rate_doc, slot_doc = self._read(rate_ref, slot_ref)
+            decision = decide(  # raises KeyClaimed / RateLimited / ConcurrencyLimited: that read decides
                 _times(rate_doc, "admits"),
                 _times(slot_doc, "leases"),
                 job_key=str(job_id),
@@ -135,13 +201,15 @@ class FirestoreLimits:
                 lease_expires_at=to_epoch(lease_expires_at),
                 rate_per_hour=self._rate,
                 max_active=self._max_active,
+                claims=_claims(rate_doc),
+                claim=claim,
             )
             return rate_doc, slot_doc, decision
 
         paths = sorted({rate_ref.path, slot_ref.path})
 
         def attempt() -> Reservation:
-            seen = self._writes(paths)
+            seen = reuse[0].seen if reuse else self._writes(paths)
             rate_doc, slot_doc, decision = read_and_decide()
             if decision.changed:
                 with self._turn(paths) as turns:
@@ -150,7 +218,8 @@ class FirestoreLimits:
                     if decision.changed:
                         batch = self._client.batch()
                         # Whole maps are rewritten, so entries pruned by `decide` leave the documents too.
-                        _write_if_unchanged(batch, rate_doc, rate_ref, {"admits": decision.admits})
+                        keys = {k: {"jobId": j, "expiresAt": t} for k, (j, t) in decision.claims.items()}
+                        _write_if_unchanged(batch, rate_doc, rate_ref, {"admits": decision.admits, "keys": keys})
                         _write_if_unchanged(batch, slot_doc, slot_ref, {"leases": decision.leases})
                         self._commit(batch)
                         for turn in turns:
@@ -161,18 +230,21 @@ class FirestoreLimits:
                 job_id=job_id,
                 at=from_epoch(decision.at),
                 lease_expires_at=from_epoch(decision.lease_expires_at),
+                claim=claim,
             )
 
         return self._with_retries(attempt, event="limits_reserve", job_id=job_id, project_id=project_id)
 
     def give_back(self, reservation: Reservation) -> None:
-        """Remove the job's rate entry and lease in one commit (field deletes). Idempotent."""
+        """Remove the job's rate entry, lease and key claim in one commit (field deletes). Idempotent.
+        (The claim is deleted unread: it cannot have passed to another job, as it lives as long as the
+        lease and a creation gives back within seconds.)"""
         key = str(reservation.job_id)
+        rate_fields = {"admits": key} | ({"keys": reservation.claim} if reservation.claim else {})
         self._with_retries(
             lambda: self._delete_fields(
-                (self._rates.document(str(reservation.user_id)), "admits"),
-                (self._slots.document(str(reservation.project_id)), "leases"),
-                key=key,
+                (self._rates.document(str(reservation.user_id)), rate_fields),
+                (self._slots.document(str(reservation.project_id)), {"leases": key}),
             ),
             event="limits_give_back",
             job_id=reservation.job_id,
@@ -182,7 +254,7 @@ class FirestoreLimits:
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
         """Remove the job's project lease (one field delete). Idempotent."""
         self._with_retries(
-            lambda: self._delete_fields((self._slots.document(str(project_id)), "leases"), key=str(job_id)),
+            lambda: self._delete_fields((self._slots.document(str(project_id)), {"leases": str(job_id)})),
             event="limits_release",
             job_id=job_id,
             project_id=project_id,
@@ -234,11 +306,12 @@ class FirestoreLimits:
         self._warm["read"].set()
         return [snaps.get(ref.path) for ref in refs]
 
-    def _delete_fields(self, *targets: tuple[Any, str], key: str) -> None:
-        """One commit deleting `field.key` from each document; a merge-set, so absent documents are fine."""
+    def _delete_fields(self, *targets: tuple[Any, dict[str, str]]) -> None:
+        """One commit deleting `field.key` for each {field: key} of each document; a merge-set, so absent
+        documents are fine."""
         batch = self._client.batch()
-        for ref, field in targets:
-            batch.set(ref, {field: {key: firestore.DELETE_FIELD}}, merge=True)
+        for ref, fields in targets:
+            batch.set(ref, {field: {key: firestore.DELETE_FIELD} for field, key in fields.items()}, merge=True)
         self._commit(batch)
 
     def _commit(self, batch: Any) -> None:
@@ -339,6 +412,12 @@ class FirestoreLimits:
         return self._call_timeout_s if self._warm[kind].is_set() else self._first_call_timeout_s
 
 
+def _reading_of(reading: LimitsReading | None, user_id: uuid.UUID, project_id: uuid.UUID) -> _Read | None:
+    if reading is None or (reading.user_id, reading.project_id) != (user_id, project_id):
+        return None
+    return reading.documents if isinstance(reading.documents, _Read) else None
+
+
 def _write_if_unchanged(batch: Any, snap: Any, ref: Any, data: dict[str, Any]) -> None:
     """Add a write that fails the whole commit if the document changed since `snap` was read."""
     if snap is not None and snap.exists:
@@ -352,3 +431,10 @@ def _times(snap: Any, field: str) -> dict[str, float]:
         return {}
     value = (snap.to_dict() or {}).get(field) or {}
     return {str(k): float(v) for k, v in value.items()}
+
+
+def _claims(snap: Any) -> dict[str, tuple[str, float]]:
+    if snap is None or not snap.exists:
+        return {}
+    value = (snap.to_dict() or {}).get("keys") or {}
+    return {str(k): (str(c["jobId"]), float(c["expiresAt"])) for k, c in value.items() if isinstance(c, dict)}

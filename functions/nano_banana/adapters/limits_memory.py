@@ -1,11 +1,13 @@
 """In-process rate window and project leases: the embedded twin of `limits_firestore`.
 
 `decide` is the one admission algorithm; both adapters call it on their stored maps, so the memory
-twin and Firestore behave identically (one contract suite checks both).
+twin and Firestore behave identically (one contract suite checks both). Idempotency-Key claims live
+beside the user's rate window, keyed by `key_claim(key)` (a hash: the key itself is never stored).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from collections.abc import Mapping
@@ -13,9 +15,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nano_banana.errors import ConcurrencyLimited, RateLimited
-from nano_banana.ports import Clock, Reservation
+from nano_banana.ports import Clock, KeyClaimed, LimitsReading, Reservation
 
 WINDOW_S = 3600.0
+
+Claims = Mapping[str, tuple[str, float]]
+"""A user's Idempotency-Key claims: key hash -> (job id, expires at in epoch seconds)."""
+
+
+def key_claim(idempotency_key: str) -> str:
+    """The name a claim is stored under: a hash of the key (claims live in one document per user)."""
+    return hashlib.sha256(b"nano-banana-idempotency-key\x1f" + idempotency_key.encode()).hexdigest()[:40]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +34,7 @@ class Decision:
 
     admits: dict[str, float]
     leases: dict[str, float]
+    claims: dict[str, tuple[str, float]]
     at: float
     lease_expires_at: float
     # False when the job already held both entries (an idempotent re-reserve): nothing to write.
@@ -39,17 +50,24 @@ def decide(
     lease_expires_at: float,
     rate_per_hour: int,
     max_active: int,
+    claims: Claims | None = None,
+    claim: str | None = None,
 ) -> Decision:
-    """Admit `job_key` into a user's window and a project's leases, or raise (nothing to write).
+    """Admit `job_key` into a user's window and a project's leases, and give it `claim` (a hashed
+    Idempotency-Key), or raise (nothing to write): KeyClaimed first, when another job holds the claim.
 
-    Times are epoch seconds. Window entries older than an hour and expired leases are pruned.
+    Times are epoch seconds. Window entries older than an hour, expired leases and expired claims are
+    pruned; a claim expires with its job's lease.
     """
     window = {k: t for k, t in admits.items() if t > now - WINDOW_S}
     live = {k: t for k, t in leases.items() if t > now}
+    live_claims = {k: (j, t) for k, (j, t) in (claims or {}).items() if t > now}
+    if claim is not None and (holder := live_claims.get(claim)) is not None and holder[0] != job_key:
+        raise KeyClaimed(uuid.UUID(holder[0]))
     held_at = window.get(job_key)
     held_lease = live.get(job_key)
-    if held_at is not None and held_lease is not None:
-        return Decision(window, live, held_at, held_lease, changed=False)
+    if held_at is not None and held_lease is not None and (claim is None or claim in live_claims):
+        return Decision(window, live, live_claims, held_at, held_lease, changed=False)
     # Rate first: a user over their hourly budget learns that, whatever their project's load.
     if held_at is None and len(window) >= rate_per_hour:
         raise RateLimited(
@@ -67,7 +85,37 @@ def decide(
         )
     at = held_at if held_at is not None else now
     expires = held_lease if held_lease is not None else lease_expires_at
-    return Decision({**window, job_key: at}, {**live, job_key: expires}, at, expires, changed=True)
+    if claim is not None:
+        live_claims[claim] = (job_key, expires)
+    return Decision({**window, job_key: at}, {**live, job_key: expires}, live_claims, at, expires, changed=True)
+
+
+def check_admission(
+    admits: Mapping[str, float],
+    leases: Mapping[str, float],
+    claims: Claims,
+    *,
+    claim: str | None,
+    now: float,
+    rate_per_hour: int,
+    max_active: int,
+) -> None:
+    """What `decide` would say to a new job now, without deciding anything: raises RateLimited /
+    ConcurrencyLimited; passes when `claim` is held (that request is answered at the reservation)."""
+    try:
+        decide(
+            admits,
+            leases,
+            job_key=f"check-{uuid.uuid4()}",
+            now=now,
+            lease_expires_at=now + 1,
+            rate_per_hour=rate_per_hour,
+            max_active=max_active,
+            claims=claims,
+            claim=claim,
+        )
+    except KeyClaimed:
+        return
 
 
 def to_epoch(moment: datetime) -> float:
@@ -88,11 +136,38 @@ class MemoryLimits:
         self._lock = threading.Lock()
         self._admits: dict[uuid.UUID, dict[str, float]] = {}
         self._leases: dict[uuid.UUID, dict[str, float]] = {}
+        self._claims: dict[uuid.UUID, dict[str, tuple[str, float]]] = {}
+
+    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
+        """Raise RateLimited / ConcurrencyLimited as `reserve` would now; reserves nothing."""
+        with self._lock:
+            admits = dict(self._admits.get(user_id, {}))
+            leases = dict(self._leases.get(project_id, {}))
+            claims = dict(self._claims.get(user_id, {}))
+        check_admission(
+            admits,
+            leases,
+            claims,
+            claim=key_claim(idempotency_key) if idempotency_key is not None else None,
+            now=to_epoch(self._clock()),
+            rate_per_hour=self._rate,
+            max_active=self._max_active,
+        )
+        return LimitsReading(user_id, project_id)
 
     def reserve(
-        self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, lease_expires_at: datetime
+        self,
+        *,
+        user_id: uuid.UUID,
+        project_id: uuid.UUID,
+        job_id: uuid.UUID,
+        lease_expires_at: datetime,
+        idempotency_key: str | None = None,
+        reading: LimitsReading | None = None,  # one lock, one step: nothing to save
     ) -> Reservation:
-        """Admit one job or raise RateLimited / ConcurrencyLimited, reserving nothing."""
+        """Admit one job and claim its key, or raise KeyClaimed / RateLimited / ConcurrencyLimited,
+        reserving nothing."""
+        claim = key_claim(idempotency_key) if idempotency_key is not None else None
         with self._lock:
             decision = decide(
                 self._admits.get(user_id, {}),
@@ -102,23 +177,30 @@ class MemoryLimits:
                 lease_expires_at=to_epoch(lease_expires_at),
                 rate_per_hour=self._rate,
                 max_active=self._max_active,
+                claims=self._claims.get(user_id, {}),
+                claim=claim,
             )
             self._admits[user_id] = decision.admits
             self._leases[project_id] = decision.leases
+            self._claims[user_id] = decision.claims
         return Reservation(
             user_id=user_id,
             project_id=project_id,
             job_id=job_id,
             at=from_epoch(decision.at),
             lease_expires_at=from_epoch(decision.lease_expires_at),
+            claim=claim,
         )
 
     def give_back(self, reservation: Reservation) -> None:
-        """Remove the job's rate entry and lease. Idempotent."""
+        """Remove the job's rate entry, lease and key claim (if the job holds it). Idempotent."""
         key = str(reservation.job_id)
         with self._lock:
             self._admits.get(reservation.user_id, {}).pop(key, None)
             self._leases.get(reservation.project_id, {}).pop(key, None)
+            claims = self._claims.get(reservation.user_id, {})
+            if reservation.claim is not None and claims.get(reservation.claim, ("", 0.0))[0] == key:
+                del claims[reservation.claim]
 
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
         """Remove the job's project lease. Idempotent."""
@@ -136,3 +218,4 @@ class MemoryLimits:
         """Drop the user's rate window. Idempotent."""
         with self._lock:
             self._admits.pop(user_id, None)
+            self._claims.pop(user_id, None)

@@ -234,6 +234,9 @@ class PostgresJobStore:
         rows = self._query("create_job", self._new_job_params(new))
         return _job(rows[0]) if rows else None
 
+    def discard_queued(self, job_id: uuid.UUID) -> bool:
+        return bool(self._query("discard_queued", {"id": job_id}))
+
     def create_refinement(self, new: NewJob, *, max_turns: int) -> Job | int | None:
         """Insert a refinement job unless the thread already has max_turns jobs (then return the count).
         One transaction, serialised per thread by an advisory lock."""

@@ -41,6 +41,11 @@ with inserted as (
 )
 select {job_columns} from inserted j
 
+-- name: discard_queued
+-- A rolled-back creation: its still-queued row goes (its user message by cascade), so the
+-- Idempotency-Key is free again. A CAS: a job a generate task already claimed stays.
+delete from pip_ai_image_jobs where id = %(id)s and status = 'queued' returning id
+
 -- name: lock_thread
 -- Serialises refinements of one thread (inside a transaction) so the turn limit holds under races.
 select pg_advisory_xact_lock(hashtextextended(%(thread_id)s::text, 0))

@@ -39,7 +39,9 @@ def test_unreachable_firestore_is_a_quick_unavailable(monkeypatch: pytest.Monkey
         limits.release_slot(project_id=uuid.uuid4(), job_id=uuid.uuid4())
     with pytest.raises(Unavailable):
         limits.active_jobs(uuid.uuid4())
+    with pytest.raises(Unavailable):
+        limits.check(user_id=uuid.uuid4(), project_id=uuid.uuid4())
     elapsed = time.monotonic() - started
-    print(f"\n[firestore down] three calls answered Unavailable in {elapsed:.2f} s")
+    print(f"\n[firestore down] four calls answered Unavailable in {elapsed:.2f} s")
     assert elapsed < 10
     client.close()

@@ -98,6 +98,23 @@ def test_concurrent_identical_idempotent_creates_insert_one_job(pg_store: Postgr
     assert sum(r is not None for r in results) == 1
 
 
+def test_discard_queued_removes_only_a_still_queued_job_with_its_message(pg_store: PostgresJobStore) -> None:
+    project, user = uuid.uuid4(), uuid.uuid4()
+    job = pg_store.create_job(new_job(project, user, idempotency_key="k-discard", request_hash="h"))
+    assert job is not None
+    assert pg_store.discard_queued(job.id)
+    assert pg_store.get_job(job.id) is None
+    assert pg_store.messages(job.thread_id) == []
+    assert not pg_store.discard_queued(job.id), "a second discard finds nothing"
+    assert pg_store.find_by_idempotency_key(user, "k-discard") is None
+    assert pg_store.create_job(new_job(project, user, idempotency_key="k-discard", request_hash="h")) is not None
+    claimed = pg_store.create_job(new_job(project, user))
+    assert claimed is not None
+    assert pg_store.claim_for_generation(claimed.id, now()) is not None
+    assert not pg_store.discard_queued(claimed.id), "a job a task claimed is not discarded"
+    assert pg_store.get_job(claimed.id) is not None
+
+
 def test_cancel_race_has_exactly_one_winner(pg_store: PostgresJobStore) -> None:
     job = pg_store.create_job(new_job(uuid.uuid4(), uuid.uuid4()))
     assert job is not None
