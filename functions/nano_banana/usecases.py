@@ -480,7 +480,7 @@ def _log_created(created: Created, started: float, **fields: object) -> Created:
     log.info(
         event,
         extra={
-            "event": event,
+            "event": "job_replayed" if created.replayed else "job_created",
             "jobId": str(created.job.id),
             "projectId": str(created.job.project_id),
             "status": created.job.status.value,

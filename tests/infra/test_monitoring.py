@@ -142,6 +142,7 @@ EXPECTED: dict[str, Callable[[dict[str, Any]], bool]] = {
     "callback_invalid_signature": lambda line: (
         line["event"] == "callback_rejected" and line["code"] == "invalid_signature"
     ),
+    "jobs_unscheduled": lambda line: line["event"] == "job_rejected" and line.get("reason") == "enqueue_failed",
     "slot_release_failed": lambda line: line["event"] == "release_failed",
     "sweep_expired_jobs": lambda line: line["event"] == "job_expired" and line["by"] == "sweep",
     "listener_reconnects": lambda line: line["event"] == "listener_reconnected",

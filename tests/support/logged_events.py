@@ -156,6 +156,10 @@ def _add_value(
     if constant is not None:
         result.add(constant, where)
         return
+    if isinstance(value, ast.IfExp):  # "job_replayed" if replayed else "job_created"
+        _add_value(result, trees, parents, node, value.body, where)
+        _add_value(result, trees, parents, node, value.orelse, where)
+        return
     function = _enclosing_function(node, parents)
     suffix = ""
     param: str | None = None
