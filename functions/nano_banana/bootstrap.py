@@ -1,22 +1,27 @@
 """The one composition root: builds every adapter from settings and hands them to the use cases.
 
 Adapters are imported only when selected, and the generator is created on first use, so the `api`
-entry point never imports google.genai.
+entry point never imports google.genai. The Firestore limits and the Cloud Tasks queue are built on
+first use too (nano_banana.deferred), so an `api` instance answering GETs never imports them; the entry
+points warm them (`Runtime.warm_up_writes`) in the background, never inside `build()`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from nano_banana import images, usecases
 from nano_banana import log as logs
 from nano_banana.auth import TokenVerifier
+from nano_banana.deferred import DeferredLimits, DeferredQueue
 from nano_banana.http import Api
 from nano_banana.ports import BlobStore, Clock, ImageGenerator, JobStore, Limits, Processor, Task, TaskQueue
 from nano_banana.settings import Settings
@@ -24,6 +29,7 @@ from nano_banana.signing import UrlSigner
 from nano_banana.tickets import StreamTickets
 
 T = TypeVar("T")
+_log = logging.getLogger("nano_banana")
 
 
 def utc_now() -> datetime:
@@ -37,9 +43,63 @@ class Runtime:
     settings: Settings
     services: usecases.Services
     api: Api
+    _warm_ups: set[str] = field(default_factory=set, repr=False)
+    _warm_ups_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def close(self) -> None:
+        with self._warm_ups_lock:
+            self._warm_ups.add("closed")  # no warm-up starts after this
         self.services.close()
+
+    def warm_up_reads(self) -> None:
+        """In the background, once: what any first request waits for besides Postgres (whose pool opens
+        its first connection by itself): the JWKS keys and a connection to Storage."""
+        self._start_once("reads", self._warm_reads)
+
+    def warm_up_writes(self) -> None:
+        """In the background, once: build the Firestore limits and the Cloud Tasks queue (their imports,
+        clients and channels) and warm them, so a first job does not pay for it. The `api` entry point
+        calls this when a write begins and after its first answer, never before a GET's answer."""
+        self._start_once("writes", self._warm_writes)
+
+    def _start_once(self, name: str, target: Callable[[], None]) -> None:
+        if not self.settings.warm_up:
+            return
+        with self._warm_ups_lock:
+            if name in self._warm_ups or "closed" in self._warm_ups:
+                return
+            self._warm_ups.add(name)
+        threading.Thread(target=target, name=f"warm-up-{name}", daemon=True).start()
+
+    def _warm_reads(self) -> None:
+        self.api.verifier.prefetch()
+        if (warm_up := getattr(self.services.blobs, "warm_up", None)) is not None:
+            warm_up()
+
+    def _warm_writes(self) -> None:
+        started = time.monotonic()
+        svc = self.services
+        try:
+            limits = svc.limits.prepare() if isinstance(svc.limits, DeferredLimits) else svc.limits
+            queue = svc.queue.prepare() if isinstance(svc.queue, DeferredQueue) else svc.queue
+        except Exception as exc:  # the first call that needs them builds them again, and reports its own error
+            _log.warning(
+                "could not build the limits or queue client ahead of need",
+                extra={
+                    "event": "write_clients_build_failed",
+                    "errorType": type(exc).__name__,
+                    "durationMs": round((time.monotonic() - started) * 1000),
+                },
+            )
+            return
+        _log.info(
+            "limits and queue clients built",
+            extra={"event": "write_clients_built", "durationMs": round((time.monotonic() - started) * 1000)},
+        )
+        if (warm_limits := getattr(limits, "warm_up_in_background", None)) is not None:
+            warm_limits()
+        if (warm_queue := getattr(queue, "warm_up", None)) is not None:
+            warm_queue()
 
 
 class _Lazy(Generic[T]):
@@ -89,17 +149,16 @@ def build_store(settings: Settings, closers: list[Callable[[], None]], extras: d
 
 
 def build_limits(settings: Settings, clock: Clock) -> Limits:
+    """The selected adapter, cold: `Runtime.warm_up_writes` warms Firestore's channel in the background."""
     if settings.limits == "firestore":
         from google.cloud import firestore
 
         from nano_banana.adapters.limits_firestore import FirestoreLimits
 
         client = firestore.Client(project=settings.gcp_project, database=settings.firestore_database)
-        limits = FirestoreLimits(
+        return FirestoreLimits(
             client, settings.firestore_collection_prefix, settings.rate_per_hour, settings.max_active_per_project, clock
         )
-        limits.warm_up_in_background()  # a cold instance's first job must not pay for channel setup
-        return limits
     from nano_banana.adapters.limits_memory import MemoryLimits
 
     return MemoryLimits(settings.rate_per_hour, settings.max_active_per_project, clock)
@@ -191,13 +250,22 @@ def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
     closers: list[Callable[[], None]] = []
     extras: dict[str, Any] = {}
     store = build_store(settings, closers, extras)
-    queue = build_queue(settings, clock, closers)
+    queue: TaskQueue = (
+        DeferredQueue(lambda: build_queue(settings, clock, closers))
+        if settings.queue == "cloudtasks"
+        else build_queue(settings, clock, closers)
+    )
+    limits: Limits = (
+        DeferredLimits(lambda: build_limits(settings, clock))
+        if settings.limits == "firestore"
+        else build_limits(settings, clock)
+    )
     generator = _Lazy(lambda: build_generator(settings, clock)) if settings.generator != "n8n" else None
     processor = _Lazy(lambda: build_processor(settings, clock)) if settings.generator == "n8n" else None
     services = usecases.Services(
         settings=settings,
         store=store,
-        limits=build_limits(settings, clock),
+        limits=limits,
         queue=queue,
         blobs=build_blobs(settings, clock),
         generator_factory=generator.get if generator else None,
