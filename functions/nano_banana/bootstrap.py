@@ -16,19 +16,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from nano_banana import images, usecases
 from nano_banana import log as logs
 from nano_banana.auth import TokenVerifier
-from nano_banana.deferred import DeferredLimits, DeferredQueue
+from nano_banana.deferred import DeferredLimits, DeferredQueue, Once
 from nano_banana.http import Api
 from nano_banana.ports import BlobStore, Clock, ImageGenerator, JobStore, Limits, Processor, Task, TaskQueue
 from nano_banana.settings import Settings
 from nano_banana.signing import UrlSigner
 from nano_banana.tickets import StreamTickets
 
-T = TypeVar("T")
 _log = logging.getLogger("nano_banana")
 
 
@@ -77,45 +76,37 @@ class Runtime:
             warm_up()
 
     def _warm_writes(self) -> None:
-        started = time.monotonic()
-        svc = self.services
-        try:
-            limits = svc.limits.prepare() if isinstance(svc.limits, DeferredLimits) else svc.limits
-            queue = svc.queue.prepare() if isinstance(svc.queue, DeferredQueue) else svc.queue
-        except Exception as exc:  # the first call that needs them builds them again, and reports its own error
-            _log.warning(
-                "could not build the limits or queue client ahead of need",
-                extra={
-                    "event": "write_clients_build_failed",
-                    "errorType": type(exc).__name__,
-                    "durationMs": round((time.monotonic() - started) * 1000),
-                },
-            )
-            return
-        _log.info(
-            "limits and queue clients built",
-            extra={"event": "write_clients_built", "durationMs": round((time.monotonic() - started) * 1000)},
+        warm_up_clients(self.services.limits, self.services.queue)
+
+
+def warm_up_clients(*ports: object) -> list[threading.Thread]:
+    """Build deferred adapters now and warm each one that can be; Firestore's warm-up runs in a thread of
+    its own (returned). Nothing raises: the first call that needs an adapter builds it again and reports
+    its error."""
+    started = time.monotonic()
+    try:
+        built = [port.prepare() if isinstance(port, DeferredLimits | DeferredQueue) else port for port in ports]
+    except Exception as exc:
+        _log.warning(
+            "could not build the limits or queue client ahead of need",
+            extra={
+                "event": "write_clients_build_failed",
+                "errorType": type(exc).__name__,
+                "durationMs": round((time.monotonic() - started) * 1000),
+            },
         )
-        if (warm_limits := getattr(limits, "warm_up_in_background", None)) is not None:
-            warm_limits()
-        if (warm_queue := getattr(queue, "warm_up", None)) is not None:
-            warm_queue()
-
-
-class _Lazy(Generic[T]):
-    """Builds a value on first use, once, thread-safely."""
-
-    def __init__(self, factory: Callable[[], T]) -> None:
-        self._factory = factory
-        self._value: T | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> T:
-        if self._value is None:
-            with self._lock:
-                if self._value is None:
-                    self._value = self._factory()
-        return self._value
+        return []
+    _log.info(
+        "limits and queue clients built",
+        extra={"event": "write_clients_built", "durationMs": round((time.monotonic() - started) * 1000)},
+    )
+    threads: list[threading.Thread] = []
+    for adapter in built:
+        if (in_background := getattr(adapter, "warm_up_in_background", None)) is not None:
+            threads.append(in_background())
+        elif (warm_up := getattr(adapter, "warm_up", None)) is not None:
+            warm_up()
+    return threads
 
 
 def blob_signing_key(settings: Settings) -> bytes:
@@ -260,8 +251,8 @@ def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
         if settings.limits == "firestore"
         else build_limits(settings, clock)
     )
-    generator = _Lazy(lambda: build_generator(settings, clock)) if settings.generator != "n8n" else None
-    processor = _Lazy(lambda: build_processor(settings, clock)) if settings.generator == "n8n" else None
+    generator = Once(lambda: build_generator(settings, clock)) if settings.generator != "n8n" else None
+    processor = Once(lambda: build_processor(settings, clock)) if settings.generator == "n8n" else None
     services = usecases.Services(
         settings=settings,
         store=store,
