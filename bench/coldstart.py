@@ -67,30 +67,38 @@ def timed_import(python: str, statement: str, runs: int, path: Path | None = Non
     return statistics.median(samples)
 
 
-def timed_modules(modules: list[str], runs: int) -> float:
-    """Median ms to import exactly these modules, in their order, in a fresh interpreter (a module that
-    cannot be imported on its own, e.g. one a package creates, is skipped: its package brings it)."""
-    listing = Path(tempfile.mkstemp(prefix="coldstart-modules-", suffix=".json")[1])
-    listing.write_text(json.dumps(modules))
-    statement = (
-        f"import importlib, json; mods = json.load(open({str(listing)!r})); t = time.perf_counter()\n"
+def _module_import_code(modules: list[str]) -> str:
+    """Code timing the import of exactly these modules, in their order (a module that cannot be imported
+    on its own, e.g. one a package creates, is skipped: its package brings it)."""
+    return (
+        f"import importlib; mods = {modules!r}; t = time.perf_counter()\n"
         "for m in mods:\n"
         "    try: importlib.import_module(m)\n"
         "    except Exception: pass\n"
         "print(time.perf_counter() - t)"
     )
-    samples = []
+
+
+def _sample(python: str, code: str, path: Path | None) -> float:
+    env = {"PYTHONPATH": str(path)} if path else {}
+    out = subprocess.run(
+        [python, "-c", "import time\n" + code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "PATH": "/usr/bin:/bin"},
+    )
+    return float(out.stdout.strip().splitlines()[-1]) * 1000
+
+
+def interleaved(figures: dict[str, tuple[str, str, Path | None]], runs: int) -> dict[str, float]:
+    """Median ms of each (python, code, path), sampled in turns (a, b, c, a, b, c, ...) so the machine's
+    load at any moment weighs on every figure alike: their ratios are what this bench reports."""
+    samples: dict[str, list[float]] = {name: [] for name in figures}
     for _ in range(runs):
-        out = subprocess.run(
-            [sys.executable, "-c", "import time\n" + statement],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={"PYTHONPATH": str(FUNCTIONS), "PATH": "/usr/bin:/bin"},
-        )
-        samples.append(float(out.stdout.strip().splitlines()[-1]) * 1000)
-    listing.unlink()
-    return statistics.median(samples)
+        for name, (python, code, path) in figures.items():
+            samples[name].append(_sample(python, code, path))
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def aiplatform_python() -> str | None:
@@ -317,32 +325,43 @@ def main() -> None:
     args = parser.parse_args()
     results = {name: timed_import(sys.executable, stmt, args.runs, FUNCTIONS) for name, stmt in ENTRY_POINTS.items()}
     print(f"import time, median of {args.runs} fresh interpreters (ms):")
-    for name, ms in results.items():
-        print(f"  {name:<20} {ms:8.0f}")
-    first_answer: dict[str, float] = {}
+    for name, value in results.items():
+        print(f"  {name:<20} {value:8.0f}")
+    modules: dict[str, list[str]] = {}
     if not args.skip_stack:
         with tempfile.TemporaryDirectory(prefix="coldstart-") as tmp, local_stack(Path(tmp)) as stack:
             modules = report_stack(measure_stack(stack, args.stack_runs), args.stack_runs)
-        print(f"\nmodules imported before the first answer, re-imported (median of {args.runs}, ms):")
-        for key in ("get/before", "get/after", "post/after"):
-            first_answer[key] = timed_modules(modules[key], args.runs)
-            print(f"  {key:<12} {len(modules[key]):5d} modules {first_answer[key]:8.0f}")
-        print(f"  ratio GET after / before: {first_answer['get/after'] / first_answer['get/before']:.2f}")
-    if args.skip_aiplatform:
+    python = None if args.skip_aiplatform else (args.aiplatform_python or aiplatform_python())
+    figures: dict[str, tuple[str, str, Path | None]] = {
+        key: (sys.executable, _module_import_code(modules[key]), FUNCTIONS)
+        for key in ("get/before", "get/after", "post/after")
+        if key in modules
+    }
+    if python is not None:
+        figures["vertexai.generative_models"] = (python, "import vertexai.generative_models", None)
+        figures["google.cloud.aiplatform"] = (python, "import google.cloud.aiplatform", None)
+    if not figures:
         return
-    python = args.aiplatform_python or aiplatform_python()
+    ms = interleaved(figures, args.runs)
+    print(
+        f"\nimports before the first answer, re-imported in fresh interpreters (median of {args.runs}, in turns, ms):"
+    )
+    for key, value in ms.items():
+        what = f"{len(modules[key]):5d} modules" if key in modules else "  (throwaway venv)"
+        print(f"  {key:<28} {what} {value:8.0f}")
+    if "get/after" in ms:
+        print(f"ratio GET after / before: {ms['get/after'] / ms['get/before']:.2f}")
     if python is None:
         return
-    aiplatform = timed_import(python, "import google.cloud.aiplatform", args.runs)
-    generative = timed_import(python, "import vertexai.generative_models", args.runs)
-    print(f"  {'aiplatform':<20} {aiplatform:8.0f}   (import google.cloud.aiplatform, throwaway venv)")
-    print(f"  {'vertexai.gen_models':<20} {generative:8.0f}   (import vertexai.generative_models)")
+    generative = ms["vertexai.generative_models"]
+    aiplatform = ms["google.cloud.aiplatform"]
     print(f"ratio aiplatform / generate entry point: {aiplatform / results['generate']:.2f}x")
     print(f"ratio aiplatform / google.genai alone:   {aiplatform / results['google.genai alone']:.2f}x")
     for key, label in (("get/after", "GET"), ("get/before", "GET, before"), ("post/after", "POST")):
-        if key in first_answer:
+        if key in ms:
             print(
-                f"ratio api imports before its first {label} answer / vertexai.generative_models: {first_answer[key] / generative:.2f}"
+                f"ratio api imports before its first {label} answer / vertexai.generative_models: "
+                f"{ms[key] / generative:.2f}"
             )
 
 
