@@ -71,10 +71,10 @@ def _module_import_code(modules: list[str]) -> str:
     """Code timing the import of exactly these modules, in their order (a module that cannot be imported
     on its own, e.g. one a package creates, is skipped: its package brings it)."""
     return (
-        f"import importlib; mods = {modules!r}; t = time.perf_counter()\n"
+        f"import importlib, sys; mods = {modules!r}; t = time.perf_counter()\n"
         "for m in mods:\n"
         "    try: importlib.import_module(m)\n"
-        "    except Exception: pass\n"
+        "    except BaseException: pass\n"
         "print(time.perf_counter() - t)"
     )
 
@@ -322,6 +322,7 @@ def main() -> None:
     parser.add_argument("--skip-aiplatform", action="store_true")
     parser.add_argument("--skip-stack", action="store_true")
     parser.add_argument("--aiplatform-python", help="a Python with google-cloud-aiplatform (else a throwaway venv)")
+    parser.add_argument("--modules-out", type=Path, help="write the modules each variant imported (JSON)")
     args = parser.parse_args()
     results = {name: timed_import(sys.executable, stmt, args.runs, FUNCTIONS) for name, stmt in ENTRY_POINTS.items()}
     print(f"import time, median of {args.runs} fresh interpreters (ms):")
@@ -331,6 +332,8 @@ def main() -> None:
     if not args.skip_stack:
         with tempfile.TemporaryDirectory(prefix="coldstart-") as tmp, local_stack(Path(tmp)) as stack:
             modules = report_stack(measure_stack(stack, args.stack_runs), args.stack_runs)
+        if args.modules_out:
+            args.modules_out.write_text(json.dumps(modules, indent=1))
     python = None if args.skip_aiplatform else (args.aiplatform_python or aiplatform_python())
     figures: dict[str, tuple[str, str, Path | None]] = {
         key: (sys.executable, _module_import_code(modules[key]), FUNCTIONS)
@@ -338,8 +341,12 @@ def main() -> None:
         if key in modules
     }
     if python is not None:
-        figures["vertexai.generative_models"] = (python, "import vertexai.generative_models", None)
-        figures["google.cloud.aiplatform"] = (python, "import google.cloud.aiplatform", None)
+        for module in ("vertexai.generative_models", "google.cloud.aiplatform"):
+            figures[module] = (
+                python,
+                f"t = time.perf_counter(); import {module}; print(time.perf_counter() - t)",
+                None,
+            )
     if not figures:
         return
     ms = interleaved(figures, args.runs)
