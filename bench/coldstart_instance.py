@@ -8,8 +8,8 @@ WSGI environ, the way the Functions Framework hands it over (its HTTP server is 
 
 Variants:
 - before: what an instance did before the cold-start work: every adapter imported (httpx with its CLI,
-  storage3 with its async client, Firestore, Cloud Tasks), every client built on the first request, the
-  Firestore warm-up started in the background at build, nothing else warmed.
+  storage3 with its async client, the multipart parser, Firestore, Cloud Tasks), every client built on
+  the first request, the Firestore warm-up started in the background at build, nothing else warmed.
 - deferred: the Firestore limits and the Cloud Tasks queue built on first use, the import cuts; no warm-up.
 - after: deferred, plus the warm-ups (JWKS and Storage at once, the write clients when a write begins
   and after the first answer).
@@ -62,6 +62,7 @@ def main() -> None:
         body = f.read()
     if variant == "before":
         import httpx  # noqa: F401  (before nano_banana: its CLI is imported as it used to be)
+        import python_multipart.multipart  # noqa: F401  (imported by the HTTP module for any request)
         import storage3  # noqa: F401  (the whole package, async client included)
     from flask import Request  # the Functions Framework has Flask imported before it loads main.py
 
