@@ -257,10 +257,12 @@ def _multipart(boundary: str, fields: dict[str, str], png: bytes) -> bytes:
     return b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
-def cold_instance(stack: Stack, mode: str, variant: str, *, linger_s: float = 0) -> dict[str, Any]:
+def cold_instance(stack: Stack, mode: str, variant: str, *, linger_s: float = 0, trace: bool = False) -> dict[str, Any]:
     env = {**stack.env, "NANO_BANANA_WARM_UP": "true" if variant == "after" else "false"}
     if linger_s:
         env["COLDSTART_LINGER_S"] = str(linger_s)
+    if trace:
+        env["COLDSTART_TRACE"] = "1"
     start = time.monotonic()
     out = subprocess.run(
         [sys.executable, str(INSTANCE), mode, variant, repr(start), str(stack.requests_file)],
@@ -297,14 +299,24 @@ def measure_stack(stack: Stack, runs: int) -> dict[tuple[str, str], list[dict[st
     return results
 
 
-def report_stack(results: dict[tuple[str, str], list[dict[str, Any]]], runs: int) -> dict[str, list[str]]:
+def traced_modules(stack: Stack) -> dict[str, list[str]]:
+    """What each variant imported before its first answer (one untimed run each, with the import trace)."""
+    return {
+        f"{mode}/{variant}": cold_instance(stack, mode, variant, trace=True)["modules"]
+        for mode in ("get", "post")
+        for variant in VARIANTS
+    }
+
+
+def report_stack(
+    results: dict[tuple[str, str], list[dict[str, Any]]], modules: dict[str, list[str]], runs: int
+) -> None:
     print(f"\ncold api instance, start -> first answer (median of {runs} fresh processes, ms):")
     print(f"  {'':<10}" + "".join(f"{v:>12}" for v in VARIANTS) + "   after/before")
     for mode, label in (("get", "GET 200"), ("post", "POST 202")):
         medians = {v: statistics.median(r["ms"] for r in results[(mode, v)]) for v in VARIANTS}
         row = "".join(f"{medians[v]:12.0f}" for v in VARIANTS)
         print(f"  {label:<10}{row}   {medians['after'] / medians['before']:.2f}")
-    modules = {f"{mode}/{v}": results[(mode, v)][-1]["modules"] for mode in ("get", "post") for v in VARIANTS}
     for key in ("get/after", "get/deferred"):
         loaded = [m for m in WRITE_CLIENTS if m in modules[key]]
         print(
@@ -312,7 +324,6 @@ def report_stack(results: dict[tuple[str, str], list[dict[str, Any]]], runs: int
         )
     events = sorted({e for r in results[("post", "after")] for e in r["events"] if e and "warm" in e})
     print(f"  warm-up events of a cold POST (after): {', '.join(events) or 'none'}")
-    return modules
 
 
 def main() -> None:
@@ -331,7 +342,9 @@ def main() -> None:
     modules: dict[str, list[str]] = {}
     if not args.skip_stack:
         with tempfile.TemporaryDirectory(prefix="coldstart-") as tmp, local_stack(Path(tmp)) as stack:
-            modules = report_stack(measure_stack(stack, args.stack_runs), args.stack_runs)
+            timed = measure_stack(stack, args.stack_runs)
+            modules = traced_modules(stack)
+            report_stack(timed, modules, args.stack_runs)
         if args.modules_out:
             args.modules_out.write_text(json.dumps(modules, indent=1))
     python = None if args.skip_aiplatform else (args.aiplatform_python or aiplatform_python())
