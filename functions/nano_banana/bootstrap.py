@@ -96,10 +96,11 @@ def warm_up_clients(*ports: object) -> list[threading.Thread]:
             },
         )
         return []
-    _log.info(
-        "limits and queue clients built",
-        extra={"event": "write_clients_built", "durationMs": round((time.monotonic() - started) * 1000)},
-    )
+    if any(isinstance(port, DeferredLimits | DeferredQueue) for port in ports):
+        _log.info(
+            "limits and queue clients built",
+            extra={"event": "write_clients_built", "durationMs": round((time.monotonic() - started) * 1000)},
+        )
     threads: list[threading.Thread] = []
     for adapter in built:
         if (in_background := getattr(adapter, "warm_up_in_background", None)) is not None:
