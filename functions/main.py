@@ -1,7 +1,9 @@
 """Cloud Functions (2nd gen) entry points: `api`, `callback`, `generate`, `expire`, `sweep`.
 
 Thin on purpose: each one parses nothing itself and hands the request to one module. The runtime is
-built once per instance, on the first request, and each entry point imports only what it uses.
+built once per instance, on the first request, and each entry point imports only what it uses: `api`
+answers GETs without importing Firestore or Cloud Tasks. What a first request would wait for is warmed
+in the background (`Runtime.warm_up_reads` / `warm_up_writes`) without delaying any answer.
 """
 
 from __future__ import annotations
@@ -32,36 +34,52 @@ def runtime() -> Runtime:
     return _runtime
 
 
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _writer() -> Runtime:
+    """The runtime of an entry point that will need the limits or the queue: they warm up meanwhile."""
+    rt = runtime()
+    rt.warm_up_writes()
+    return rt
+
+
 def api(request: Request) -> Response:
     """The builder's HTTPS API under /api/nano-banana."""
     from nano_banana import http
 
-    return http.handle(runtime().api, request)
+    rt = runtime()
+    rt.warm_up_reads()
+    if request.method not in _READS:
+        rt.warm_up_writes()  # a write may need Firestore and Cloud Tasks: set them up while it is parsed
+    response = http.handle(rt.api, request)
+    response.call_on_close(rt.warm_up_writes)  # after the (first) answer is sent, ready the next write
+    return response
 
 
 def callback(request: Request) -> Response:
     """Signed processor callbacks (n8n or any external processor)."""
     from nano_banana import callback as callbacks
 
-    return callbacks.handle(runtime().services, request)
+    return callbacks.handle(_writer().services, request)
 
 
 def generate(request: Request) -> Response:
     """Cloud Tasks: run the model for one job."""
     from nano_banana import tasks
 
-    return tasks.handle_task(runtime().services, request, "generate")
+    return tasks.handle_task(_writer().services, request, "generate")
 
 
 def expire(request: Request) -> Response:
     """Cloud Tasks, at the job's deadline: fail it with `timeout` if it is still active."""
     from nano_banana import tasks
 
-    return tasks.handle_task(runtime().services, request, "expire")
+    return tasks.handle_task(_writer().services, request, "expire")
 
 
 def sweep(request: Request) -> Response:
     """Cloud Scheduler, every minute: the safety net for expire tasks that never ran."""
     from nano_banana import tasks
 
-    return tasks.handle_task(runtime().services, request, "sweep")
+    return tasks.handle_task(_writer().services, request, "sweep")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -11,6 +13,8 @@ import jwt
 from nano_banana.errors import Unauthenticated, Unavailable
 
 _ASYMMETRIC = ("RS256", "ES256")
+_JWKS_TIMEOUT_S = 5
+_log = logging.getLogger("nano_banana")
 
 
 class TokenVerifier:
@@ -20,7 +24,38 @@ class TokenVerifier:
         self._secret = secret
         self._audience = audience
         self._leeway_s = leeway_s
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=3600, timeout=5) if jwks_url else None
+        self._jwks = (
+            jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=3600, timeout=_JWKS_TIMEOUT_S) if jwks_url else None
+        )
+        self._prefetched = threading.Event()  # set while no prefetch is in flight
+        self._prefetched.set()
+
+    def prefetch(self) -> None:
+        """Fetch the JWKS keys ahead of the first asymmetric token (a warm-up thread calls this). A token
+        arriving meanwhile waits for this fetch instead of making its own. Failures are logged only: the
+        first token then fetches (and reports) for itself."""
+        if self._jwks is None:
+            return
+        self._prefetched.clear()
+        started = time.monotonic()
+        try:
+            self._jwks.get_jwk_set()
+        except Exception as exc:
+            _log.warning(
+                "JWKS prefetch failed",
+                extra={
+                    "event": "jwks_prefetch_failed",
+                    "errorType": type(exc).__name__,
+                    "durationMs": round((time.monotonic() - started) * 1000),
+                },
+            )
+        else:
+            _log.info(
+                "JWKS keys prefetched",
+                extra={"event": "jwks_prefetched", "durationMs": round((time.monotonic() - started) * 1000)},
+            )
+        finally:
+            self._prefetched.set()
 
     def user_id(self, authorization: str | None) -> uuid.UUID:
         token = _bearer(authorization)
@@ -30,6 +65,7 @@ class TokenVerifier:
             if alg == "HS256" and self._secret:
                 key: object = self._secret
             elif alg in _ASYMMETRIC and self._jwks is not None:
+                self._prefetched.wait(_JWKS_TIMEOUT_S)
                 key = self._jwks.get_signing_key_from_jwt(token).key
             else:
                 raise Unauthenticated("token algorithm is not accepted")

@@ -1,29 +1,34 @@
 """The one composition root: builds every adapter from settings and hands them to the use cases.
 
 Adapters are imported only when selected, and the generator is created on first use, so the `api`
-entry point never imports google.genai.
+entry point never imports google.genai. The Firestore limits and the Cloud Tasks queue are built on
+first use too (nano_banana.deferred), so an `api` instance answering GETs never imports them; the entry
+points warm them (`Runtime.warm_up_writes`) in the background, never inside `build()`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from nano_banana import images, usecases
 from nano_banana import log as logs
 from nano_banana.auth import TokenVerifier
+from nano_banana.deferred import DeferredLimits, DeferredQueue, Once
 from nano_banana.http import Api
 from nano_banana.ports import BlobStore, Clock, ImageGenerator, JobStore, Limits, Processor, Task, TaskQueue
 from nano_banana.settings import Settings
 from nano_banana.signing import UrlSigner
 from nano_banana.tickets import StreamTickets
 
-T = TypeVar("T")
+_log = logging.getLogger("nano_banana")
 
 
 def utc_now() -> datetime:
@@ -37,25 +42,72 @@ class Runtime:
     settings: Settings
     services: usecases.Services
     api: Api
+    _warm_ups: set[str] = field(default_factory=set, repr=False)
+    _warm_ups_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def close(self) -> None:
+        with self._warm_ups_lock:
+            self._warm_ups.add("closed")  # no warm-up starts after this
         self.services.close()
 
+    def warm_up_reads(self) -> None:
+        """In the background, once: what any first request waits for besides Postgres (whose pool opens
+        its first connection by itself): the JWKS keys and a connection to Storage."""
+        self._start_once("reads", self._warm_reads)
 
-class _Lazy(Generic[T]):
-    """Builds a value on first use, once, thread-safely."""
+    def warm_up_writes(self) -> None:
+        """In the background, once: build the Firestore limits and the Cloud Tasks queue (their imports,
+        clients and channels) and warm them, so a first job does not pay for it. The `api` entry point
+        calls this when a write begins and after its first answer, never before a GET's answer."""
+        self._start_once("writes", self._warm_writes)
 
-    def __init__(self, factory: Callable[[], T]) -> None:
-        self._factory = factory
-        self._value: T | None = None
-        self._lock = threading.Lock()
+    def _start_once(self, name: str, target: Callable[[], None]) -> None:
+        if not self.settings.warm_up:
+            return
+        with self._warm_ups_lock:
+            if name in self._warm_ups or "closed" in self._warm_ups:
+                return
+            self._warm_ups.add(name)
+        threading.Thread(target=target, name=f"warm-up-{name}", daemon=True).start()
 
-    def get(self) -> T:
-        if self._value is None:
-            with self._lock:
-                if self._value is None:
-                    self._value = self._factory()
-        return self._value
+    def _warm_reads(self) -> None:
+        self.api.verifier.prefetch()
+        if (warm_up := getattr(self.services.blobs, "warm_up", None)) is not None:
+            warm_up()
+
+    def _warm_writes(self) -> None:
+        warm_up_clients(self.services.limits, self.services.queue)
+
+
+def warm_up_clients(*ports: object) -> list[threading.Thread]:
+    """Build deferred adapters now and warm each one that can be; Firestore's warm-up runs in a thread of
+    its own (returned). Nothing raises: the first call that needs an adapter builds it again and reports
+    its error."""
+    started = time.monotonic()
+    try:
+        built = [port.prepare() if isinstance(port, DeferredLimits | DeferredQueue) else port for port in ports]
+    except Exception as exc:
+        _log.warning(
+            "could not build the limits or queue client ahead of need",
+            extra={
+                "event": "write_clients_build_failed",
+                "errorType": type(exc).__name__,
+                "durationMs": round((time.monotonic() - started) * 1000),
+            },
+        )
+        return []
+    if any(isinstance(port, DeferredLimits | DeferredQueue) for port in ports):
+        _log.info(
+            "limits and queue clients built",
+            extra={"event": "write_clients_built", "durationMs": round((time.monotonic() - started) * 1000)},
+        )
+    threads: list[threading.Thread] = []
+    for adapter in built:
+        if (in_background := getattr(adapter, "warm_up_in_background", None)) is not None:
+            threads.append(in_background())
+        elif (warm_up := getattr(adapter, "warm_up", None)) is not None:
+            warm_up()
+    return threads
 
 
 def blob_signing_key(settings: Settings) -> bytes:
@@ -89,17 +141,16 @@ def build_store(settings: Settings, closers: list[Callable[[], None]], extras: d
 
 
 def build_limits(settings: Settings, clock: Clock) -> Limits:
+    """The selected adapter, cold: `Runtime.warm_up_writes` warms Firestore's channel in the background."""
     if settings.limits == "firestore":
         from google.cloud import firestore
 
         from nano_banana.adapters.limits_firestore import FirestoreLimits
 
         client = firestore.Client(project=settings.gcp_project, database=settings.firestore_database)
-        limits = FirestoreLimits(
+        return FirestoreLimits(
             client, settings.firestore_collection_prefix, settings.rate_per_hour, settings.max_active_per_project, clock
         )
-        limits.warm_up_in_background()  # a cold instance's first job must not pay for channel setup
-        return limits
     from nano_banana.adapters.limits_memory import MemoryLimits
 
     return MemoryLimits(settings.rate_per_hour, settings.max_active_per_project, clock)
@@ -191,13 +242,22 @@ def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
     closers: list[Callable[[], None]] = []
     extras: dict[str, Any] = {}
     store = build_store(settings, closers, extras)
-    queue = build_queue(settings, clock, closers)
-    generator = _Lazy(lambda: build_generator(settings, clock)) if settings.generator != "n8n" else None
-    processor = _Lazy(lambda: build_processor(settings, clock)) if settings.generator == "n8n" else None
+    queue: TaskQueue = (
+        DeferredQueue(lambda: build_queue(settings, clock, closers))
+        if settings.queue == "cloudtasks"
+        else build_queue(settings, clock, closers)
+    )
+    limits: Limits = (
+        DeferredLimits(lambda: build_limits(settings, clock))
+        if settings.limits == "firestore"
+        else build_limits(settings, clock)
+    )
+    generator = Once(lambda: build_generator(settings, clock)) if settings.generator != "n8n" else None
+    processor = Once(lambda: build_processor(settings, clock)) if settings.generator == "n8n" else None
     services = usecases.Services(
         settings=settings,
         store=store,
-        limits=build_limits(settings, clock),
+        limits=limits,
         queue=queue,
         blobs=build_blobs(settings, clock),
         generator_factory=generator.get if generator else None,

@@ -130,6 +130,8 @@ def serve(args: argparse.Namespace) -> int:
     import main
 
     rt = main.runtime()
+    rt.warm_up_reads()  # a long-running server has no cold requests to spare: warm everything now
+    rt.warm_up_writes()
     settings = rt.settings
     app = create_app(rt)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our logs are JSON lines; no plain access log

@@ -70,6 +70,9 @@ class Settings(CoreSettings):
     public_base_url: str | None = Field(None, validation_alias="NANO_BANANA_PUBLIC_URL")
     preview_delay_ms: int = Field(0, ge=0, le=600_000, validation_alias="NANO_BANANA_PREVIEW_DELAY_MS")
     log_level: str = Field("INFO", validation_alias="NANO_BANANA_LOG_LEVEL")
+    # Background warm-up of a cold instance's clients (JWKS, Storage, Firestore, Cloud Tasks): off only
+    # for measuring what it buys (bench/coldstart.py) and for tests that must see nothing in the background.
+    warm_up: bool = Field(True, validation_alias="NANO_BANANA_WARM_UP")
 
     # Guardrails.
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1, validation_alias="NANO_BANANA_MAX_FILE_BYTES")

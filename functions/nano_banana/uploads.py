@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
-
 from nano_banana.errors import BadRequest, FileTooLarge, InvalidRequest
 
 _CHUNK = 64 * 1024
@@ -43,6 +40,10 @@ def read_multipart(
 ) -> UploadedForm:
     """Parse a multipart body from `read`, keeping at most max_file_bytes of file data in memory.
     Exactly one file part named `file_field` is accepted; text fields are capped at 16 KiB each."""
+    # Imported here: only a multipart POST needs the parser, and a cold instance answering GETs skips it.
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
     ctype, params = parse_options_header(content_type or "")
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:

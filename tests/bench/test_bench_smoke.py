@@ -39,9 +39,13 @@ def test_sweep() -> None:
 
 
 def test_coldstart() -> None:
-    out = run("coldstart.py", "--runs", "1", "--skip-aiplatform")
+    out = run("coldstart.py", "--runs", "1", "--stack-runs", "1", "--skip-aiplatform")
     assert "api" in out
     assert "generate" in out
+    assert re.search(r"GET 200 +\d+ +\d+ +\d+", out), "a cold instance answered its first GET"
+    assert re.search(r"POST 202 +\d+ +\d+ +\d+", out), "a cold instance answered its first POST"
+    assert "imported before the first GET answer (after): no Firestore, no Cloud Tasks" in out
+    assert "ratio GET after / before" in out
 
 
 def test_contention() -> None:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from nano_banana.auth import TokenVerifier
-from nano_banana.errors import Unauthenticated
+from nano_banana.errors import Unauthenticated, Unavailable
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +88,28 @@ def test_forged_or_confused_tokens_are_refused(jwks_url: str) -> None:
         no_jwks.user_id(
             f"Bearer {jwt.encode({'sub': str(uuid.uuid4()), 'aud': 'authenticated', 'exp': int(time.time()) + 60}, 'x' * 40, algorithm='HS256')}"
         )
+
+
+def test_prefetched_keys_serve_the_first_token(jwks_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold instance fetches the keys in the background; its first token is verified from them."""
+    verifier = TokenVerifier(secret=None, audience="authenticated", jwks_url=jwks_url)
+    verifier.prefetch()
+
+    def offline() -> Any:
+        raise AssertionError("the keys were fetched again")
+
+    monkeypatch.setattr(verifier._jwks, "fetch_data", offline)
+    user = uuid.uuid4()
+    assert verifier.user_id(f"Bearer {token(EC_KEY, 'ES256', 'ec-1', sub=str(user))}") == user
+
+
+def test_a_failed_prefetch_is_logged_and_the_first_token_reports_its_own_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    verifier = TokenVerifier(secret=None, audience="authenticated", jwks_url="http://127.0.0.1:9/jwks.json")
+    with caplog.at_level("WARNING", logger="nano_banana"):
+        verifier.prefetch()  # raises nothing
+    (line,) = [r for r in caplog.records if getattr(r, "event", None) == "jwks_prefetch_failed"]
+    assert line.errorType == "PyJWKClientConnectionError"
+    with pytest.raises(Unavailable):  # the token's own fetch fails too: a 503, not a wait on the prefetch
+        verifier.user_id(f"Bearer {token(EC_KEY, 'ES256', 'ec-1')}")

@@ -33,11 +33,14 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from storage3 import SyncStorageClient
-from storage3.exceptions import StorageApiError
-from storage3.types import CreateSignedUploadUrlOptions, CreateSignedUrlResponse
-from storage3.utils import StorageException
 
+from nano_banana.adapters.storage3_sync import (
+    CreateSignedUploadUrlOptions,
+    CreateSignedUrlResponse,
+    StorageApiError,
+    StorageException,
+    SyncStorageClient,
+)
 from nano_banana.errors import (
     FileTooLarge,
     InvalidRequest,
@@ -205,6 +208,27 @@ class SupabaseBlobStore:
         except StorageMisconfigured as exc:
             self._report(exc)
             raise
+
+    def warm_up(self) -> None:
+        """Open the connection (DNS, TCP, TLS) with one read of the bucket, so a cold instance's first
+        request does not pay for it. Logged, never raised: a real call reports its own failure."""
+        started = time.monotonic()
+        try:
+            self._send("GET", f"{self._base}/bucket/{quote(self._bucket_id)}")
+        except (_Refused, httpx.HTTPError) as exc:
+            log.warning(
+                "storage warm-up failed",
+                extra={
+                    "event": "storage_warm_up_failed",
+                    "errorType": type(exc).__name__,
+                    "durationMs": round((time.monotonic() - started) * 1000),
+                },
+            )
+            return
+        log.info(
+            "storage connection warmed up",
+            extra={"event": "storage_warmed_up", "durationMs": round((time.monotonic() - started) * 1000)},
+        )
 
     def _send(self, method: str, url: str) -> None:
         response = self._http.request(method, url, headers=self._headers)

@@ -16,6 +16,7 @@ from infra import firestore_emulator
 from infra.firestore_emulator import Emulator
 from nano_banana import bootstrap
 from nano_banana.adapters.limits_firestore import FirestoreLimits
+from nano_banana.deferred import DeferredLimits
 from nano_banana.errors import Unavailable
 from nano_banana.settings import Settings
 
@@ -51,16 +52,20 @@ def test_the_first_calls_get_their_own_budget(cold_emulator: Emulator) -> None:
     client.close()
 
 
-def test_bootstrap_warms_the_client_in_the_background(
+def test_the_write_warm_up_builds_and_warms_the_client_in_the_background(
     cold_emulator: Emulator, caplog: pytest.LogCaptureFixture, tmp_path: object
 ) -> None:
     settings = Settings(
         NANO_BANANA_LIMITS="firestore", GOOGLE_CLOUD_PROJECT=cold_emulator.project, NANO_BANANA_DATA_DIR=tmp_path
     )
+    deferred = DeferredLimits(lambda: bootstrap.build_limits(settings, lambda: NOW))
     with caplog.at_level(logging.INFO, logger="nano_banana"):
-        limits = bootstrap.build_limits(settings, lambda: NOW)
+        assert not deferred.built, "nothing is built before it is needed or warmed"
+        (thread,) = bootstrap.warm_up_clients(deferred)  # what Runtime.warm_up_writes runs in its thread
+        limits = deferred.prepare()
         assert isinstance(limits, FirestoreLimits)
         assert limits.wait_warm(60), "the warm-up read and commit both succeeded"
+        thread.join(10)
     warmed = [r for r in caplog.records if getattr(r, "event", None) == "limits_warmed_up"]
     assert len(warmed) == 1
     print(f"\n[cold emulator] warm-up took {warmed[0].durationMs} ms")
