@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from nano_banana.ports import Limits, Reservation, Task, TaskKind, TaskQueue
+from nano_banana.ports import Limits, LimitsReading, Reservation, Task, TaskKind, TaskQueue
 
 T = TypeVar("T")
 
@@ -53,11 +53,26 @@ class DeferredLimits:
     def built(self) -> bool:
         return self._limits.built
 
+    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
+        return self._limits.get().check(user_id=user_id, project_id=project_id, idempotency_key=idempotency_key)
+
     def reserve(
-        self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, lease_expires_at: datetime
+        self,
+        *,
+        user_id: uuid.UUID,
+        project_id: uuid.UUID,
+        job_id: uuid.UUID,
+        lease_expires_at: datetime,
+        idempotency_key: str | None = None,
+        reading: LimitsReading | None = None,
     ) -> Reservation:
         return self._limits.get().reserve(
-            user_id=user_id, project_id=project_id, job_id=job_id, lease_expires_at=lease_expires_at
+            user_id=user_id,
+            project_id=project_id,
+            job_id=job_id,
+            lease_expires_at=lease_expires_at,
+            idempotency_key=idempotency_key,
+            reading=reading,
         )
 
     def give_back(self, reservation: Reservation) -> None:

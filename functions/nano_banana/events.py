@@ -84,6 +84,15 @@ class Event(enum.StrEnum):
     limits_release_contended = "limits_release_contended"
     limits_warmed_up = "limits_warmed_up"
     limits_warm_up_failed = "limits_warm_up_failed"
+    # ---- a cold instance's warm-ups (bootstrap.warm_up_clients, after the first answer or as a write begins)
+    jwks_prefetched = "jwks_prefetched"
+    jwks_prefetch_failed = "jwks_prefetch_failed"
+    storage_warmed_up = "storage_warmed_up"
+    storage_warm_up_failed = "storage_warm_up_failed"
+    write_clients_built = "write_clients_built"
+    write_clients_build_failed = "write_clients_build_failed"
+    queue_warmed_up = "queue_warmed_up"
+    queue_warm_up_failed = "queue_warm_up_failed"
     # ---- storage, model, processor
     storage_retry = "storage_retry"
     storage_misconfigured = "storage_misconfigured"
