@@ -121,6 +121,15 @@ def create_app(rt: Any) -> Any:
     def api(rest: str = "") -> Response:
         return http.handle(rt.api, request)
 
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def unrouted(_: Exception) -> Response:
+        """Paths Flask's converters cannot match (`<path:…>` stops at a newline: `/jobs/%0A`) and methods a
+        rule does not list get the API's JSON error, as in the Functions Framework, never Flask's HTML page."""
+        if request.path.startswith("/api/nano-banana"):
+            return http.handle(rt.api, request)
+        return error_response(NotFound("no such route", details={"path": request.path[:200]}))
+
     return app
 
 
@@ -160,7 +169,10 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         rt.close()
         print("  stopped cleanly.", file=sys.stderr, flush=True)
-    return 0
+    # A task the queue gave up waiting for would hold the interpreter's exit (it joins pool threads):
+    # everything is closed and flushed, so leave now.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def dev_token(args: argparse.Namespace) -> int:

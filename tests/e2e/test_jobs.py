@@ -288,6 +288,12 @@ def test_malformed_requests(dev_server: DevServer) -> None:
     assert (r.status_code, r.json()["error"]["code"]) == (405, "method_not_allowed")
     r = dev_server.client.get("/api/nano-banana/nothing-here", headers=s.headers)
     assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+    # A newline in a path segment (schemathesis sent one): Flask's `<path:…>` converter cannot match it,
+    # and the answer is still the API's JSON error, not Flask's HTML 404.
+    for method in ("GET", "DELETE"):
+        r = dev_server.client.request(method, "/api/nano-banana/jobs/%C2%96%3A%0A%15", headers=s.headers)
+        assert r.headers["content-type"].startswith("application/json"), r.text[:200]
+        validate_error(r.json(), "not_found")
 
 
 def test_file_size_cap_is_exact_and_streamed(dev_server_factory: StartServer) -> None:

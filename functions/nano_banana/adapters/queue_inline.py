@@ -74,12 +74,19 @@ class InlineQueue:
         with self._cond:
             return len([e for e in self._heap if e[2] not in self._deleted]) + self._busy
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 5.0) -> None:
+        """Stop taking tasks; give the running ones `grace_s` to end. One still running then (a generate
+        step waiting on an unreachable processor) is left to its thread: Ctrl-C must not wait for it, and
+        its job's deadline settles it after a restart, as it would after a crash."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=5)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        deadline = time.monotonic() + grace_s
+        with self._cond:
+            while self._busy and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(timeout=left)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _push(self, task: Task, name: str, attempt: int, delay_s: float = 0.0) -> None:
         due = time.monotonic() + delay_s
@@ -128,3 +135,4 @@ class InlineQueue:
             with self._cond:
                 self._busy -= 1
                 self._running.discard(name)
+                self._cond.notify_all()
