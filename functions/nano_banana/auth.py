@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 
 from nano_banana.errors import Unauthenticated, Unavailable
+from nano_banana.log import warming
 
 _ASYMMETRIC = ("RS256", "ES256")
 _JWKS_TIMEOUT_S = 5
@@ -37,23 +38,11 @@ class TokenVerifier:
         if self._jwks is None:
             return
         self._prefetched.clear()
-        started = time.monotonic()
         try:
-            self._jwks.get_jwk_set()
-        except Exception as exc:
-            _log.warning(
-                "JWKS prefetch failed",
-                extra={
-                    "event": "jwks_prefetch_failed",
-                    "errorType": type(exc).__name__,
-                    "durationMs": round((time.monotonic() - started) * 1000),
-                },
-            )
-        else:
-            _log.info(
-                "JWKS keys prefetched",
-                extra={"event": "jwks_prefetched", "durationMs": round((time.monotonic() - started) * 1000)},
-            )
+            with warming(
+                "jwks_prefetched", "jwks_prefetch_failed", done="JWKS keys prefetched", failed="JWKS prefetch failed"
+            ):
+                self._jwks.get_jwk_set()
         finally:
             self._prefetched.set()
 

@@ -114,3 +114,31 @@ def timed(event: str, **fields: Any) -> Iterator[dict[str, Any]]:
     finally:
         extra["durationMs"] = round((time.perf_counter() - start) * 1000, 1)
         log.info(event, extra=extra)
+
+
+@contextmanager
+def warming(
+    event: str,
+    failed_event: str,
+    *,
+    done: str,
+    failed: str,
+    errors: tuple[type[Exception], ...] = (Exception,),
+) -> Iterator[None]:
+    """A warm-up: log `event` with durationMs when the block ends, or `failed_event` with errorType and
+    durationMs when it raises one of `errors`, which is swallowed (a warm-up never fails its caller: the
+    first real call reports its own failure)."""
+    start = time.monotonic()
+    try:
+        yield
+    except errors as exc:
+        log.warning(
+            failed,
+            extra={
+                "event": failed_event,
+                "errorType": type(exc).__name__,
+                "durationMs": round((time.monotonic() - start) * 1000),
+            },
+        )
+    else:
+        log.info(done, extra={"event": event, "durationMs": round((time.monotonic() - start) * 1000)})

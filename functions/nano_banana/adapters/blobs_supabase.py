@@ -49,6 +49,7 @@ from nano_banana.errors import (
     StorageMisconfigured,
     Unavailable,
 )
+from nano_banana.log import warming
 from nano_banana.ports import BlobInfo, FolderEntry
 
 log = logging.getLogger("nano_banana")
@@ -212,23 +213,14 @@ class SupabaseBlobStore:
     def warm_up(self) -> None:
         """Open the connection (DNS, TCP, TLS) with one read of the bucket, so a cold instance's first
         request does not pay for it. Logged, never raised: a real call reports its own failure."""
-        started = time.monotonic()
-        try:
+        with warming(
+            "storage_warmed_up",
+            "storage_warm_up_failed",
+            done="storage connection warmed up",
+            failed="storage warm-up failed",
+            errors=(_Refused, httpx.HTTPError),
+        ):
             self._send("GET", f"{self._base}/bucket/{quote(self._bucket_id)}")
-        except (_Refused, httpx.HTTPError) as exc:
-            log.warning(
-                "storage warm-up failed",
-                extra={
-                    "event": "storage_warm_up_failed",
-                    "errorType": type(exc).__name__,
-                    "durationMs": round((time.monotonic() - started) * 1000),
-                },
-            )
-            return
-        log.info(
-            "storage connection warmed up",
-            extra={"event": "storage_warmed_up", "durationMs": round((time.monotonic() - started) * 1000)},
-        )
 
     def _send(self, method: str, url: str) -> None:
         response = self._http.request(method, url, headers=self._headers)

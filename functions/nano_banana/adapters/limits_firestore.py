@@ -53,6 +53,7 @@ from nano_banana.adapters.limits_memory import (
     to_epoch,
 )
 from nano_banana.errors import Unavailable
+from nano_banana.log import warming
 from nano_banana.ports import Clock, LimitsReading, Reservation
 
 _log = logging.getLogger("nano_banana")
@@ -383,24 +384,14 @@ class FirestoreLimits:
     def warm_up(self) -> None:
         """Open the channel and warm both kinds of call: one read of an absent document, one empty commit
         (it writes nothing). A failure is logged, never raised: the first real call simply warms up."""
-        started = time.monotonic()
-        try:
+        with warming(
+            "limits_warmed_up",
+            "limits_warm_up_failed",
+            done="limits store warmed up",
+            failed="limits store warm-up failed",
+        ):
             self._read(self._slots.document("warm-up"))
             self._commit(self._client.batch())
-        except Exception as exc:
-            _log.warning(
-                "limits store warm-up failed",
-                extra={
-                    "event": "limits_warm_up_failed",
-                    "errorType": type(exc).__name__,
-                    "durationMs": round((time.monotonic() - started) * 1000),
-                },
-            )
-            return
-        _log.info(
-            "limits store warmed up",
-            extra={"event": "limits_warmed_up", "durationMs": round((time.monotonic() - started) * 1000)},
-        )
 
     def warm_up_in_background(self) -> threading.Thread:
         """Warm up without delaying start-up or the first answer (a daemon thread)."""

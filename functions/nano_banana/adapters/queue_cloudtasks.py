@@ -8,9 +8,9 @@ replacement carries a round number in its name (`Task.replacement`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import time
 import uuid
 from datetime import UTC, timedelta
 from typing import Any, NoReturn
@@ -21,6 +21,7 @@ from google.api_core import retry as gretry
 from google.cloud import tasks_v2
 
 from nano_banana.errors import Unavailable
+from nano_banana.log import warming
 from nano_banana.ports import Clock, Task, TaskKind, task_name
 
 _log = logging.getLogger("nano_banana")
@@ -97,25 +98,16 @@ class CloudTasksQueue:
     def warm_up(self) -> None:
         """Open the channel (and, on Google, fetch a token) with one GetTask of a name never used: NOT_FOUND
         is the expected answer. Logged, never raised: the first real call simply warms up."""
-        started = time.monotonic()
-        try:
+        with (
+            warming(
+                "queue_warmed_up",
+                "queue_warm_up_failed",
+                done="task queue warmed up",
+                failed="task queue warm-up failed",
+            ),
+            contextlib.suppress(gexc.NotFound),
+        ):  # the expected answer: no such task
             self._client.get_task(name=f"{self._queue_path}/tasks/warm-up", retry=None, timeout=self._timeout_s)
-        except gexc.NotFound:
-            pass
-        except Exception as exc:
-            _log.warning(
-                "task queue warm-up failed",
-                extra={
-                    "event": "queue_warm_up_failed",
-                    "errorType": type(exc).__name__,
-                    "durationMs": round((time.monotonic() - started) * 1000),
-                },
-            )
-            return
-        _log.info(
-            "task queue warmed up",
-            extra={"event": "queue_warmed_up", "durationMs": round((time.monotonic() - started) * 1000)},
-        )
 
     @staticmethod
     def _unreachable(event: str, job_id: uuid.UUID, kind: TaskKind, exc: BaseException) -> NoReturn:
