@@ -42,6 +42,14 @@ def pool(workers: int = 64) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nano-banana-fanout")
 
 
+def attempt(call: Callable[[], T]) -> Outcome[T]:
+    """Run one call on this thread and keep its outcome (an exception is reported, raised by get())."""
+    try:
+        return Outcome(call(), None)
+    except BaseException as exc:
+        return Outcome(None, exc)
+
+
 def _outcome(future: Future[T]) -> Outcome[T]:
     error = future.exception()
     return Outcome(None, error) if error is not None else Outcome(future.result(), None)
@@ -57,11 +65,7 @@ def settle(executor: Executor, *calls: Callable[[], object]) -> tuple[Outcome[ob
     """Run every call (the first on this thread, the rest on the executor) and return each outcome."""
     # Each call sees the caller's context (its log lines carry the request's id).
     futures = [executor.submit(contextvars.copy_context().run, call) for call in calls[1:]]
-    try:
-        first: Outcome[object] = Outcome(calls[0](), None)
-    except BaseException as exc:  # reported through the Outcome, raised by get()
-        first = Outcome(None, exc)
-    return (first, *(_outcome(f) for f in futures))
+    return (attempt(calls[0]), *(_outcome(f) for f in futures))
 
 
 def settle_each(executor: Executor, calls: Sequence[Callable[[], T]]) -> list[Outcome[T]]:

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 from nano_banana.domain import (
     ACTIVE,
@@ -66,10 +65,9 @@ from nano_banana.ports import (
     TaskQueue,
 )
 from nano_banana.settings import Settings
-from nano_banana.together import Outcome, pool, settle, settle_each, together
+from nano_banana.together import Outcome, attempt, pool, settle, settle_each, together
 
 log = logging.getLogger("nano_banana")
-T = TypeVar("T")
 
 LEASE_GRACE = timedelta(seconds=60)
 
@@ -388,7 +386,7 @@ def _admit(
     if store_input is not None:
         stored, inserted = settle(svc.fanout, lambda: svc.blobs.put(*store_input), insert)
     else:
-        stored, inserted = Outcome(None, None), _outcome(insert)
+        stored, inserted = Outcome(None, None), attempt(insert)
     stored_paths = [store_input[0]] if store_input is not None and stored.ok else []
     result = inserted.value if inserted.ok else None
     job = result if isinstance(result, Job) else None
@@ -413,13 +411,6 @@ def _admit(
     if not (generate.ok and expire.ok) and _roll_back(svc, reservation, stored_paths, job):
         _raise_failure(generate.error, expire.error, reason=ErrorCode.enqueue_failed.value)
     return Created(job=job, message_id=new.message_id, replayed=False)
-
-
-def _outcome(call: Callable[[], T]) -> Outcome[T]:
-    try:
-        return Outcome(call(), None)
-    except BaseException as exc:  # reported like settle() does
-        return Outcome(None, exc)
 
 
 def _raise_failure(*errors: BaseException | None, reason: str | None = None) -> None:
