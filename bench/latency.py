@@ -98,9 +98,16 @@ class Sample:
         self.chains: list[int] = []
         self.trips: list[int] = []
         self.paths: list[str] = []
+        self.parts: list[tuple[float, float, float, float]] = []
 
-    def add(self, elapsed_s: float, exchanges: list[Exchange]) -> None:
+    def add(self, start: float, end: float, exchanges: list[Exchange]) -> None:
+        elapsed_s = end - start
         groups = waves(exchanges)
+        spans = [(min(e.start for e in g), max(e.end for e in g)) for g in groups]
+        if spans:
+            inside = sum(b - a for a, b in spans)
+            between = sum(max(0.0, spans[i + 1][0] - spans[i][1]) for i in range(len(spans) - 1))
+            self.parts.append((spans[0][0] - start, inside, between, end - spans[-1][1]))
         self.ms.append(elapsed_s * 1000)
         self.waves.append(len(groups))
         self.chains.append(chain(exchanges))
@@ -113,6 +120,12 @@ class Sample:
             f" {statistics.median(self.trips):>11.0f}"
             f" {pct(self.ms, 50):>8.1f} {pct(self.ms, 95):>8.1f}"
         )
+
+    def split(self) -> str:
+        """Where the time went (medians, ms): before the first wave, inside waves, between them, after."""
+        columns = zip(*self.parts, strict=True)
+        before, inside, between, after = (statistics.median(c) * 1000 for c in columns)
+        return f"before {before:.1f}, in waves {inside:.1f}, between {between:.1f}, after {after:.1f} ms"
 
     def path(self) -> str:
         """The most common critical path."""
@@ -219,7 +232,7 @@ def run(
                 if r.status_code != 202:
                     raise SystemExit(f"POST /jobs answered {r.status_code}: {r.text[:500]}")
                 if measured:
-                    samples["post", mode].add(end - start, between(start, end))
+                    samples["post", mode].add(start, end, between(start, end))
                 if not generate:
                     return
                 time.sleep(2.5 * args.delay_ms / 1000)  # let stragglers of the POST (if any) finish
@@ -229,7 +242,7 @@ def run(
                 if done is None or done.status.value != "succeeded":
                     raise SystemExit(f"the generate step did not succeed: {done}")
                 if measured:
-                    samples["generate", mode].add(end - start, between(start, end))
+                    samples["generate", mode].add(start, end, between(start, end))
 
             for _ in range(args.warmup):
                 for mode in MODES:
@@ -257,6 +270,8 @@ def run(
             f" waves {statistics.median(fan.waves):.0f} vs {statistics.median(seq.waves):.0f},"
             f" chain {statistics.median(fan.chains):.0f} vs {statistics.median(seq.chains):.0f}"
         )
+        print(f"  time (fanout):     {fan.split()}")
+        print(f"  time (sequential): {seq.split()}")
         print(f"  critical path (fanout):     {fan.path()}")
         print(f"  critical path (sequential): {seq.path()}")
     print(f"wall time {time.perf_counter() - began:.1f} s")

@@ -23,6 +23,7 @@ class Event(enum.StrEnum):
     job_replayed = "job_replayed"  # an Idempotency-Key replay answered with the existing job
     job_discard_failed = "job_discard_failed"  # a failed creation's queued row could not be deleted
     job_started = "job_started"
+    task_without_job = "task_without_job"  # a generate task found no row after ROW_WAIT_S: acknowledged
     generation_finished = "generation_finished"
     job_succeeded = "job_succeeded"
     job_failed = "job_failed"

@@ -62,6 +62,7 @@ from nano_banana.ports import (
     ProcessorJob,
     Reservation,
     Task,
+    TaskKind,
     TaskQueue,
 )
 from nano_banana.settings import Settings
@@ -202,8 +203,8 @@ def _settled(svc: Services, job: Job) -> bool:
         return True
     generate, expire = together(
         svc.fanout,
-        lambda: svc.queue.is_pending(_generate_task(svc, job)),
-        lambda: svc.queue.is_pending(_expire_task(job)),
+        lambda: svc.queue.is_pending(_generate_task(svc, job.id, job.deadline_at)),
+        lambda: svc.queue.is_pending(_expire_task(job.id, job.deadline_at)),
     )
     return generate and expire
 
@@ -315,15 +316,15 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         reading = svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key)
     else:
         reading = admissible.get()
-    if cmd.upload is not None:
-        info = cmd.upload.info
-        path = input_path(user_id, new_id(), info.mime_type)
-        store_input: tuple[str, bytes, str] | None = (path, cmd.upload.data, info.mime_type)
-    else:
-        path = str(cmd.input_path)
-        info = _download_input(svc, path)
-        store_input = None
     job_id = new_id()
+    if cmd.upload is not None:
+        info: ImageInfo | None = cmd.upload.info
+        assert info is not None
+        path = input_path(user_id, new_id(), info.mime_type)
+        beside: Callable[[], ImageInfo | None] = functools.partial(svc.blobs.put, path, cmd.upload.data, info.mime_type)
+    else:
+        path, info = str(cmd.input_path), None
+        beside = functools.partial(_download_input, svc, path)
     new = NewJob(
         id=job_id,
         project_id=cmd.project_id,
@@ -333,9 +334,9 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         source_variant_id=None,
         prompt=prompt,
         input_path=path,
-        input_mime_type=info.mime_type,
-        input_width=info.width,
-        input_height=info.height,
+        input_mime_type=info.mime_type if info else "",  # an inputPath's: once read, beside the reservation
+        input_width=info.width if info else 0,
+        input_height=info.height if info else 0,
         variant_count=cmd.variant_count,
         aspect_ratio=cmd.aspect_ratio,
         model=svc.settings.model if svc.settings.generator != "preview" else "preview",
@@ -343,20 +344,24 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         request_hash=fingerprint,
         deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
     )
-    return _admit(svc, new, store_input=store_input, reading=reading)
+    return _admit(svc, new, beside=beside, stores=cmd.upload is not None, reading=reading)
 
 
 def _admit(
     svc: Services,
     new: NewJob,
     *,
-    store_input: tuple[str, bytes, str] | None,
+    beside: Callable[[], ImageInfo | None] | None = None,
+    stores: bool = False,
     max_turns: int | None = None,
     reading: LimitsReading | None = None,
 ) -> Created:
-    """Round trips 2-4: reserve the limits and claim the key (one commit); store the input ‖ insert the
-    job; enqueue generate ‖ expire. Any failure undoes what succeeded: the row goes (it was never
-    scheduled), the input goes, the reservation and the claim are given back."""
+    """Round trips 2-3: reserve the limits and claim the key (one commit) ‖ `beside` (store the uploaded
+    input, `stores`, or read an `inputPath` for its type and size: the limits were checked in round trip
+    1, so nothing expensive ran for a request they refuse); then insert the job ‖ enqueue generate ‖
+    enqueue expire. A generate task that arrives before its row commits waits for it (run_generation).
+    Any failure undoes what succeeded: the row goes (it was never scheduled), the tasks and the input go,
+    the reservation and the claim are given back."""
 
     def reserve(on: LimitsReading | None = None) -> Reservation:
         return svc.limits.reserve(
@@ -368,31 +373,47 @@ def _admit(
             reading=on,
         )
 
+    side: Outcome[ImageInfo | None] = Outcome(None, None)
+    if beside is None:
+        reserved = attempt(lambda: reserve(reading))
+    else:  # on what round trip 1 read, only the commit is left
+        reserved, side = settle(svc.fanout, lambda: reserve(reading), beside)
+    stored = [new.input_path] if stores and side.ok else []
     try:
-        reservation = reserve(reading)  # on what round trip 1 read: only the commit is left
-    except KeyClaimed:
-        assert new.idempotency_key is not None
-        waited = _wait_for_key(svc, new.user_id, new.idempotency_key, new.request_hash or "", reserve)
-        if not isinstance(waited, Reservation):
-            assert waited is not None
-            return Created(job=waited, message_id=None, replayed=True)
-        reservation = waited
+        reservation = _reservation(svc, new, reserve, reserved)
+    except BaseException:
+        if stored:
+            _delete_quietly(svc, stored, new.id)
+        raise
+    if not isinstance(reservation, Reservation):  # the key's holder created the job meanwhile
+        if stored:
+            _delete_quietly(svc, stored, new.id)
+        return Created(job=reservation, message_id=None, replayed=True)
+    if not side.ok:
+        _undo(svc, reservation, stored)
+        _raise_failure(side.error)
+    if isinstance(info := side.value, ImageInfo):
+        new = dataclasses.replace(new, input_mime_type=info.mime_type, input_width=info.width, input_height=info.height)
 
     def insert() -> Job | int | None:
         if max_turns is None:
             return svc.store.create_job(new)
         return svc.store.create_refinement(new, max_turns=max_turns)
 
-    if store_input is not None:
-        stored, inserted = settle(svc.fanout, lambda: svc.blobs.put(*store_input), insert)
-    else:
-        stored, inserted = Outcome(None, None), attempt(insert)
-    stored_paths = [store_input[0]] if store_input is not None and stored.ok else []
+    inserted, generate, expire = settle(
+        svc.fanout,
+        insert,
+        lambda: svc.queue.enqueue(_generate_task(svc, new.id, new.deadline_at)),
+        lambda: svc.queue.enqueue(_expire_task(new.id, new.deadline_at)),
+    )
+    kinds: tuple[tuple[TaskKind, Outcome[bool]], ...] = (("generate", generate), ("expire", expire))
+    enqueued = [kind for kind, outcome in kinds if outcome.ok]
     result = inserted.value if inserted.ok else None
     job = result if isinstance(result, Job) else None
-    if job is None or not stored.ok:
-        _roll_back(svc, reservation, stored_paths, job)
-        _raise_failure(stored.error, inserted.error)
+    if job is None:
+        _drop_tasks(svc, new.id, enqueued)
+        _undo(svc, reservation, stored)
+        _raise_failure(inserted.error)
         if isinstance(result, int):
             raise InvalidRequest(
                 f"this thread already has {result} turns; the limit is {max_turns}", details={"maxTurns": max_turns}
@@ -402,15 +423,30 @@ def _admit(
         if replay is None:
             raise Unavailable("could not create the job; retry")
         return Created(job=_matching(replay, new.request_hash or ""), message_id=None, replayed=True)
-    assert job is not None
-    generate, expire = settle(
-        svc.fanout,
-        lambda: svc.queue.enqueue(_generate_task(svc, job)),
-        lambda: svc.queue.enqueue(_expire_task(job)),
-    )
-    if not (generate.ok and expire.ok) and _roll_back(svc, reservation, stored_paths, job):
+    if not (generate.ok and expire.ok) and _roll_back(svc, reservation, stored, job):
+        _drop_tasks(svc, new.id, enqueued)
         _raise_failure(generate.error, expire.error, reason=ErrorCode.enqueue_failed.value)
     return Created(job=job, message_id=new.message_id, replayed=False)
+
+
+def _reservation(
+    svc: Services, new: NewJob, reserve: Callable[[], Reservation], reserved: Outcome[Reservation]
+) -> Reservation | Job:
+    """The reservation round trip 2 made; if another request holds the key, the reservation made after
+    waiting for it, or the job it created."""
+    try:
+        return reserved.get()
+    except KeyClaimed:
+        assert new.idempotency_key is not None
+        waited = _wait_for_key(svc, new.user_id, new.idempotency_key, new.request_hash or "", reserve)
+        assert waited is not None
+        return waited
+
+
+def _drop_tasks(svc: Services, job_id: uuid.UUID, kinds: Sequence[TaskKind]) -> None:
+    """Delete the tasks of a creation that rolled back (best effort: a generate task that still arrives
+    finds no row and is acknowledged; an expire task finds nothing to expire)."""
+    settle_each(svc.fanout, [functools.partial(svc.queue.delete, kind, job_id) for kind in kinds])
 
 
 def _raise_failure(*errors: BaseException | None, reason: str | None = None) -> None:
@@ -497,13 +533,13 @@ def _log_rejected(exc: Exception, started: float, **fields: object) -> None:
     log.info("job_rejected", extra=extra)
 
 
-def _expire_task(job: Job) -> Task:
-    return Task(kind="expire", job_id=job.id, schedule_at=job.deadline_at, dispatch_deadline_s=60)
+def _expire_task(job_id: uuid.UUID, deadline_at: datetime) -> Task:
+    return Task(kind="expire", job_id=job_id, schedule_at=deadline_at, dispatch_deadline_s=60)
 
 
-def _generate_task(svc: Services, job: Job, replacement: int | None = None) -> Task:
-    remaining = (job.deadline_at - svc.clock()).total_seconds()
-    return Task(kind="generate", job_id=job.id, dispatch_deadline_s=max(15.0, remaining + 30), replacement=replacement)
+def _generate_task(svc: Services, job_id: uuid.UUID, deadline_at: datetime, replacement: int | None = None) -> Task:
+    remaining = (deadline_at - svc.clock()).total_seconds()
+    return Task(kind="generate", job_id=job_id, dispatch_deadline_s=max(15.0, remaining + 30), replacement=replacement)
 
 
 # ---------------------------------------------------------------- refinement
@@ -564,7 +600,7 @@ def _refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
         request_hash=fingerprint,
         deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
     )
-    return _admit(svc, new, store_input=None, max_turns=svc.settings.max_thread_turns)
+    return _admit(svc, new, max_turns=svc.settings.max_thread_turns)
 
 
 # ---------------------------------------------------------------- reads
@@ -735,14 +771,14 @@ def _replace_generate_task(svc: Services, job: Job, now: datetime) -> bool:
     used, else under this round's name. Never beside a waiting one: a second delivery would take over
     the first one's claim (a redelivery supersedes a running attempt)."""
     round_ = int(now.timestamp()) // REQUEUE_ROUND_S
-    if any(svc.queue.is_pending(_generate_task(svc, job, r)) for r in (None, round_ - 1, round_)):
+    if any(svc.queue.is_pending(_generate_task(svc, job.id, job.deadline_at, r)) for r in (None, round_ - 1, round_)):
         return False
     # A task that claimed the job finished after its claim committed: a job still queued now was not claimed.
     current = svc.store.get_job(job.id)
     if current is None or current.status is not JobStatus.queued:
         return False
     for replacement in (None, round_):
-        task = _generate_task(svc, job, replacement)
+        task = _generate_task(svc, job.id, job.deadline_at, replacement)
         if svc.queue.enqueue(task):
             log.info(
                 "generate_requeued",
@@ -884,15 +920,42 @@ def _read_input(svc: Services, job: Job) -> bytes:
         raise
 
 
+# The creation enqueues a job's tasks while it inserts the row (usecases._admit), so a generate task can
+# arrive first: it waits this long for the row before it concludes there is none (a creation that
+# rolled back, or a deleted job) and is acknowledged. The insert is one round trip; this covers a slow one.
+ROW_WAIT_S = 2.0
+_ROW_POLL_FIRST_S = 0.02
+_ROW_POLL_MAX_S = 0.4
+
+
+def _claim(svc: Services, job_id: uuid.UUID) -> Job | None:
+    """Move the job from queued to running (compare-and-set), waiting up to ROW_WAIT_S for a row that
+    is not there yet. None when there is nothing to run: the job is past queued (and expired here if its
+    deadline passed while nothing ran it), or it does not exist."""
+    waited = time.monotonic()
+    deadline, pause = waited + ROW_WAIT_S, _ROW_POLL_FIRST_S
+    while (job := svc.store.claim_for_generation(job_id, svc.clock())) is None:
+        current = svc.store.get_job(job_id)
+        if current is not None:
+            if not current.terminal and current.deadline_at <= svc.clock():
+                expire_job(svc, job_id)
+            return None
+        if time.monotonic() + pause > deadline:
+            log.info(
+                "generate task for a job that does not exist", extra={"event": "task_without_job", "jobId": str(job_id)}
+            )
+            return None
+        time.sleep(pause)
+        pause = min(2 * pause, _ROW_POLL_MAX_S)
+    return job
+
+
 def run_generation(svc: Services, job_id: uuid.UUID) -> Job | None:
     """The generate task. Idempotent under redelivery: a job past this step is left alone (2xx);
     raises TransientError only when a retry can help."""
     started = time.perf_counter()
-    job = svc.store.claim_for_generation(job_id, svc.clock())
+    job = _claim(svc, job_id)
     if job is None:
-        current = svc.store.get_job(job_id)
-        if current is not None and not current.terminal and current.deadline_at <= svc.clock():
-            expire_job(svc, job_id)
         return None
     attempt = job.attempt
     log.info(

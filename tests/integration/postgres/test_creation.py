@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,11 +22,13 @@ from PIL import Image
 from nano_banana import usecases
 from nano_banana.adapters.limits_memory import MemoryLimits
 from nano_banana.adapters.postgres import PostgresJobStore
-from nano_banana.domain import JobStatus, VariantUpload
+from nano_banana.domain import JobStatus, NewJob, VariantUpload
 from nano_banana.errors import (
     ConcurrencyLimited,
     IdempotencyConflict,
     IdempotencyKeyInUse,
+    InvalidRequest,
+    NanoBananaError,
     RateLimited,
     Unavailable,
 )
@@ -193,8 +195,9 @@ def test_a_failed_enqueue_of_a_refinement_leaves_no_message_and_frees_its_key(st
     assert len(stack.store.messages(parent)) == len(thread_before) + 1
 
 
-def test_a_failed_upload_beside_the_insert_discards_the_row(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The input upload and the insert run at once: whichever fails, neither outlives the request."""
+def test_a_failed_upload_beside_the_reservation_gives_it_back(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The input upload and the reservation commit run at once: whichever fails, neither outlives the
+    request, and nothing is inserted or enqueued."""
 
     def broken_put(path: str, data: bytes, content_type: str) -> None:
         raise Unavailable("storage is down")
@@ -212,16 +215,19 @@ def test_a_failed_upload_beside_the_insert_discards_the_row(stack: Stack, monkey
 def test_a_job_a_task_claimed_before_the_other_enqueue_failed_lives(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The generate task may run before the expire enqueue fails: that job is live (the sweep stands in
-    for its expire task), so it keeps its row, input and slot, and the answer is the job."""
+    """The generate task may run (waiting for the row the insert beside it commits) before the expire
+    enqueue fails: that job is live (the sweep stands in for its expire task), so it keeps its row, input
+    and slot, and the answer is the job."""
     real_enqueue = stack.queue.enqueue
+    claimed = threading.Event()
 
     def enqueue(task: Task) -> bool:
         if task.kind == "expire":
-            time.sleep(0.1)  # after the generate task has claimed the job
+            assert claimed.wait(10)  # after the generate task has claimed the job
             raise Unavailable("the queue is down")
         created = real_enqueue(task)
-        assert stack.store.claim_for_generation(task.job_id, datetime.now(UTC)) is not None
+        assert usecases._claim(stack.svc, task.job_id) is not None
+        claimed.set()
         return created
 
     monkeypatch.setattr(stack.queue, "enqueue", enqueue)
@@ -465,8 +471,8 @@ def _recorded(stack: Stack) -> Recorder:
     return recorder
 
 
-def test_a_creation_makes_at_most_four_sequential_round_trips(stack: Stack) -> None:
-    """Issue 18: membership ‖ limits read ‖ key lookup; the limits commit; upload ‖ insert; both enqueues
+def test_a_creation_makes_three_sequential_round_trips(stack: Stack) -> None:
+    """Issue 18: membership ‖ limits read ‖ key lookup; the limits commit ‖ upload; insert ‖ both enqueues
     (it was 7 one after the other). Structure, not time: each fake call sleeps, so side by side is real."""
     recorder = _recorded(stack)
     stack.create(key="k-waves")
@@ -474,9 +480,8 @@ def test_a_creation_makes_at_most_four_sequential_round_trips(stack: Stack) -> N
     print(f"\nPOST /jobs (multipart, Idempotency-Key): {len(waves)} sequential round trips: {waves}")
     assert [sorted(w) for w in waves] == [
         ["limits.check", "store.can_access", "store.find_by_idempotency_key"],
-        ["limits.reserve"],
-        ["blobs.put", "store.create_job"],
-        ["queue.enqueue", "queue.enqueue"],
+        ["blobs.put", "limits.reserve"],
+        ["queue.enqueue", "queue.enqueue", "store.create_job"],
     ]
 
 
@@ -491,5 +496,127 @@ def test_a_refinement_and_an_input_path_creation_stay_short(stack: Stack) -> Non
     stack.create_from(path)
     from_path = recorder.waves()
     print(f"\nPOST /messages: {len(refinement)} waves {refinement}\nPOST /jobs (inputPath): {len(from_path)} waves")
-    assert len(refinement) == 4  # parent ‖ key lookup; reserve; insert (one transaction); both enqueues
-    assert len(from_path) == 5  # the download waits for the limits check: one more than an upload
+    assert [sorted(w) for w in refinement] == [
+        ["store.find_by_idempotency_key", "store.get_job"],
+        ["limits.reserve"],  # its read and commit: the project is known once the parent is read
+        ["queue.enqueue", "queue.enqueue", "store.create_refinement"],
+    ]
+    assert [sorted(w) for w in from_path] == [
+        ["limits.check", "store.can_access"],
+        ["blobs.get", "limits.reserve"],  # the download only once the limits admitted the request
+        ["queue.enqueue", "queue.enqueue", "store.create_job"],
+    ]
+
+
+# ---------------------------------------------------------------- the insert beside the enqueues
+
+
+def test_a_failed_insert_deletes_the_tasks_enqueued_beside_it(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tasks are enqueued while the row is inserted: when the insert fails, both tasks are deleted,
+    and the input and the reservation go as for any failed creation."""
+
+    def broken_insert(new: Any) -> None:
+        raise Unavailable("the database is down")
+
+    monkeypatch.setattr(stack.store, "create_job", broken_insert)
+    with pytest.raises(Unavailable):
+        stack.create(key="k-insert")
+    assert len(stack.queue.tasks) == 2, "both tasks were enqueued beside the insert"
+    assert stack.queue.pending("generate") == stack.queue.pending("expire") == []
+    assert stack.limits.active_jobs(stack.project) == []
+    assert stack.inputs() == []
+    monkeypatch.undo()
+    assert not stack.create(key="k-insert").replayed
+
+
+def test_a_refinement_over_the_turn_limit_deletes_its_tasks(pg_store: PostgresJobStore) -> None:
+    stack = make_stack(pg_store)
+    stack.svc.settings = Settings(NANO_BANANA_MAX_THREAD_TURNS=1)
+    parent, variant = stack.succeeded_job()
+    with pytest.raises(InvalidRequest) as refused:
+        stack.refine(parent, variant, "r-over")
+    assert refused.value.details == {"maxTurns": 1}
+    refinement_tasks = [t for t in stack.queue.tasks.values() if t.job_id != parent]
+    assert len(refinement_tasks) == 2, "both were enqueued beside the insert"
+    assert [t for t in stack.queue.pending("generate") + stack.queue.pending("expire") if t.job_id != parent] == []
+    assert stack.limits.active_jobs(stack.project) == []
+
+
+def test_a_reservation_refused_beside_the_upload_deletes_the_input(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A concurrent request took the last unit between the check and the commit: 429, and the input
+    uploaded beside the refused commit is deleted."""
+
+    def refuse(**kwargs: Any) -> Reservation:
+        raise RateLimited("rate limit reached", retry_after_s=60, limit=1)
+
+    puts: list[str] = []
+    real_put = stack.blobs.put
+
+    def put(path: str, data: bytes, content_type: str) -> None:
+        puts.append(path)
+        real_put(path, data, content_type)
+
+    monkeypatch.setattr(stack.limits, "reserve", refuse)
+    monkeypatch.setattr(stack.blobs, "put", put)
+    with pytest.raises(RateLimited):
+        stack.create(key="k-refused")
+    assert len(puts) == 1
+    assert stack.inputs() == [], "the upload ran, and was deleted"
+    assert stack.store.user_jobs(stack.user) == []
+    assert stack.queue.tasks == {}
+
+
+def test_an_unreadable_input_path_gives_back_the_reservation_made_beside_it(stack: Stack) -> None:
+    path = f"inputs/{stack.user}/{uuid.uuid4()}.png"
+    stack.blobs.put(path, b"not an image at all", "image/png")
+    with pytest.raises(NanoBananaError) as refused:
+        stack.create_from(path)
+    assert refused.value.status == 415
+    assert stack.limits.active_jobs(stack.project) == []
+    assert stack.store.user_jobs(stack.user) == []
+    assert stack.queue.tasks == {}
+
+
+def test_a_generate_task_ahead_of_its_row_waits_for_it(stack: Stack) -> None:
+    """Cloud Tasks may deliver the generate task before the insert beside its enqueue commits."""
+    job_id = uuid.uuid4()
+    new = NewJob(
+        id=job_id,
+        project_id=stack.project,
+        user_id=stack.user,
+        thread_id=job_id,
+        parent_job_id=None,
+        source_variant_id=None,
+        prompt="early",
+        input_path=f"inputs/{stack.user}/{uuid.uuid4()}.png",
+        input_mime_type="image/png",
+        input_width=8,
+        input_height=8,
+        variant_count=1,
+        aspect_ratio=None,
+        model="preview",
+        idempotency_key=None,
+        request_hash=None,
+        deadline_at=datetime.now(UTC) + timedelta(minutes=5),
+    )
+    with ThreadPoolExecutor(1) as pool:
+        claim = pool.submit(usecases._claim, stack.svc, job_id)
+        time.sleep(0.3)
+        assert not claim.done(), "still waiting for the row"
+        assert stack.store.create_job(new) is not None
+        job = claim.result(timeout=5)
+    assert job is not None
+    assert (job.id, job.status) == (job_id, JobStatus.running)
+
+
+def test_a_generate_task_without_a_row_is_acknowledged_after_the_wait(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(usecases, "ROW_WAIT_S", 0.2)
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="nano_banana"):
+        assert usecases.run_generation(stack.svc, uuid.uuid4()) is None
+    assert 0.15 <= time.monotonic() - started < 2
+    assert [r.__dict__.get("event") for r in caplog.records] == ["task_without_job"]
