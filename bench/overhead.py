@@ -7,6 +7,7 @@ trips per job. Usage: .venv/bin/python bench/overhead.py [--jobs 200] [--concurr
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -70,7 +71,7 @@ def main() -> None:
             PORT=port,
             NANO_BANANA_RATE_PER_HOUR=10**6,
             NANO_BANANA_MAX_ACTIVE_PER_PROJECT=10**6,
-            NANO_BANANA_LOG_LEVEL="WARNING",
+            NANO_BANANA_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         )
         rt = bootstrap.build(settings)
         timed = TimedGenerator(rt.services.generator)

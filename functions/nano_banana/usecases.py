@@ -924,7 +924,7 @@ def _read_input(svc: Services, job: Job) -> bytes:
 # arrive first: it waits this long for the row before it concludes there is none (a creation that
 # rolled back, or a deleted job) and is acknowledged. The insert is one round trip; this covers a slow one.
 ROW_WAIT_S = 2.0
-_ROW_POLL_FIRST_S = 0.02
+_ROW_POLL_FIRST_S = 0.01
 _ROW_POLL_MAX_S = 0.4
 
 
@@ -937,7 +937,10 @@ def _claim(svc: Services, job_id: uuid.UUID) -> Job | None:
     while (job := svc.store.claim_for_generation(job_id, svc.clock())) is None:
         current = svc.store.get_job(job_id)
         if current is not None:
-            if not current.terminal and current.deadline_at <= svc.clock():
+            if current.status is JobStatus.queued and current.deadline_at > svc.clock():
+                if time.monotonic() < deadline:
+                    continue  # its insert committed between the claim and this read: claim it now
+            elif not current.terminal and current.deadline_at <= svc.clock():
                 expire_job(svc, job_id)
             return None
         if time.monotonic() + pause > deadline:
