@@ -81,6 +81,13 @@ class DeferredLimits:
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
         self._limits.get().release_slot(project_id=project_id, job_id=job_id)
 
+    def release_claim(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, idempotency_key: str
+    ) -> bool:
+        return self._limits.get().release_claim(
+            user_id=user_id, project_id=project_id, job_id=job_id, idempotency_key=idempotency_key
+        )
+
     def active_jobs(self, project_id: uuid.UUID) -> list[uuid.UUID]:
         return self._limits.get().active_jobs(project_id)
 

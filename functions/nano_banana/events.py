@@ -22,6 +22,7 @@ class Event(enum.StrEnum):
     job_rejected = "job_rejected"  # a creation that made no job: code, status, reason (enqueue_failed: rolled back)
     job_replayed = "job_replayed"  # an Idempotency-Key replay answered with the existing job
     job_discard_failed = "job_discard_failed"  # a failed creation's queued row could not be deleted
+    claim_release_failed = "claim_release_failed"  # a deleted job's Idempotency-Key stays claimed until its lease ends
     job_started = "job_started"
     task_without_job = "task_without_job"  # a generate task found no row after ROW_WAIT_S: acknowledged
     generation_finished = "generation_finished"
@@ -83,6 +84,8 @@ class Event(enum.StrEnum):
     limits_reserve_contended = "limits_reserve_contended"
     limits_give_back_contended = "limits_give_back_contended"
     limits_release_contended = "limits_release_contended"
+    limits_release_claim_unavailable = "limits_release_claim_unavailable"
+    limits_release_claim_contended = "limits_release_claim_contended"
     limits_warmed_up = "limits_warmed_up"
     limits_warm_up_failed = "limits_warm_up_failed"
     # ---- a cold instance's warm-ups (bootstrap.warm_up_clients, after the first answer or as a write begins)

@@ -104,6 +104,13 @@ class Limits(Protocol):
         """Remove the job's project lease (the job ended). Idempotent."""
         ...
 
+    def release_claim(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, idempotency_key: str
+    ) -> bool:
+        """Remove the key's claim if `job_id` still holds it (the job was deleted: its key may be used
+        again at once). A claim another job holds is left alone. Idempotent; True if it removed one."""
+        ...
+
     def active_jobs(self, project_id: uuid.UUID) -> list[uuid.UUID]:
         """Job ids holding an unexpired lease in the project (one read; the sweep uses it to find leases
         still held by ended jobs)."""
@@ -277,6 +284,7 @@ class DeletedJob:
     status: JobStatus
     input_path: str
     deadline_at: datetime
+    idempotency_key: str | None = None
 
 
 class JobStore(Protocol):

@@ -65,10 +65,10 @@ def handle_task(services: usecases.Services, request: Request, kind: str) -> Res
             fields["taskName"] = name
         if retries.isdigit() and len(retries) < 10:
             fields["taskRetryCount"] = retries
-        return _handle_task(services, request, kind)
+        return _handle_task(services, request, kind, first_delivery=retries == "0")
 
 
-def _handle_task(services: usecases.Services, request: Request, kind: str) -> Response:
+def _handle_task(services: usecases.Services, request: Request, kind: str, *, first_delivery: bool) -> Response:
     try:
         authenticate(services.settings, request, kind)
         if kind == "sweep":
@@ -77,8 +77,10 @@ def _handle_task(services: usecases.Services, request: Request, kind: str) -> Re
         if job_id is None:  # a retry cannot fix a malformed task: acknowledge it
             log.warning("malformed task ignored", extra={"event": "task_ignored", "task": kind})
             return _answer({"ignored": 'body must be {"jobId": "<uuid>"}'})
-        run = usecases.run_generation if kind == "generate" else usecases.expire_job
-        job = run(services, job_id)
+        if kind == "generate":
+            job = usecases.run_generation(services, job_id, retry_if_missing=first_delivery)
+        else:
+            job = usecases.expire_job(services, job_id)
         return _answer({"jobId": str(job_id), "status": job.status.value if job else "unchanged"})
     except (TransientError, Unavailable) as exc:
         log.warning("task will be retried", extra={"event": "task_retry", "task": kind, "reason": str(exc)[:200]})

@@ -928,10 +928,12 @@ _ROW_POLL_FIRST_S = 0.01
 _ROW_POLL_MAX_S = 0.4
 
 
-def _claim(svc: Services, job_id: uuid.UUID) -> Job | None:
+def _claim(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool = False) -> Job | None:
     """Move the job from queued to running (compare-and-set), waiting up to ROW_WAIT_S for a row that
     is not there yet. None when there is nothing to run: the job is past queued (and expired here if its
-    deadline passed while nothing ran it), or it does not exist."""
+    deadline passed while nothing ran it), or it does not exist. With `retry_if_missing` (a task's first
+    delivery), a row still missing after the wait raises TransientError: the queue delivers it again
+    after its backoff, which gives a slow insert longer; a later delivery is acknowledged."""
     waited = time.monotonic()
     deadline, pause = waited + ROW_WAIT_S, _ROW_POLL_FIRST_S
     while (job := svc.store.claim_for_generation(job_id, svc.clock())) is None:
@@ -944,6 +946,8 @@ def _claim(svc: Services, job_id: uuid.UUID) -> Job | None:
                 expire_job(svc, job_id)
             return None
         if time.monotonic() + pause > deadline:
+            if retry_if_missing:
+                raise TransientError(f"job {job_id} does not exist (yet): its creation may still be inserting it")
             log.info(
                 "generate task for a job that does not exist", extra={"event": "task_without_job", "jobId": str(job_id)}
             )
@@ -953,11 +957,11 @@ def _claim(svc: Services, job_id: uuid.UUID) -> Job | None:
     return job
 
 
-def run_generation(svc: Services, job_id: uuid.UUID) -> Job | None:
+def run_generation(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool = False) -> Job | None:
     """The generate task. Idempotent under redelivery: a job past this step is left alone (2xx);
-    raises TransientError only when a retry can help."""
+    raises TransientError only when a retry can help (`retry_if_missing`: see _claim)."""
     started = time.perf_counter()
-    job = _claim(svc, job_id)
+    job = _claim(svc, job_id, retry_if_missing=retry_if_missing)
     if job is None:
         return None
     attempt = job.attempt
@@ -1139,6 +1143,7 @@ def _delete_subtrees(
     for gone in deleted:
         if gone.status in ACTIVE:  # created after the cancel step (a racing refinement): no CAS left to win
             _release_deleted(svc, gone)
+    _release_claims(svc, [g for g in deleted if g.idempotency_key and g.deadline_at + LEASE_GRACE > now])
     entries = [p for gone in deleted for p in (job_prefix(gone.id), gone.input_path)]
     first = set(roots)
     ids = sorted((gone.id for gone in deleted), key=lambda i: i not in first)
@@ -1159,6 +1164,26 @@ def _release_deleted(svc: Services, gone: DeletedJob) -> None:
         svc.queue.delete("expire", gone.id)
     except Exception:
         log.warning("could not delete an expire task", extra={"event": "expire_delete_failed", "jobId": str(gone.id)})
+
+
+def _release_claims(svc: Services, gone: Sequence[DeletedJob]) -> None:
+    """Free the Idempotency-Keys of deleted jobs whose claims may still be live (a claim lives as long
+    as the lease): reusing such a key creates a new job at once instead of waiting for a row that will
+    never appear. A failure only delays that reuse until the claim expires."""
+
+    def release(job: DeletedJob) -> None:
+        assert job.idempotency_key is not None
+        try:
+            svc.limits.release_claim(
+                user_id=job.user_id, project_id=job.project_id, job_id=job.id, idempotency_key=job.idempotency_key
+            )
+        except Exception:
+            log.warning(
+                "could not release a deleted job's key claim",
+                extra={"event": "claim_release_failed", "jobId": str(job.id)},
+            )
+
+    settle_each(svc.fanout, [functools.partial(release, job) for job in gone])
 
 
 def _expand(svc: Services, entries: Sequence[str]) -> list[str]:

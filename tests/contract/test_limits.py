@@ -327,6 +327,32 @@ def test_a_claim_goes_with_give_back_and_expires_with_the_lease(make_limits: Mak
     assert later.job_id != retry.job_id
 
 
+def test_release_claim_frees_only_the_holders_claim(make_limits: MakeLimits, clock: FakeClock) -> None:
+    """A deleted job's key can be used again at once; a claim another job holds is never removed."""
+    limits = make_limits(rate_per_hour=10, max_active=10)
+    user, project = uuid.uuid4(), uuid.uuid4()
+    held = _reserve(limits, clock, user=user, project=project, key="key-1")
+    other = _reserve(limits, clock, user=user, project=project, key="key-2")
+
+    def release(job: uuid.UUID, key: str) -> bool:
+        return limits.release_claim(user_id=user, project_id=project, job_id=job, idempotency_key=key)
+
+    assert not release(uuid.uuid4(), "key-1"), "not the holder: left alone"
+    assert not release(held.job_id, "key-2")
+    with pytest.raises(KeyClaimed):
+        _reserve(limits, clock, user=user, project=project, key="key-1")
+    assert release(held.job_id, "key-1")
+    assert not release(held.job_id, "key-1"), "idempotent"
+    reused = _reserve(limits, clock, user=user, project=project, key="key-1")
+    assert reused.job_id != held.job_id
+    with pytest.raises(KeyClaimed) as still:
+        _reserve(limits, clock, user=user, project=project, key="key-2")
+    assert still.value.holder == other.job_id
+    assert sorted(limits.active_jobs(project)) == sorted([held.job_id, other.job_id, reused.job_id]), (
+        "only the claim goes: the lease is released with the job's end, the rate entry stays"
+    )
+
+
 def test_a_claimed_key_is_refused_before_the_limits(make_limits: MakeLimits, clock: FakeClock) -> None:
     """A retry of a job being created learns about that job, not that its own job used the last unit."""
     limits = make_limits(rate_per_hour=1, max_active=10)

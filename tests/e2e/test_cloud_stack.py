@@ -147,6 +147,28 @@ def test_a_generate_task_delivered_twice_makes_one_set_of_variants(
     assert len(outputs) == 2
 
 
+def test_a_generate_task_without_its_row_is_retried_once_then_acknowledged(
+    cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]],
+) -> None:
+    """The creation enqueues the generate task beside the insert: a task whose row is missing after
+    the 2 s wait answers 503 on its first delivery (Cloud Tasks retries after its backoff, giving a slow
+    insert longer) and 200 on a later one (a rolled-back creation, a deleted job: nothing to run)."""
+    server, fake = cloud_server()
+    s = server.session()
+    server.wait_for(s, server.create_job(s).json()["jobId"], {"succeeded"})
+    generate = next(a for a in fake.attempts if a.url.endswith("/tasks/generate"))
+    body = json.dumps({"jobId": str(uuid.uuid4())})
+    first = httpx.post(
+        generate.url, content=body, headers={**generate.headers, "X-CloudTasks-TaskRetryCount": "0"}, timeout=30
+    )
+    assert first.status_code == 503, first.text
+    later = httpx.post(
+        generate.url, content=body, headers={**generate.headers, "X-CloudTasks-TaskRetryCount": "1"}, timeout=30
+    )
+    assert later.status_code == 200, later.text
+    assert later.json()["status"] == "unchanged"
+
+
 def test_rate_limit_is_exact_under_parallel_creation(
     cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]],
 ) -> None:

@@ -261,6 +261,34 @@ class FirestoreLimits:
             project_id=project_id,
         )
 
+    def release_claim(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, idempotency_key: str
+    ) -> bool:
+        """Remove the key's claim if this job holds it: one read and, if it does, one commit of the
+        user's `keys` map without it, preconditioned on the version read (a claim taken meanwhile by
+        another job is never removed). Idempotent."""
+        ref = self._rates.document(str(user_id))
+        claim = key_claim(idempotency_key)
+
+        def attempt() -> bool:
+            seen = self._writes([ref.path])
+            (snap,) = self._read(ref)
+            claims = _claims(snap)
+            if claims.get(claim, ("", 0.0))[0] != str(job_id):
+                return False
+            with self._turn([ref.path]) as turns:
+                if tuple(turn.writes for turn in turns) != seen:  # a thread of ours committed since our read
+                    raise _Retry
+                batch = self._client.batch()
+                keys = {k: {"jobId": j, "expiresAt": t} for k, (j, t) in claims.items() if k != claim}
+                _write_if_unchanged(batch, snap, ref, {"keys": keys})
+                self._commit(batch)
+                for turn in turns:
+                    turn.writes += 1
+            return True
+
+        return self._with_retries(attempt, event="limits_release_claim", job_id=job_id, project_id=project_id)
+
     def active_jobs(self, project_id: uuid.UUID) -> list[uuid.UUID]:
         """Job ids holding an unexpired lease in the project (one read)."""
         (snap,) = self._guard(lambda: self._read(self._slots.document(str(project_id))))

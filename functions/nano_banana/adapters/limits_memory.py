@@ -207,6 +207,18 @@ class MemoryLimits:
         with self._lock:
             self._leases.get(project_id, {}).pop(str(job_id), None)
 
+    def release_claim(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, idempotency_key: str
+    ) -> bool:
+        """Remove the key's claim if this job holds it. Idempotent."""
+        claim = key_claim(idempotency_key)
+        with self._lock:
+            claims = self._claims.get(user_id, {})
+            if claims.get(claim, ("", 0.0))[0] != str(job_id):
+                return False
+            del claims[claim]
+            return True
+
     def active_jobs(self, project_id: uuid.UUID) -> list[uuid.UUID]:
         """Job ids holding an unexpired lease in the project."""
         now = to_epoch(self._clock())

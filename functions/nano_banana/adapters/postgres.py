@@ -441,6 +441,7 @@ class PostgresJobStore:
                 status=JobStatus(r["status"]),
                 input_path=r["input_path"],
                 deadline_at=r["deadline_at"],
+                idempotency_key=r["idempotency_key"],
             )
             for r in rows
         ]

@@ -255,7 +255,7 @@ with recursive tree as (
     or (%(by_input)s and c.input_path like 'jobs/%%' and split_part(c.input_path, '/', 2) = t.id::text)
 ), gone as (
   delete from pip_ai_image_jobs j where j.id in (select id from tree)
-  returning j.id, j.project_id, j.user_id, j.status, j.input_path, j.deadline_at
+  returning j.id, j.project_id, j.user_id, j.status, j.input_path, j.deadline_at, j.idempotency_key
 ), purges as (
   insert into pip_ai_blob_purges (path, due_at)
   select distinct path, due_at from (

@@ -143,6 +143,23 @@ def test_only_the_creator_may_delete(pg_store: PostgresJobStore) -> None:
     assert paths_of(job) <= set(blobs(svc).objects)
 
 
+def test_a_deleted_jobs_idempotency_key_can_be_used_again_at_once(
+    pg_store: PostgresJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key's claim lives as long as the job's lease; deleting the job frees it, so the same key
+    creates a new job instead of waiting for a row that will never appear (KEY_WAIT_S, then 503)."""
+    monkeypatch.setattr(usecases, "KEY_WAIT_S", 0.5)  # were the claim still held: 503 after 0.5 s
+    svc = services(pg_store)
+    user, project = member(svc)
+    command = usecases.CreateJob(project, "edit", 2, None, upload=png(), idempotency_key="key-reused")
+    first = usecases.create_job(svc, user, command).job
+    usecases.delete_job(svc, user, first.id)
+    again = usecases.create_job(svc, user, command)
+    assert not again.replayed
+    assert again.job.id != first.id
+    assert usecases.create_job(svc, user, command).job.id == again.job.id, "and that key now names the new job"
+
+
 def test_deleting_the_middle_of_a_three_turn_thread_keeps_the_root(pg_store: PostgresJobStore) -> None:
     svc = services(pg_store)
     user, project = member(svc)
