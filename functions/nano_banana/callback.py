@@ -107,6 +107,8 @@ def _checked_outputs(svc: usecases.Services, variants: list[ReportedVariant]) ->
 def _apply(svc: usecases.Services, body: CallbackBody, receipt: str | None) -> dict[str, object]:
     job = svc.store.get_job(body.job_id)
     if job is None:
+        if body.status == "succeeded" and body.variants:  # a deleted job's late result: nothing will record it
+            usecases.discard_outputs(svc, body.job_id, _reported_paths(body.job_id, body.variants))
         raise NotFound("job not found", details={"jobId": str(body.job_id)})
     if body.status == "running":  # "my images are ready": fresh upload URLs, however long generation took
         grant = usecases.grant_uploads(svc, job.id, body.attempt)

@@ -227,12 +227,21 @@ def test_bad_variant_reports_write_nothing(n8n_stack: Start) -> None:
     assert finished["note"] == "1 of 2 variants came back."
 
 
-def test_late_callback_after_cancel_is_409_and_its_blobs_are_deleted(n8n_stack: Start) -> None:
+@pytest.mark.parametrize("ended_by", ["cancel", "delete"])
+def test_a_late_callback_after_a_cancel_or_a_deletion_is_refused_and_its_blobs_are_deleted(
+    n8n_stack: Start, ended_by: str
+) -> None:
+    """409 for a canceled job, 404 for a deleted one; either way the images the processor uploaded after
+    the job ended are deleted at once (before: a deleted job's waited for the purge at its deadline + 3 min)."""
     server, fake = n8n_stack("never")
     s = server.session()
     job = _running_job(server, fake, s)
     sent = next(p for p in fake.received if p["jobId"] == job["id"])
-    assert server.client.post(f"/api/nano-banana/jobs/{job['id']}/cancel", headers=s.headers).status_code == 200
+    if ended_by == "cancel":
+        r = server.client.post(f"/api/nano-banana/jobs/{job['id']}/cancel", headers=s.headers)
+    else:
+        r = server.client.delete(f"/api/nano-banana/jobs/{job['id']}", headers=s.headers)
+    assert r.status_code == 200, r.text
     for url in sent["uploadUrls"]:
         httpx.put(url, content=png((9, 9, 9)), headers={"Content-Type": "image/png"}).raise_for_status()
     body = {
@@ -240,12 +249,17 @@ def test_late_callback_after_cancel_is_409_and_its_blobs_are_deleted(n8n_stack: 
         "status": "succeeded",
         "variants": [{"path": f"{sent['outputPrefix']}{i}.png", "mimeType": "image/png"} for i in range(2)],
     }
-    r = fake.call_back(sent["callbackUrl"], body)
-    assert r.status_code == 409
-    validate_error(r.json(), "invalid_transition")
     blobs = server.data_dir / "blobs" / "jobs" / job["id"]
+    assert len(list(blobs.rglob("*.png"))) == 2
+    r = fake.call_back(sent["callbackUrl"], body)
+    if ended_by == "cancel":
+        assert r.status_code == 409
+        validate_error(r.json(), "invalid_transition")
+        assert server.job(s, job["id"])["status"] == "canceled"
+    else:
+        assert r.status_code == 404
+        validate_error(r.json(), "not_found")
     assert list(blobs.rglob("*.png")) == []
-    assert server.job(s, job["id"])["status"] == "canceled"
 
 
 def test_failure_report_fails_the_job(n8n_stack: Start) -> None:
