@@ -25,16 +25,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 import venv
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.support.jwks_server import JwksServer
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ROOT / "functions"
@@ -120,51 +121,6 @@ def aiplatform_python() -> str | None:
 # ---------------------------------------------------------------- the local stack
 
 
-class JwksServer:
-    """Serves one ES256 public key as a JWKS (what Supabase projects with asymmetric keys publish)."""
-
-    def __init__(self) -> None:
-        import jwt
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self.kid = uuid.uuid4().hex
-        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self._key.public_key()))
-        body = json.dumps({"keys": [{**jwk, "kid": self.kid, "alg": "ES256", "use": "sig"}]}).encode()
-        self.fetches = 0
-        outer = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.fetches += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/auth/v1/.well-known/jwks.json"
-
-    def token(self, user_id: uuid.UUID) -> str:
-        import jwt
-
-        now = int(time.time())
-        claims = {"sub": str(user_id), "aud": "authenticated", "role": "authenticated", "iat": now, "exp": now + 3600}
-        return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @dataclass
 class Stack:
     env: dict[str, str]
@@ -175,6 +131,7 @@ class Stack:
 @contextmanager
 def local_stack(tmp: Path) -> Iterator[Stack]:
     sys.path[:0] = [str(FUNCTIONS), str(ROOT)]
+    from cryptography.hazmat.primitives.asymmetric import ec
     from PIL import Image
 
     from infra import firestore_emulator
@@ -182,6 +139,7 @@ def local_stack(tmp: Path) -> Iterator[Stack]:
     from nano_banana.embedded_pg import EmbeddedPostgres
     from nano_banana.migrations import apply_migrations
     from tests.support.fake_cloudtasks import FakeCloudTasks
+    from tests.support.jwks_server import JwksServer
     from tests.support.storage_server import StorageServer
 
     key = "service-role-key-coldstart"
@@ -192,7 +150,7 @@ def local_stack(tmp: Path) -> Iterator[Stack]:
         emulator = firestore_emulator.start()
         fake = FakeCloudTasks().start()
         storage = StorageServer(key)
-        jwks = JwksServer()
+        jwks = JwksServer({"coldstart": (ec.generate_private_key(ec.SECP256R1()), "ES256")})
         user, project = uuid.uuid4(), uuid.uuid4()
         store = PostgresJobStore(pg.uri)
         store.add_member(project, user)
@@ -222,7 +180,7 @@ def local_stack(tmp: Path) -> Iterator[Stack]:
         boundary = uuid.uuid4().hex
         body = tmp / "post.body"
         body.write_bytes(_multipart(boundary, {"projectId": str(project), "prompt": "cold"}, image.read_bytes()))
-        authorization = f"Bearer {jwks.token(user)}"
+        authorization = f"Bearer {jwks.token('coldstart', user, exp=int(time.time()) + 3600)}"
         requests = {
             "post": {
                 "method": "POST",

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from nano_banana.auth import TokenVerifier
 from nano_banana.errors import Unauthenticated, Unavailable
+from tests.support.jwks_server import JwksServer
 
 pytestmark = pytest.mark.unit
 
@@ -27,27 +24,9 @@ OTHER_EC = ec.generate_private_key(ec.SECP256R1())
 
 @pytest.fixture(scope="module")
 def jwks_url() -> Iterator[str]:
-    keys = [
-        {**json.loads(ECAlgorithm.to_jwk(EC_KEY.public_key())), "kid": "ec-1", "alg": "ES256", "use": "sig"},
-        {**json.loads(RSAAlgorithm.to_jwk(RSA_KEY.public_key())), "kid": "rsa-1", "alg": "RS256", "use": "sig"},
-    ]
-    body = json.dumps({"keys": keys}).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json"
-    server.shutdown()
+    server = JwksServer({"ec-1": (EC_KEY, "ES256"), "rsa-1": (RSA_KEY, "RS256")})
+    yield server.url
+    server.stop()
 
 
 def token(key: Any, alg: str, kid: str, **claims: Any) -> str:
