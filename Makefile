@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: dev test lint typecheck pytest install system-deps client-deps checkov-venv n8n clean bench
+.PHONY: dev test lint typecheck pytest install system-deps client-deps checkov-venv tasks-emulator n8n clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ $(CHECKOV):
 
 checkov-venv: $(CHECKOV)
 
+## gcloud-tasks-emulator (PyPI) in its own venv too: it needs protobuf < 5 and google-cloud-tasks < 3.
+TASKS_EMULATOR := .venv-tasks-emulator/.installed
+$(TASKS_EMULATOR): infra/tasks_emulator/requirements.txt
+	$(PYTHON) -m venv .venv-tasks-emulator
+	.venv-tasks-emulator/bin/python -m pip install --quiet --upgrade pip
+	.venv-tasks-emulator/bin/python -m pip install --quiet -r infra/tasks_emulator/requirements.txt
+	@touch $(TASKS_EMULATOR)
+
+tasks-emulator: $(TASKS_EMULATOR)
+
 ## n8n 1.123.0 from the npm registry for the `n8n` tests (infra/n8n/runtime pins it with a lockfile; the
 ## xlsx override keeps npm off the CDN n8n's own pin points at). Installed once into .n8n/; needs Node 20.
 N8N_STAMP := .n8n/.installed
@@ -64,7 +74,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict functions
 
-pytest: $(STAMP) system-deps $(CHECKOV) $(CLIENT_DEPS) $(N8N_STAMP)
+pytest: $(STAMP) system-deps $(CHECKOV) $(TASKS_EMULATOR) $(CLIENT_DEPS) $(N8N_STAMP)
 	@set +e; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
@@ -82,4 +92,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 
 clean:
-	rm -rf $(VENV) .venv-checkov .n8n clients/typescript/node_modules clients/typescript/build .data test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .venv-tasks-emulator .n8n clients/typescript/node_modules clients/typescript/build .data test-artifacts .pytest_cache .mypy_cache .ruff_cache
