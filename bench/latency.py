@@ -123,6 +123,8 @@ class Sample:
 
     def split(self) -> str:
         """Where the time went (medians, ms): before the first wave, inside waves, between them, after."""
+        if not self.parts:
+            return "no round trips were recorded"
         columns = zip(*self.parts, strict=True)
         before, inside, between, after = (statistics.median(c) * 1000 for c in columns)
         return f"before {before:.1f}, in waves {inside:.1f}, between {between:.1f}, after {after:.1f} ms"
