@@ -410,6 +410,8 @@ def _admit(
     enqueued = [kind for kind, outcome in kinds if outcome.ok]
     result = inserted.value if inserted.ok else None
     job = result if isinstance(result, Job) else None
+    if job is None and inserted.error is not None and _outcome_unknown(inserted.error):
+        job = _committed_anyway(svc, new, inserted.error)
     if job is None:
         _drop_tasks(svc, new.id, enqueued)
         _undo(svc, reservation, stored)
@@ -427,6 +429,30 @@ def _admit(
         _drop_tasks(svc, new.id, enqueued)
         _raise_failure(generate.error, expire.error, reason=ErrorCode.enqueue_failed.value)
     return Created(job=job, message_id=new.message_id, replayed=False)
+
+
+def _outcome_unknown(error: BaseException) -> bool:
+    """An insert that failed this way may still have committed (the connection broke around COMMIT)."""
+    return isinstance(error, Unavailable) or (isinstance(error, Exception) and not isinstance(error, NanoBananaError))
+
+
+def _committed_anyway(svc: Services, new: NewJob, error: BaseException) -> Job | None:
+    """After an insert whose outcome is unknown: delete its row if it did commit and is still queued
+    (compare-and-set), so no row outlives the failed answer; a row the generate task enqueued beside it
+    already claimed is a live job, returned to be answered 202. None: there is no row. If the database
+    cannot say, nothing is undone (a row may exist and run) and the answer is 503."""
+    try:
+        if svc.store.discard_queued(new.id):
+            return None
+        return svc.store.get_job(new.id)
+    except Exception:
+        log.exception(
+            "could not tell whether a failed insert committed; nothing undone",
+            extra={"event": "job_discard_failed", "jobId": str(new.id), "projectId": str(new.project_id)},
+        )
+        raise Unavailable(
+            "could not tell whether the job was created; a retry with the same Idempotency-Key answers with it"
+        ) from error
 
 
 def _reservation(

@@ -529,6 +529,73 @@ def test_a_failed_insert_deletes_the_tasks_enqueued_beside_it(stack: Stack, monk
     assert not stack.create(key="k-insert").replayed
 
 
+def test_an_insert_that_committed_before_its_connection_failed_leaves_no_row(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection breaks after COMMIT: the answer is 503, so the row must not outlive it (before:
+    it stayed queued with its input deleted, and the sweep later failed it with input_unavailable)."""
+    real_insert = stack.store.create_job
+
+    def committed_then_lost(new: Any) -> None:
+        assert real_insert(new) is not None
+        raise Unavailable("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(stack.store, "create_job", committed_then_lost)
+    with pytest.raises(Unavailable):
+        stack.create(key="k-lost")
+    assert stack.store.user_jobs(stack.user) == []
+    assert stack.inputs() == []
+    assert stack.limits.active_jobs(stack.project) == []
+    assert stack.queue.pending("generate") == stack.queue.pending("expire") == []
+    monkeypatch.undo()
+    assert not stack.create(key="k-lost").replayed
+
+
+def test_an_insert_that_committed_and_was_claimed_is_answered_202(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generate task enqueued beside the insert claimed the row before the insert's answer was lost:
+    the job is live, so the creation answers with it."""
+    real_insert = stack.store.create_job
+
+    def committed_claimed_then_lost(new: Any) -> None:
+        assert real_insert(new) is not None
+        assert stack.store.claim_for_generation(new.id, datetime.now(UTC)) is not None
+        raise Unavailable("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(stack.store, "create_job", committed_claimed_then_lost)
+    created = stack.create(key="k-claimed")
+    assert not created.replayed
+    assert created.job.status is JobStatus.running
+    assert stack.limits.active_jobs(stack.project) == [created.job.id]
+    assert stack.inputs() == [created.job.input_path]
+
+
+def test_when_the_database_cannot_say_whether_the_insert_committed_nothing_is_undone(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_insert = stack.store.create_job
+
+    def committed_then_lost(new: Any) -> None:
+        assert real_insert(new) is not None
+        raise Unavailable("server closed the connection unexpectedly")
+
+    def down(job_id: uuid.UUID) -> bool:
+        raise Unavailable("the database is down")
+
+    monkeypatch.setattr(stack.store, "create_job", committed_then_lost)
+    monkeypatch.setattr(stack.store, "discard_queued", down)
+    with pytest.raises(Unavailable):
+        stack.create(key="k-unknown")
+    (job_id,) = stack.store.user_jobs(stack.user)
+    assert stack.limits.active_jobs(stack.project) == [job_id], "the job may run: its slot stays"
+    assert len(stack.inputs()) == 1, "and so does its input"
+    assert [t.job_id for t in stack.queue.pending("generate")] == [job_id]
+    monkeypatch.undo()
+    again = stack.create(key="k-unknown")
+    assert (again.replayed, again.job.id) == (True, job_id), "the retry with the key learns it exists"
+
+
 def test_a_refinement_over_the_turn_limit_deletes_its_tasks(pg_store: PostgresJobStore) -> None:
     stack = make_stack(pg_store)
     stack.svc.settings = Settings(NANO_BANANA_MAX_THREAD_TURNS=1)
