@@ -8,6 +8,7 @@ receipt applied in its own transaction), and release the claim if nothing was ap
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -108,7 +109,8 @@ def _apply(svc: usecases.Services, body: CallbackBody, receipt: str | None) -> d
     job = svc.store.get_job(body.job_id)
     if job is None:
         if body.status == "succeeded" and body.variants:  # a deleted job's late result: nothing will record it
-            usecases.discard_outputs(svc, body.job_id, _reported_paths(body.job_id, body.variants))
+            with contextlib.suppress(InvalidRequest):  # paths outside the job's prefix are never deleted
+                usecases.discard_outputs(svc, body.job_id, _reported_paths(body.job_id, body.variants))
         raise NotFound("job not found", details={"jobId": str(body.job_id)})
     if body.status == "running":  # "my images are ready": fresh upload URLs, however long generation took
         grant = usecases.grant_uploads(svc, job.id, body.attempt)

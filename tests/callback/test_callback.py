@@ -259,6 +259,8 @@ def test_a_late_callback_after_a_cancel_or_a_deletion_is_refused_and_its_blobs_a
     else:
         assert r.status_code == 404
         validate_error(r.json(), "not_found")
+        foreign = {**body, "variants": [{"path": f"jobs/{uuid.uuid4()}/1/0.png", "mimeType": "image/png"}]}
+        assert fake.call_back(sent["callbackUrl"], foreign).status_code == 404, "a bad report changes nothing"
     assert list(blobs.rglob("*.png")) == []
 
 
