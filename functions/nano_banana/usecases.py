@@ -382,12 +382,10 @@ def _admit(
     try:
         reservation = _reservation(svc, new, reserve, reserved)
     except BaseException:
-        if stored:
-            _delete_quietly(svc, stored, new.id)
+        _delete_quietly(svc, stored, new.id)
         raise
     if not isinstance(reservation, Reservation):  # the key's holder created the job meanwhile
-        if stored:
-            _delete_quietly(svc, stored, new.id)
+        _delete_quietly(svc, stored, new.id)
         return Created(job=reservation, message_id=None, replayed=True)
     if not side.ok:
         _undo(svc, reservation, stored)
@@ -960,8 +958,7 @@ def _claim(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool = False) 
     deadline passed while nothing ran it), or it does not exist. With `retry_if_missing` (a task's first
     delivery), a row still missing after the wait raises TransientError: the queue delivers it again
     after its backoff, which gives a slow insert longer; a later delivery is acknowledged."""
-    waited = time.monotonic()
-    deadline, pause = waited + ROW_WAIT_S, _ROW_POLL_FIRST_S
+    deadline, pause = time.monotonic() + ROW_WAIT_S, _ROW_POLL_FIRST_S
     while (job := svc.store.claim_for_generation(job_id, svc.clock())) is None:
         current = svc.store.get_job(job_id)
         if current is not None:
