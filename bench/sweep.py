@@ -31,6 +31,7 @@ from nano_banana.migrations import apply_migrations
 from nano_banana.ports import Task
 from nano_banana.settings import Settings
 from tests.support.memory_blobs import MemoryBlobStore
+from tests.support.new_jobs import new_job
 from tests.support.recording_queue import RecordingQueue
 
 USER = uuid.UUID(int=7)
@@ -51,23 +52,15 @@ class CountingLimits(MemoryLimits):
 
 def _job(project: uuid.UUID, deadline: datetime) -> NewJob:
     job_id = uuid.uuid4()
-    return NewJob(
+    return new_job(
+        project,
+        USER,
         id=job_id,
-        project_id=project,
-        user_id=USER,
-        thread_id=job_id,
-        parent_job_id=None,
-        source_variant_id=None,
         prompt="bench",
         input_path=f"inputs/{USER}/{job_id}.png",
-        input_mime_type="image/png",
         input_width=8,
         input_height=8,
         variant_count=1,
-        aspect_ratio=None,
-        model="preview",
-        idempotency_key=None,
-        request_hash=None,
         deadline_at=deadline,
     )
 

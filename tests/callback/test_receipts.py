@@ -22,10 +22,11 @@ from werkzeug.test import EnvironBuilder
 from nano_banana import callback, usecases, webhooks
 from nano_banana.adapters.limits_memory import MemoryLimits
 from nano_banana.adapters.postgres import PostgresJobStore
-from nano_banana.domain import Job, JobStatus, NewJob, VariantUpload, output_path
+from nano_banana.domain import Job, JobStatus, VariantUpload, output_path
 from nano_banana.errors import Unavailable
 from nano_banana.settings import Settings
 from tests.support.memory_blobs import MemoryBlobStore
+from tests.support.new_jobs import new_job
 from tests.support.openapi import validate, validate_error
 from tests.support.recording_queue import RecordingQueue
 
@@ -73,23 +74,13 @@ class Stack:
         job_id = uuid.uuid4()
         now = datetime.now(UTC)
         self.store.create_job(
-            NewJob(
+            new_job(
+                PROJECT,
+                USER,
                 id=job_id,
-                project_id=PROJECT,
-                user_id=USER,
-                thread_id=job_id,
-                parent_job_id=None,
-                source_variant_id=None,
                 prompt="p",
-                input_path=f"inputs/{USER}/{uuid.uuid4()}.png",
-                input_mime_type="image/png",
                 input_width=8,
                 input_height=8,
-                variant_count=2,
-                aspect_ratio=None,
-                model="preview",
-                idempotency_key=None,
-                request_hash=None,
                 deadline_at=now + timedelta(minutes=5),
             )
         )

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from PIL import Image
 from nano_banana import usecases
 from nano_banana.adapters.limits_memory import MemoryLimits
 from nano_banana.adapters.postgres import PostgresJobStore
-from nano_banana.domain import JobStatus, NewJob, VariantUpload
+from nano_banana.domain import JobStatus, VariantUpload
 from nano_banana.errors import (
     ConcurrencyLimited,
     IdempotencyConflict,
@@ -36,6 +36,7 @@ from nano_banana.images import inspect_image, upload_budget
 from nano_banana.ports import LimitsReading, Reservation, Task
 from nano_banana.settings import Settings
 from tests.support.memory_blobs import MemoryBlobStore
+from tests.support.new_jobs import new_job
 from tests.support.recording_queue import RecordingQueue
 
 pytestmark = pytest.mark.postgres
@@ -646,32 +647,9 @@ def test_an_unreadable_input_path_gives_back_the_reservation_made_beside_it(stac
     assert stack.queue.tasks == {}
 
 
-def _early_job(stack: Stack) -> NewJob:
-    job_id = uuid.uuid4()
-    return NewJob(
-        id=job_id,
-        project_id=stack.project,
-        user_id=stack.user,
-        thread_id=job_id,
-        parent_job_id=None,
-        source_variant_id=None,
-        prompt="early",
-        input_path=f"inputs/{stack.user}/{uuid.uuid4()}.png",
-        input_mime_type="image/png",
-        input_width=8,
-        input_height=8,
-        variant_count=1,
-        aspect_ratio=None,
-        model="preview",
-        idempotency_key=None,
-        request_hash=None,
-        deadline_at=datetime.now(UTC) + timedelta(minutes=5),
-    )
-
-
 def test_a_generate_task_ahead_of_its_row_waits_for_it(stack: Stack) -> None:
     """Cloud Tasks may deliver the generate task before the insert beside its enqueue commits."""
-    new = _early_job(stack)
+    new = new_job(stack.project, stack.user)
     job_id = new.id
     with ThreadPoolExecutor(1) as pool:
         claim = pool.submit(usecases._claim, stack.svc, job_id)
@@ -688,7 +666,7 @@ def test_a_row_committed_between_the_claim_and_the_read_is_claimed(
 ) -> None:
     """The claim misses the row, the insert commits, the read then finds it queued: claim it (this
     race left jobs queued in bench/overhead.py until the read was followed by a second claim)."""
-    new = _early_job(stack)
+    new = new_job(stack.project, stack.user)
     real_claim = stack.store.claim_for_generation
     claims: list[object] = []
 

@@ -16,7 +16,7 @@ import pytest
 
 from nano_banana.adapters.postgres import PostgresJobStore
 from nano_banana.embedded_pg import EmbeddedPostgres
-from tests.integration.postgres.test_store import new_job
+from tests.support.new_jobs import new_job
 
 pytestmark = pytest.mark.postgres
 

@@ -20,7 +20,7 @@ from psycopg.conninfo import make_conninfo
 from nano_banana.adapters.postgres import PostgresJobStore
 from nano_banana.embedded_pg import EmbeddedPostgres
 from nano_banana.migrations import apply_migrations
-from tests.integration.postgres.test_store import new_job
+from tests.support.new_jobs import new_job
 
 pytestmark = pytest.mark.postgres
 PLATFORM = Path(__file__).resolve().parents[2] / "fixtures" / "supabase_platform.sql"

@@ -13,39 +13,15 @@ import psycopg
 import pytest
 
 from nano_banana.adapters.postgres import PostgresJobStore
-from nano_banana.domain import ACTIVE, JobStatus, NewJob, VariantUpload, output_path
+from nano_banana.domain import ACTIVE, JobStatus, VariantUpload, output_path
 from nano_banana.embedded_pg import EmbeddedPostgres
+from tests.support.new_jobs import new_job
 
 pytestmark = pytest.mark.postgres
 
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def new_job(project: uuid.UUID, user: uuid.UUID, **overrides: Any) -> NewJob:
-    job_id = overrides.pop("id", uuid.uuid4())
-    fields: dict[str, Any] = {
-        "id": job_id,
-        "project_id": project,
-        "user_id": user,
-        "thread_id": job_id,
-        "parent_job_id": None,
-        "source_variant_id": None,
-        "prompt": "make it pop",
-        "input_path": f"inputs/{user}/{uuid.uuid4()}.png",
-        "input_mime_type": "image/png",
-        "input_width": 64,
-        "input_height": 48,
-        "variant_count": 2,
-        "aspect_ratio": None,
-        "model": "preview",
-        "idempotency_key": None,
-        "request_hash": None,
-        "deadline_at": now() + timedelta(minutes=5),
-    }
-    fields.update(overrides)
-    return NewJob(**fields)
 
 
 def uploads(job_id: uuid.UUID, attempt: int, n: int = 2) -> list[VariantUpload]:
