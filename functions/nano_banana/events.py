@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 
 class Event(enum.StrEnum):
-    # ---- job lifecycle (usecases.py)
+    # ---- job lifecycle (usecases/)
     job_created = "job_created"  # a job was created (or a refinement): jobId, projectId, status
     job_rejected = "job_rejected"  # a creation that made no job: code, status, reason (enqueue_failed: rolled back)
     job_replayed = "job_replayed"  # an Idempotency-Key replay answered with the existing job
