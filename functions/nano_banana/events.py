@@ -47,7 +47,7 @@ class Event(enum.StrEnum):
     slot_reclaimed = "slot_reclaimed"
     reclaim_failed = "reclaim_failed"
     orphans_deleted = "orphans_deleted"
-    # ---- HTTP (http.py)
+    # ---- HTTP (http/)
     request = "request"  # one per API call: method, path, status, code, durationMs
     request_failed = "request_failed"
     internal_error = "internal_error"
