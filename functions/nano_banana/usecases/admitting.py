@@ -28,7 +28,14 @@ from nano_banana.ports import (
 from nano_banana.together import Outcome, attempt, settle, settle_each
 from nano_banana.usecases.commands import Created
 from nano_banana.usecases.idempotency import earlier_job, matching, wait_for_key
-from nano_banana.usecases.services import LEASE_GRACE, Services, delete_quietly, expire_task, generate_task
+from nano_banana.usecases.services import (
+    LEASE_GRACE,
+    Services,
+    delete_quietly,
+    delete_unreferenced,
+    expire_task,
+    generate_task,
+)
 
 log = logging.getLogger("nano_banana")
 
@@ -205,7 +212,7 @@ def _undo(svc: Services, reservation: Reservation, stored: Sequence[str]) -> Non
         )
     if stored:
         try:
-            svc.blobs.delete(stored)
+            delete_unreferenced(svc, stored)
         except Exception:
             log.exception(
                 "could not delete an input", extra={"event": "input_cleanup_failed", "jobId": str(reservation.job_id)}

@@ -24,7 +24,7 @@ from nano_banana.ports import (
 from nano_banana.together import settle_each
 from nano_banana.usecases.finishing import ended
 from nano_banana.usecases.reading import get_job
-from nano_banana.usecases.services import LEASE_GRACE, Services
+from nano_banana.usecases.services import LEASE_GRACE, Services, delete_unreferenced
 
 log = logging.getLogger("nano_banana")
 
@@ -135,11 +135,7 @@ def _expand(svc: Services, entries: Sequence[str]) -> list[str]:
 def _purge(svc: Services, entries: Sequence[str], now: datetime) -> list[str]:
     """Delete the blobs behind recorded purge entries, except those a remaining job still uses (a
     refinement's input is its parent's variant), then forget the entries. Returns the paths deleted."""
-    paths = _expand(svc, entries)
-    keep = svc.store.referenced_paths(paths)
-    doomed = [p for p in paths if p not in keep]
-    if doomed:
-        svc.blobs.delete(doomed)
+    doomed = delete_unreferenced(svc, _expand(svc, entries))
     svc.store.finish_purges(entries, now)
     return doomed
 

@@ -17,7 +17,7 @@ from nano_banana.errors import (
 from nano_banana.log import timed
 from nano_banana.usecases.deleting import apply_retention, finish_purges
 from nano_banana.usecases.finishing import expire_job
-from nano_banana.usecases.services import LEASE_GRACE, Services, generate_task, release_slot
+from nano_banana.usecases.services import LEASE_GRACE, Services, delete_unreferenced, generate_task, release_slot
 
 log = logging.getLogger("nano_banana")
 
@@ -135,10 +135,8 @@ def delete_orphan_inputs(svc: Services) -> int:
             if len(page) < _LIST_PAGE:
                 break
             offset += _LIST_PAGE
-    keep = svc.store.referenced_paths(stale)
-    orphans = [p for p in stale if p not in keep]
+    orphans = delete_unreferenced(svc, stale)
     if orphans:
-        svc.blobs.delete(orphans)
         log.info("orphan inputs deleted", extra={"event": "orphans_deleted", "blobs": len(orphans)})
     # Past the last folder: start over next run. (A folder emptied here may shift later ones back by one;
     # the next cycle sees them.)
