@@ -44,7 +44,8 @@ class Event(enum.StrEnum):
     sweep_step_failed = "sweep_step_failed"
     generate_requeued = "generate_requeued"
     requeue_failed = "requeue_failed"
-    slot_reclaimed = "slot_reclaimed"
+    slot_reclaimed = "slot_reclaimed"  # the sweep gave back a lease no live job holds (ended, deleted, never inserted)
+    claim_reclaimed = "claim_reclaimed"  # the sweep gave back an Idempotency-Key claim whose job has no row
     reclaim_failed = "reclaim_failed"
     orphans_deleted = "orphans_deleted"
     # ---- HTTP (http/)

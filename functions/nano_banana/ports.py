@@ -66,6 +66,28 @@ class KeyClaimed(Exception):
         self.holder = holder
 
 
+HoldingKind = Literal["lease", "claim"]
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """One unexpired project lease or Idempotency-Key claim, named by its job: derived state the sweep
+    reconciles against the job rows (`Limits.holdings`)."""
+
+    kind: HoldingKind
+    owner: uuid.UUID  # the project (a lease) or the user (a claim)
+    job_id: uuid.UUID
+    expires_at: datetime
+    claim: str | None = None  # a claim's hashed key
+
+
+@dataclass(frozen=True, slots=True)
+class HoldingsPage:
+    holdings: list[Holding]
+    # Documents (projects or users) the page read: the next page starts this many further on.
+    documents: int
+
+
 class Limits(Protocol):
     """Rate window per user and concurrency leases per project, checked and reserved atomically, and
     the user's Idempotency-Key claims (stored hashed, never as sent), taken in the same commit."""
@@ -118,6 +140,17 @@ class Limits(Protocol):
 
     def forget_user(self, user_id: uuid.UUID) -> None:
         """Erase the user's rate window (their document of admission times). Idempotent."""
+        ...
+
+    def holdings(self, kind: HoldingKind, *, offset: int, limit: int) -> HoldingsPage:
+        """The unexpired leases (or key claims) of at most `limit` projects (or users) holding any, from
+        `offset` in the adapter's order: one bounded read. The sweep pages through them to give back
+        what no live job row holds."""
+        ...
+
+    def drop(self, holding: Holding) -> bool:
+        """Give back one holding if its job still holds it (a claim another job took meanwhile stays).
+        Idempotent; True if it removed one."""
         ...
 
 
@@ -381,12 +414,8 @@ class JobStore(Protocol):
         """Queued jobs whose deadline lies in (now, deadline_before]: not started within the grace."""
         ...
 
-    def projects_with_recent_ends(self, deadline_after: datetime, limit: int) -> list[uuid.UUID]:
-        """Projects with an ended job whose deadline is after deadline_after (its lease may be held)."""
-        ...
-
-    def ended_among(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Those of the ids whose job is in a terminal state."""
+    def job_statuses(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobStatus]:
+        """The state of each of the ids that still has a row (a deleted or never inserted job is absent)."""
         ...
 
     def messages(self, thread_id: uuid.UUID) -> list[tuple[Message, Job]]:

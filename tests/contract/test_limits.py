@@ -20,7 +20,7 @@ from google.cloud import firestore
 from nano_banana.adapters.limits_firestore import FirestoreLimits
 from nano_banana.adapters.limits_memory import MemoryLimits
 from nano_banana.errors import ConcurrencyLimited, RateLimited
-from nano_banana.ports import KeyClaimed, Limits, LimitsReading, Reservation
+from nano_banana.ports import Holding, HoldingKind, KeyClaimed, Limits, LimitsReading, Reservation
 from tests.support.firestore import firestore_client, firestore_emulator  # noqa: F401
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -471,3 +471,57 @@ def _count_ops(client: firestore.Client, monkeypatch: pytest.MonkeyPatch) -> Cou
     monkeypatch.setattr(client, "get_all", get_all)
     monkeypatch.setattr(client, "batch", batch)
     return ops
+
+
+def _all_holdings(limits: Limits, kind: HoldingKind, page: int) -> list[Holding]:
+    """Page through every holding of a kind the way the sweep does (offset by documents read)."""
+    found: list[Holding] = []
+    offset = 0
+    while True:
+        got = limits.holdings(kind, offset=offset, limit=page)
+        found += got.holdings
+        if got.documents < page:
+            return found
+        offset += got.documents
+
+
+def test_holdings_list_unexpired_leases_and_claims_a_page_at_a_time(make_limits: MakeLimits, clock: FakeClock) -> None:
+    """The sweep's view of derived state (issue 24): every unexpired lease with its project, every claim
+    with its user and hashed key; released, given back and expired ones are not among them."""
+    limits = make_limits(rate_per_hour=10, max_active=2)
+    users, projects = [uuid.uuid4() for _ in range(3)], [uuid.uuid4() for _ in range(3)]
+    held = [
+        _reserve(limits, clock, user=users[i], project=projects[i], key=f"key-{i}" if i else None) for i in range(3)
+    ]
+    short = _reserve(limits, clock, user=users[0], project=projects[0], key="short", lease=timedelta(seconds=30))
+    given = _reserve(limits, clock, user=users[2], project=projects[1], key="given")
+    limits.give_back(given)
+    released = _reserve(limits, clock, user=users[1], project=projects[2])
+    limits.release_slot(project_id=projects[2], job_id=released.job_id)
+    clock.advance(seconds=31)  # `short` has expired
+    leases = _all_holdings(limits, "lease", page=2)
+    assert sorted((h.owner, h.job_id) for h in leases) == sorted((r.project_id, r.job_id) for r in held)
+    assert all(h.kind == "lease" and h.claim is None for h in leases)
+    assert {h.job_id: h.expires_at for h in leases} == {r.job_id: r.lease_expires_at for r in held}
+    claims = _all_holdings(limits, "claim", page=1)
+    assert sorted((h.owner, h.job_id, h.claim) for h in claims) == sorted(
+        (r.user_id, r.job_id, r.claim) for r in held[1:]
+    )
+    assert short.job_id not in {h.job_id for h in [*leases, *claims]}
+
+
+def test_drop_gives_back_a_lease_and_only_the_job_s_own_claim(make_limits: MakeLimits, clock: FakeClock) -> None:
+    limits = make_limits(rate_per_hour=10, max_active=1)
+    user, project = uuid.uuid4(), uuid.uuid4()
+    held = _reserve(limits, clock, user=user, project=project, key="k")
+    (lease,) = limits.holdings("lease", offset=0, limit=10).holdings
+    (claim,) = [h for h in limits.holdings("claim", offset=0, limit=10).holdings if h.owner == user]
+    assert limits.drop(lease)
+    assert limits.active_jobs(project) == []
+    assert limits.drop(claim)
+    assert not limits.drop(claim), "idempotent"
+    taken = _reserve(limits, clock, user=user, key="k")  # the key is free again: another job claims it
+    assert taken.job_id != held.job_id
+    assert not limits.drop(claim), "a claim another job holds stays"
+    with pytest.raises(KeyClaimed):
+        _reserve(limits, clock, user=user, key="k")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nano_banana.errors import ConcurrencyLimited, RateLimited
-from nano_banana.ports import Clock, KeyClaimed, LimitsReading, Reservation
+from nano_banana.ports import Clock, Holding, HoldingKind, HoldingsPage, KeyClaimed, LimitsReading, Reservation
 
 WINDOW_S = 3600.0
 
@@ -211,13 +211,46 @@ class MemoryLimits:
         self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, idempotency_key: str
     ) -> bool:
         """Remove the key's claim if this job holds it. Idempotent."""
-        claim = key_claim(idempotency_key)
+        return self._drop_claim(user_id, job_id, key_claim(idempotency_key))
+
+    def _drop_claim(self, user_id: uuid.UUID, job_id: uuid.UUID, claim: str) -> bool:
         with self._lock:
             claims = self._claims.get(user_id, {})
             if claims.get(claim, ("", 0.0))[0] != str(job_id):
                 return False
             del claims[claim]
             return True
+
+    def holdings(self, kind: HoldingKind, *, offset: int, limit: int) -> HoldingsPage:
+        """Unexpired leases (or claims) of up to `limit` projects (or users), ordered as Firestore's
+        query orders them: by the latest expiry a document holds, then by id."""
+        now = to_epoch(self._clock())
+        with self._lock:
+            held: dict[uuid.UUID, list[tuple[str, float, str | None]]]
+            if kind == "lease":
+                held = {o: [(j, t, None) for j, t in m.items() if t > now] for o, m in self._leases.items()}
+            else:
+                held = {o: [(j, t, c) for c, (j, t) in m.items() if t > now] for o, m in self._claims.items()}
+        documents = sorted(
+            ((max(t for _, t, _ in entries), owner, entries) for owner, entries in held.items() if entries),
+            key=lambda d: (d[0], str(d[1])),
+        )[offset : offset + limit]
+        return HoldingsPage(
+            [
+                Holding(kind, owner, uuid.UUID(job), from_epoch(t), claim)
+                for _, owner, entries in documents
+                for job, t, claim in sorted(entries, key=lambda e: e[0])
+            ],
+            len(documents),
+        )
+
+    def drop(self, holding: Holding) -> bool:
+        """Release the lease, or the claim if the job still holds it."""
+        if holding.kind == "claim":
+            assert holding.claim is not None
+            return self._drop_claim(holding.owner, holding.job_id, holding.claim)
+        with self._lock:
+            return self._leases.get(holding.owner, {}).pop(str(holding.job_id), None) is not None
 
     def active_jobs(self, project_id: uuid.UUID) -> list[uuid.UUID]:
         """Job ids holding an unexpired lease in the project."""

@@ -365,14 +365,10 @@ class PostgresJobStore:
         params = {"now": now, "deadline_before": deadline_before, "limit": limit}
         return [_job(r) for r in self._query("stale_queued_jobs", params)]
 
-    def projects_with_recent_ends(self, deadline_after: datetime, limit: int) -> list[uuid.UUID]:
-        params = {"deadline_after": deadline_after, "limit": limit}
-        return [r["project_id"] for r in self._query("projects_with_recent_ends", params)]
-
-    def ended_among(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    def job_statuses(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobStatus]:
         if not job_ids:
-            return set()
-        return {r["id"] for r in self._query("ended_among", {"ids": list(job_ids)})}
+            return {}
+        return {r["id"]: JobStatus(r["status"]) for r in self._query("job_statuses", {"ids": list(job_ids)})}
 
     def messages(self, thread_id: uuid.UUID) -> list[tuple[Message, Job]]:
         out: list[tuple[Message, Job]] = []

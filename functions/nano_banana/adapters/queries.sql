@@ -159,17 +159,9 @@ where j.status = 'queued' and j.deadline_at > %(now)s and j.deadline_at <= %(dea
 order by j.deadline_at
 limit %(limit)s
 
--- name: projects_with_recent_ends
--- Projects with a job that ended and whose lease (deadline + grace) may not have expired yet.
-select project_id from pip_ai_image_jobs
-where deadline_at > %(deadline_after)s and status in ('succeeded', 'failed', 'canceled')
-group by project_id
-order by max(deadline_at) desc
-limit %(limit)s
-
--- name: ended_among
-select id from pip_ai_image_jobs
-where id = any(%(ids)s::uuid[]) and status in ('succeeded', 'failed', 'canceled')
+-- name: job_statuses
+-- The sweep's reconciliation: which of these jobs still have a row, and in which state.
+select id, status from pip_ai_image_jobs where id = any(%(ids)s::uuid[])
 
 -- name: thread_messages
 select m.id as message_id, m.thread_id as message_thread_id, m.job_id as message_job_id,

@@ -32,6 +32,12 @@ log = logging.getLogger("nano_banana")
 LEASE_GRACE = timedelta(seconds=60)
 
 
+# Longer than any creation request runs after its reservation (reserve ‖ store the input, then insert ‖
+# enqueue: each call bounded by its client's timeout and retry budget, seconds each): a lease or key claim
+# whose job row is still missing this long after the admission belongs to a creation that is over.
+CREATION_GRACE = timedelta(seconds=120)
+
+
 @dataclass
 class Services:
     """The ports a use case may touch, wired once by bootstrap.py."""
