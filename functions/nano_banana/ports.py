@@ -453,11 +453,13 @@ class JobStore(Protocol):
         by_input: bool = False,
         late_uploads_s: float,
         extra_purges: Sequence[str] = (),
+        expired_before: datetime | None = None,
     ) -> list[DeletedJob]:
         """Delete the jobs of `job_subtree` with their variants and messages in one transaction, which
         also records their blobs to purge (each job's output prefix, its input, `extra_purges`; due now,
         and again `late_uploads_s` after the deadline of a job whose worker may still be alive). Serialised
-        with refinements per thread."""
+        with refinements in every thread the subtree reaches. With `expired_before` (retention), only
+        the roots whose thread, read under those locks, has no active job and none finished since."""
         ...
 
     def referenced_paths(self, paths: Sequence[str], *, excluding: Sequence[uuid.UUID] = ()) -> set[str]:

@@ -39,13 +39,17 @@ Row = dict[str, Any]
 
 @cache
 def queries() -> dict[str, str]:
-    """The named queries of queries.sql, with the {job_columns} fragment expanded."""
+    """The named queries of queries.sql, with the {job_columns} and {subtree} fragments expanded."""
     text = resources.files("nano_banana.adapters").joinpath("queries.sql").read_text()
     blocks = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)
     named = {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
-    fragment = named.pop("job_columns")
-    fragment = "\n".join(line for line in fragment.splitlines() if not line.startswith("--"))
-    return {name: body.replace("{job_columns}", fragment) for name, body in named.items()}
+    fragments = {
+        f"{{{name}}}": "\n".join(line for line in named.pop(name).splitlines() if not line.startswith("--"))
+        for name in ("job_columns", "subtree")
+    }
+    for placeholder, fragment in fragments.items():
+        named = {name: body.replace(placeholder, fragment) for name, body in named.items()}
+    return named
 
 
 def _uuid(value: Any) -> uuid.UUID:
@@ -414,13 +418,23 @@ class PostgresJobStore:
         by_input: bool = False,
         late_uploads_s: float,
         extra_purges: Sequence[str] = (),
+        expired_before: datetime | None = None,
     ) -> list[DeletedJob]:
-        """One transaction: take the threads' refinement locks (a refinement racing us either lands
-        first and is deleted with its parent, or finds its parent gone), then delete and record purges."""
+        """One transaction: take the refinement locks of every thread the subtree reaches (a refinement
+        racing us either lands first and is deleted with its parent, or finds its parent gone; read again
+        until no new thread joined), re-check retention's cutoff under them, then delete and record purges."""
         ids = list(job_ids)
         with self._connection() as conn, conn.transaction():
-            for row in self._run(conn, "job_threads", {"ids": ids}):
-                self._run(conn, "lock_thread", {"thread_id": row["thread_id"]})
+            locked: set[uuid.UUID] = set()
+            while threads := sorted(
+                {r["thread_id"] for r in self._run(conn, "subtree_threads", {"ids": ids, "by_input": by_input})}
+                - locked
+            ):
+                for thread_id in threads:
+                    self._run(conn, "lock_thread", {"thread_id": thread_id})
+                locked.update(threads)
+            if expired_before is not None:
+                ids = [r["id"] for r in self._run(conn, "still_expired", {"ids": ids, "before": expired_before})]
             params = {
                 "ids": ids,
                 "by_input": by_input,

@@ -220,32 +220,43 @@ where exists (
         select 1 from pip_ai_image_jobs j
         where j.input_path = p.path and pip_ai_can_access_project(j.project_id, %(user_id)s))
 
--- name: job_subtree
--- The jobs and every refinement made from them (children by parent_job_id); with by_input also jobs
--- whose input is one of their variants, by path, in any thread. UNION (not ALL) stops at visited rows.
-with recursive tree as (
+-- name: subtree
+-- (fragment) the CTE `tree`: the jobs of %(ids)s and every refinement made from them (children by
+-- parent_job_id); with by_input also jobs whose input is one of their variants, by path, in any thread.
+-- UNION (not ALL) stops at visited rows.
+tree as (
   select j.id from pip_ai_image_jobs j where j.id = any(%(ids)s::uuid[])
   union
   select c.id from tree t join pip_ai_image_jobs c
     on c.parent_job_id = t.id
     or (%(by_input)s and c.input_path like 'jobs/%%' and split_part(c.input_path, '/', 2) = t.id::text)
 )
+
+-- name: job_subtree
+with recursive {subtree}
 select {job_columns} from pip_ai_image_jobs j where j.id in (select id from tree)
 order by j.created_at, j.id
 
--- name: job_threads
-select distinct thread_id from pip_ai_image_jobs where id = any(%(ids)s::uuid[]) order by thread_id
+-- name: subtree_threads
+-- The threads a deletion must lock: every thread a job of the subtree lies in (erasure reaches threads
+-- of other users through jobs made from the user's variants).
+with recursive {subtree}
+select distinct j.thread_id from pip_ai_image_jobs j where j.id in (select id from tree) order by j.thread_id
+
+-- name: still_expired
+-- Retention, re-checked under the threads' locks: the roots whose thread still has no active job and no
+-- job finished at or after the cutoff (a refinement may have landed since expired_threads read).
+select r.id from pip_ai_image_jobs r
+where r.id = any(%(ids)s::uuid[])
+  and not exists (
+    select 1 from pip_ai_image_jobs j
+    where j.thread_id = r.thread_id
+      and (j.status in ('queued', 'running') or coalesce(j.finished_at, j.created_at) >= %(before)s))
 
 -- name: delete_jobs
 -- One statement: the subtree's rows go (variants and messages by cascade) and their blobs are recorded
 -- in pip_ai_blob_purges, so a crash before the blobs are deleted leaves work for the sweep, not orphans.
-with recursive tree as (
-  select j.id from pip_ai_image_jobs j where j.id = any(%(ids)s::uuid[])
-  union
-  select c.id from tree t join pip_ai_image_jobs c
-    on c.parent_job_id = t.id
-    or (%(by_input)s and c.input_path like 'jobs/%%' and split_part(c.input_path, '/', 2) = t.id::text)
-), gone as (
+with recursive {subtree}, gone as (
   delete from pip_ai_image_jobs j where j.id in (select id from tree)
   returning j.id, j.project_id, j.user_id, j.status, j.input_path, j.deadline_at, j.idempotency_key
 ), purges as (
