@@ -22,7 +22,14 @@ from nano_banana.usecases.finishing import cancel_job, complete_job, discard_out
 from nano_banana.usecases.generating import UploadGrant, grant_uploads, run_generation
 from nano_banana.usecases.reading import get_job, list_jobs, thread, visible_paths
 from nano_banana.usecases.services import CREATION_GRACE, LEASE_GRACE, Services
-from nano_banana.usecases.sweeping import RECEIPT_MARGIN, REQUEUE_ROUND_S, delete_orphan_inputs, prune_receipts, sweep
+from nano_banana.usecases.sweeping import (
+    RECEIPT_MARGIN,
+    REQUEUE_ROUND_S,
+    delete_orphan_inputs,
+    delete_orphan_outputs,
+    prune_receipts,
+    sweep,
+)
 
 __all__ = [
     "CREATION_GRACE",
@@ -45,6 +52,7 @@ __all__ = [
     "create_job",
     "delete_job",
     "delete_orphan_inputs",
+    "delete_orphan_outputs",
     "discard_outputs",
     "erase_user",
     "expire_job",

@@ -4,7 +4,8 @@ housekeeping steps."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from nano_banana.domain import (
@@ -140,38 +141,71 @@ def _give_back(svc: Services, holding: Holding) -> bool:
 
 def delete_orphan_inputs(svc: Services) -> int:
     """Sweep step: uploads under `inputs/` that no job references and that are older than the grace
-    period (a creation that died between upload and insert) are deleted. Each run scans the next
-    NANO_BANANA_ORPHAN_BATCH user folders, resuming where the last run stopped; after a full pass it rests
-    for the grace period (nothing new can have become an orphan sooner). Returns blobs deleted."""
-    cursor = "orphan_inputs"
+    period (a creation that died between upload and insert, or whose clean-up failed) are deleted.
+    Bounded and resumable as `_delete_orphans` says. Returns blobs deleted."""
+    return _delete_orphans(svc, "inputs", list)
+
+
+def delete_orphan_outputs(svc: Services) -> int:
+    """Sweep step: objects under `jobs/{id}/` of a job that ended or has no row, older than the grace
+    period, that no row references (a worker's upload after its job ended, a discard or an end-of-job
+    clean-up that failed, a purge lost with its record). A running job's folder is left to its worker.
+    Returns blobs deleted."""
+
+    def settled(folders: Sequence[str]) -> list[str]:
+        ids = {name: _job_id(name) for name in folders}
+        statuses = svc.store.job_statuses(sorted({i for i in ids.values() if i is not None}))
+        return [name for name, i in ids.items() if i is None or statuses.get(i, JobStatus.failed) in TERMINAL]
+
+    return _delete_orphans(svc, "jobs", settled)
+
+
+def _job_id(folder: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(folder)
+    except ValueError:
+        return None
+
+
+def _delete_orphans(svc: Services, top: str, candidates: Callable[[Sequence[str]], list[str]]) -> int:
+    """Delete the objects older than the grace period in the next NANO_BANANA_ORPHAN_BATCH folders of
+    `top` (those `candidates` keeps), through the gate (what a row references stays), resuming where the
+    last run stopped; after a full pass it rests for the grace period (nothing new can have become an
+    orphan sooner)."""
+    cursor = f"orphan_{top}"
     now = svc.clock()
     grace = timedelta(seconds=svc.settings.orphan_grace_s)
     position, saved_at = svc.store.sweep_cursor(cursor)
     if position == 0 and saved_at is not None and now - saved_at < grace:
         return 0
     batch = svc.settings.orphan_batch
-    folders = svc.blobs.list_folder("inputs", offset=position, limit=batch)
-    cutoff = now - grace
+    folders = svc.blobs.list_folder(top, offset=position, limit=batch)
     stale: list[str] = []
-    for folder in (f for f in folders if f.folder):
-        offset = 0
-        while True:
-            page = svc.blobs.list_folder(f"inputs/{folder.name}", offset=offset, limit=_LIST_PAGE)
-            stale += [
-                f"inputs/{folder.name}/{e.name}"
-                for e in page
-                if not e.folder and e.updated_at is not None and e.updated_at < cutoff
-            ]
-            if len(page) < _LIST_PAGE:
-                break
-            offset += _LIST_PAGE
+    for name in candidates([f.name for f in folders if f.folder]):
+        stale += _objects_before(svc, f"{top}/{name}", now - grace)
     orphans = delete_unreferenced(svc, stale)
     if orphans:
-        log.info("orphan inputs deleted", extra={"event": "orphans_deleted", "blobs": len(orphans)})
+        log.info("orphans deleted", extra={"event": "orphans_deleted", "blobs": len(orphans), "folder": top})
     # Past the last folder: start over next run. (A folder emptied here may shift later ones back by one;
     # the next cycle sees them.)
     svc.store.set_sweep_cursor(cursor, position + len(folders) if len(folders) == batch else 0, now)
     return len(orphans)
+
+
+def _objects_before(svc: Services, folder: str, cutoff: datetime) -> list[str]:
+    """Every object under `folder` (recursively) last written before `cutoff`."""
+    found: list[str] = []
+    offset = 0
+    while True:
+        page = svc.blobs.list_folder(folder, offset=offset, limit=_LIST_PAGE)
+        for entry in page:
+            if entry.folder:
+                found += _objects_before(svc, f"{folder}/{entry.name}", cutoff)
+            elif entry.updated_at is not None and entry.updated_at < cutoff:
+                found.append(f"{folder}/{entry.name}")
+        if len(page) < _LIST_PAGE:
+            return found
+        offset += _LIST_PAGE
 
 
 def prune_receipts(svc: Services) -> None:
@@ -191,6 +225,7 @@ def _lifecycle_steps(svc: Services, event: dict[str, object]) -> None:
         ("purged", finish_purges),
         ("retained", apply_retention),
         ("orphans", delete_orphan_inputs),
+        ("orphanOutputs", delete_orphan_outputs),
         ("receipts", prune_receipts),
     ]
     for name, step in steps:

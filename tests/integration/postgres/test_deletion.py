@@ -418,6 +418,40 @@ def test_orphan_inputs_older_than_the_grace_period_are_deleted(pg_store: Postgre
     assert young not in store.objects
 
 
+def test_stray_outputs_of_ended_or_deleted_jobs_are_deleted_and_referenced_ones_never(
+    pg_store: PostgresJobStore,
+) -> None:
+    """Objects under `jobs/{id}/` are derived too (issue 24): past the grace period, what no row references
+    in the folder of a job that ended or has no row goes (a late upload, a clean-up that failed); a
+    running job's folder is its worker's; a variant stays, also one another job uses after its own job
+    was deleted."""
+    clock = FakeClock(datetime.now(UTC))
+    svc = services(pg_store, clock)
+    store = blobs(svc)
+    user, project = member(svc)
+    done = succeeded(svc, user, project)
+    used = succeeded(svc, user, project)
+    reuse = usecases.CreateJob(project, "reuse", 1, None, input_path=used.variants[0].storage_path)
+    user_of_used = usecases.create_job(svc, user, reuse).job
+    usecases.delete_job(svc, user, used.id)  # its variant 0 stays: user_of_used's input
+    running = queued(svc, user, project)
+    assert pg_store.claim_for_generation(running.id, clock()) is not None
+    strays = [f"jobs/{done.id}/1/late.png", f"jobs/{uuid.uuid4()}/1/0.png", f"jobs/{used.id}/9/0.png"]
+    in_progress = f"jobs/{running.id}/1/0.png"
+    for path in [*strays, in_progress]:
+        store.put(path, b"img", "image/png")
+    young = f"jobs/{done.id}/2/young.png"
+    store.put(young, b"img", "image/png")
+    for path in store.objects:
+        if path != young:
+            store.written[path] -= timedelta(hours=2)
+
+    deleted = usecases.delete_orphan_outputs(svc)
+    assert deleted == len(strays)
+    assert not any(p in store.objects for p in strays)
+    assert {in_progress, young, user_of_used.input_path, *(v.storage_path for v in done.variants)} <= set(store.objects)
+
+
 def test_an_input_still_used_by_another_job_outlives_a_deletion(pg_store: PostgresJobStore) -> None:
     svc = services(pg_store)
     user, project = member(svc)
