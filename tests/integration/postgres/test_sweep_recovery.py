@@ -266,3 +266,33 @@ def test_a_lost_task_is_replaced_in_cloud_tasks_despite_its_used_name(
         task_name("generate", job.id),
         task_name("generate", job.id, round_),
     ]
+
+
+# ---------------------------------------------------------------- a row that commits as the wait ends
+
+
+def test_a_row_committing_as_the_task_s_wait_ends_is_claimed_not_acknowledged(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24 suspicion (proven): the generate task's claim found no row, its re-read found the row
+    queued (its insert committed in between), but ROW_WAIT_S had just ended, so a first delivery was
+    acknowledged without claiming: the job sat queued until the sweep requeued it (requeue grace + a sweep
+    period, 30 s+). Interleaving: claim (no row) -> insert commits -> the wait ends -> get_job (queued)."""
+    from nano_banana.usecases import generating
+
+    job = stack.create(uuid.uuid4())
+    monkeypatch.setattr(generating, "ROW_WAIT_S", 0.0)  # the wait is over by the time the row is seen
+    claim = stack.store.claim_for_generation
+    calls: list[uuid.UUID] = []
+
+    def claim_before_the_commit(job_id: uuid.UUID, now: datetime) -> Job | None:
+        calls.append(job_id)
+        return None if len(calls) == 1 else claim(job_id, now)
+
+    monkeypatch.setattr(stack.store, "claim_for_generation", claim_before_the_commit)
+    try:
+        claimed = generating._claim(stack.svc, job.id, retry_if_missing=True)
+    except Exception as exc:  # a redelivery would also do: the queue tries again
+        pytest.fail(f"neither claimed nor redelivered: {exc!r}")
+    assert claimed is not None, "acknowledged without claiming a queued job"
+    assert claimed.status is JobStatus.running
