@@ -146,7 +146,17 @@ FIELDS: Mapping[Event, frozenset[str]] = {
     Event.callback_rejected: frozenset({"code", "webhookId"}),
     Event.release_failed: frozenset({"jobId"}),
     Event.sweep: frozenset(
-        {"expired", "requeued", "slotsReclaimed", "purged", "retained", "orphans", "receipts", "durationMs"}
+        {
+            "expired",
+            "requeued",
+            "slotsReclaimed",
+            "purged",
+            "retained",
+            "orphans",
+            "orphanOutputs",
+            "receipts",
+            "durationMs",
+        }
     ),
     Event.listener_reconnected: frozenset(),
     Event.listener_down: frozenset({"attempt", "reason"}),
