@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: dev test lint typecheck pytest install system-deps client-deps checkov-venv tasks-emulator n8n n8n-next clean bench
+.PHONY: dev test lint typecheck pytest install system-deps client-deps checkov-venv tasks-emulator provider-schema n8n n8n-next clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,19 @@ $(TASKS_EMULATOR): infra/tasks_emulator/requirements.txt
 
 tasks-emulator: $(TASKS_EMULATOR)
 
+## The hashicorp/google provider's schema for tests/infra/test_provider_schema.py (terraform cannot download
+## providers here, so no validate/plan): cdktn-provider-google's wheel (CDK Terrain's prebuilt bindings) carries
+## it as a jsii assembly. The release pinned in infra/provider_schema/requirements.txt (by hash) is the one built
+## from the hashicorp/google version terraform/versions.tf pins. Downloaded once from PyPI (65 MB), never installed.
+PROVIDER_SCHEMA := .provider-schema/.downloaded
+$(PROVIDER_SCHEMA): infra/provider_schema/requirements.txt $(STAMP)
+	rm -rf .provider-schema
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
+	  -r infra/provider_schema/requirements.txt -d .provider-schema
+	@touch $(PROVIDER_SCHEMA)
+
+provider-schema: $(PROVIDER_SCHEMA)
+
 ## n8n 1.123.0 from the npm registry for the `n8n` tests (infra/n8n/runtime pins it with a lockfile; the
 ## xlsx override keeps npm off the CDN n8n's own pin points at). Installed once into .n8n/; needs Node 20.
 N8N_STAMP := .n8n/.installed
@@ -95,7 +108,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict functions
 
-pytest: $(STAMP) system-deps $(CHECKOV) $(TASKS_EMULATOR) $(CLIENT_DEPS) $(N8N_STAMP) $(N8N_NEXT_STAMP)
+pytest: $(STAMP) system-deps $(CHECKOV) $(TASKS_EMULATOR) $(PROVIDER_SCHEMA) $(CLIENT_DEPS) $(N8N_STAMP) $(N8N_NEXT_STAMP)
 	@set +e; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; \
 	if [ $$rc -ne 0 ] || [ -n "$(PYTEST_ARGS)" ]; then exit $$rc; fi; \
@@ -116,4 +129,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 
 clean:
-	rm -rf $(VENV) .venv-checkov .venv-tasks-emulator .n8n .n8n-next clients/typescript/node_modules clients/typescript/build .data test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .venv-tasks-emulator .provider-schema .n8n .n8n-next clients/typescript/node_modules clients/typescript/build .data test-artifacts .pytest_cache .mypy_cache .ruff_cache
