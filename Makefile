@@ -16,13 +16,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Debian packages the tests use (Chromium for the browser tests). Idempotent; needs root.
+## Debian packages the tests use (Chromium for the browser tests, jq for docs/deploy.md's erasure recipe).
+## Idempotent; needs root.
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
-	  echo "installing Debian's chromium for the browser tests"; \
-	  if [ "$$(id -u)" != "0" ]; then echo "run as root or: sudo apt-get install -y chromium"; exit 1; fi; \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v jq >/dev/null 2>&1 || missing="$$missing jq"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's$$missing for the tests"; \
+	  if [ "$$(id -u)" != "0" ]; then echo "run as root or: sudo apt-get install -y$$missing"; exit 1; fi; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 ## The TypeScript client's dev dependencies (tsc, openapi-typescript), exactly as locked; again only when the lockfile changes.
