@@ -236,6 +236,8 @@ PREDEFINED_ROLES = {
     "roles/serviceusage.serviceUsageAdmin": "deployer: enable the APIs",
     "roles/logging.configWriter": "deployer: the log-based metrics (logging.logMetrics.*)",
     "roles/monitoring.editor": "deployer: alert policies, dashboard, uptime check, channels, service, SLO",
+    # the operator running the erasure recipe (docs/deploy.md, "Erasing a user's data")
+    "roles/cloudfunctions.viewer": "operator: gcloud functions describe (the deployed settings)",
 }
 
 # The Cloud Build deployer's roles, derived from what each resource type of terraform/ needs to be
