@@ -20,8 +20,9 @@ from typing import Any
 import hcl2
 import pytest
 import yaml
-from pydantic import AliasChoices, SecretStr
+from pydantic import SecretStr
 
+from nano_banana.dev import env_names
 from nano_banana.settings import Settings
 
 pytestmark = pytest.mark.infra
@@ -134,11 +135,6 @@ def evaluate(expression: str, variables: dict[str, Any]) -> Any:
         raise AssertionError(f"unsupported expression {ast.dump(node)} in {expression}")
 
     return walk(ast.parse(source, mode="eval"))
-
-
-def env_names(field: str) -> list[str]:
-    alias = Settings.model_fields[field].validation_alias
-    return [str(a) for a in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)]
 
 
 def secret_fields() -> set[str]:
