@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 import uuid
 from pathlib import Path
@@ -402,8 +403,10 @@ def _erase_user_epilog() -> str:
         'environment and secrets (docs/deploy.md, "Erasing a user\'s data"). Before anything connects it prints\n'
         "(stderr) the database host, Storage backend and bucket, limits backend and queue it will touch; the JSON\n"
         "report (stdout) names them too.\n\n"
-        f"Settings that decide what it touches: {names(ERASURE_TARGETS)}.\n"
-        f"Also read: {names(ERASURE_SECRETS)}, and the rest of the functions' settings (README).\n\n"
+        + textwrap.fill(f"Settings that decide what it touches: {names(ERASURE_TARGETS)}.", 104)
+        + "\n"
+        + textwrap.fill(f"Also read: {names(ERASURE_SECRETS)}, and the rest of the functions' settings (README).", 104)
+        + "\n\n"
         "With a database URL (not the local embedded Postgres) it refuses (exit 2), before connecting, while\n"
         "Storage or limits are the local defaults, unless --local-storage says so on purpose.\n"
         "Exit codes: 0 done, 2 refused or bad input, 3 rows deleted but some images left for the sweep."
