@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: dev test lint typecheck pytest install system-deps client-deps checkov-venv tasks-emulator provider-schema n8n n8n-next clean bench
+.PHONY: dev test deps lint typecheck pytest install system-deps client-deps checkov-venv tasks-emulator provider-schema n8n n8n-next clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ system-deps:
 	  echo "installing Debian's$$missing for the tests"; \
 	  if [ "$$(id -u)" != "0" ]; then echo "run as root or: sudo apt-get install -y$$missing"; exit 1; fi; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 $$missing >/dev/null; \
 	fi
 
 ## The TypeScript client's dev dependencies (tsc, openapi-typescript), exactly as locked; again only when the lockfile changes.
@@ -92,7 +92,7 @@ $(N8N_NEXT_STAMP): infra/n8n/runtime-next/package.json infra/n8n/runtime-next/pa
 	@command -v npm >/dev/null 2>&1 || { echo "installing n8n 2.x needs npm (Debian: apt-get install nodejs npm)"; exit 1; }
 	@command -v g++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" != "0" ]; then echo "building sqlite3 for n8n 2.x needs g++ and make: sudo apt-get install -y build-essential"; exit 1; fi; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 build-essential >/dev/null; }
 	@mkdir -p $(N8N_NEXT)
 	cp infra/n8n/runtime-next/package.json infra/n8n/runtime-next/package-lock.json $(N8N_NEXT)/
 	cd $(N8N_NEXT) && npm ci --no-audit --no-fund --loglevel=error --ignore-scripts
@@ -112,14 +112,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict functions
 
-pytest: $(STAMP) system-deps $(CHECKOV) $(TASKS_EMULATOR) $(PROVIDER_SCHEMA) $(CLIENT_DEPS) $(N8N_STAMP) $(N8N_NEXT_STAMP)
+DEPS := $(STAMP) system-deps $(CHECKOV) $(TASKS_EMULATOR) $(PROVIDER_SCHEMA) $(CLIENT_DEPS) $(N8N_STAMP) $(N8N_NEXT_STAMP)
+
+## Everything the tests use, installed side by side: each install waits mostly on the network or the disk,
+## so on a fresh machine they take about as long as the longest one (n8n 2.x with its sqlite3 build) instead
+## of their sum. Each install's output is printed in one piece when it ends; apt waits for dpkg's lock.
+deps:
+	@$(MAKE) --no-print-directory -j6 --output-sync=target $(DEPS)
+
+pytest: $(DEPS)
 	@set +e; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; \
 	if [ $$rc -ne 0 ] || [ -n "$(PYTEST_ARGS)" ]; then exit $$rc; fi; \
 	echo "second pass: the shipped n8n workflow in n8n 2.41.1 on Node 24"; \
 	NANO_BANANA_N8N=next $(BIN)/pytest tests/n8n/test_workflow_in_n8n.py
 
-test: lint typecheck pytest
+test: deps
+	@$(MAKE) --no-print-directory lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py

@@ -2,7 +2,7 @@
 # the job's deadline). Every number below follows from NANO_BANANA_TIMEOUT_S (var.timeout_s, 300 s):
 #
 # - Dispatch: the service sets each generate task's dispatch deadline to the job's remaining time + 30 s
-#   (usecases.py), and the generate function's timeout is timeout_s + 60 s, so Cloud Tasks gives up on an
+#   (usecases/services.py), and the generate function's timeout is timeout_s + 60 s, so Cloud Tasks gives up on an
 #   attempt before the function is killed.
 # - Retries: a job is worth retrying only until its deadline (the expire task fails it then, and a late
 #   generate attempt is a cheap no-op on a terminal job), so max_retry_duration = timeout_s. Cloud Tasks

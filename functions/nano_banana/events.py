@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 
 class Event(enum.StrEnum):
-    # ---- job lifecycle (usecases.py)
+    # ---- job lifecycle (usecases/)
     job_created = "job_created"  # a job was created (or a refinement): jobId, projectId, status
     job_rejected = "job_rejected"  # a creation that made no job: code, status, reason (enqueue_failed: rolled back)
     job_replayed = "job_replayed"  # an Idempotency-Key replay answered with the existing job
@@ -47,7 +47,7 @@ class Event(enum.StrEnum):
     slot_reclaimed = "slot_reclaimed"
     reclaim_failed = "reclaim_failed"
     orphans_deleted = "orphans_deleted"
-    # ---- HTTP (http.py)
+    # ---- HTTP (http/)
     request = "request"  # one per API call: method, path, status, code, durationMs
     request_failed = "request_failed"
     internal_error = "internal_error"

@@ -434,9 +434,9 @@ def test_queue_retries_and_timeouts_agree_with_the_deadline() -> None:
         '${local.functions["generate"].max + local.functions["expire"].max}'
     )
     # The generate function outlives the job's deadline and the task's dispatch deadline (remaining + N s).
-    usecases = (ROOT / "functions" / "nano_banana" / "usecases.py").read_text()
+    usecases = (ROOT / "functions" / "nano_banana" / "usecases" / "services.py").read_text()
     slack = re.search(r'kind="generate".*?dispatch_deadline_s=max\([\d.]+, remaining \+ (\d+)\)', usecases)
-    assert slack, "usecases.py no longer sets the generate task's dispatch deadline as remaining + N"
+    assert slack, "usecases/services.py no longer sets the generate task's dispatch deadline as remaining + N"
     generate, api = functions()["generate"], functions()["api"]
     assert generate["timeout"] == "${var.timeout_s + 60}"
     assert int(slack.group(1)) < 60

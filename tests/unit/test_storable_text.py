@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from nano_banana import usecases
 from nano_banana.domain import storable_text
 from nano_banana.errors import InvalidRequest
+from nano_banana.usecases import creating
 
 pytestmark = pytest.mark.unit
 
@@ -28,6 +28,6 @@ def test_the_prompt_check_of_every_use_case_refuses_them() -> None:
     svc: Any = SimpleNamespace(settings=SimpleNamespace(max_prompt_chars=2000))
     for prompt in ("a\x00b", "\ud800 sky"):
         with pytest.raises(InvalidRequest) as raised:
-            usecases._check_prompt(svc, prompt)
+            creating._check_prompt(svc, prompt)
         assert raised.value.details == {"field": "prompt"}
-    assert usecases._check_prompt(svc, "  golden hour ") == "golden hour"
+    assert creating._check_prompt(svc, "  golden hour ") == "golden hour"

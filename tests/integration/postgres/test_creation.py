@@ -35,6 +35,7 @@ from nano_banana.errors import (
 from nano_banana.images import inspect_image, upload_budget
 from nano_banana.ports import LimitsReading, Reservation, Task
 from nano_banana.settings import Settings
+from nano_banana.usecases import generating, idempotency
 from tests.support.memory_blobs import MemoryBlobStore
 from tests.support.new_jobs import new_job
 from tests.support.recording_queue import RecordingQueue
@@ -227,7 +228,7 @@ def test_a_job_a_task_claimed_before_the_other_enqueue_failed_lives(
             assert claimed.wait(10)  # after the generate task has claimed the job
             raise Unavailable("the queue is down")
         created = real_enqueue(task)
-        assert usecases._claim(stack.svc, task.job_id) is not None
+        assert generating._claim(stack.svc, task.job_id) is not None
         claimed.set()
         return created
 
@@ -305,7 +306,7 @@ def test_a_different_body_with_a_key_in_use_is_409_once_the_job_exists(stack: St
 
 
 def test_a_key_held_past_the_wait_is_503_idempotency_key_in_use(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(usecases, "KEY_WAIT_S", 0.4)
+    monkeypatch.setattr(idempotency, "KEY_WAIT_S", 0.4)
     stack.limits.hold_next.set()
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(stack.create, "k-6")
@@ -652,7 +653,7 @@ def test_a_generate_task_ahead_of_its_row_waits_for_it(stack: Stack) -> None:
     new = new_job(stack.project, stack.user)
     job_id = new.id
     with ThreadPoolExecutor(1) as pool:
-        claim = pool.submit(usecases._claim, stack.svc, job_id)
+        claim = pool.submit(generating._claim, stack.svc, job_id)
         time.sleep(0.3)
         assert not claim.done(), "still waiting for the row"
         assert stack.store.create_job(new) is not None
@@ -678,7 +679,7 @@ def test_a_row_committed_between_the_claim_and_the_read_is_claimed(
         return got
 
     monkeypatch.setattr(stack.store, "claim_for_generation", claim)
-    job = usecases._claim(stack.svc, new.id)
+    job = generating._claim(stack.svc, new.id)
     assert job is not None
     assert job.status is JobStatus.running
     assert claims[0] is None
@@ -688,7 +689,7 @@ def test_a_row_committed_between_the_claim_and_the_read_is_claimed(
 def test_a_generate_task_without_a_row_is_acknowledged_after_the_wait(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(usecases, "ROW_WAIT_S", 0.2)
+    monkeypatch.setattr(generating, "ROW_WAIT_S", 0.2)
     started = time.monotonic()
     with caplog.at_level(logging.INFO, logger="nano_banana"):
         assert usecases.run_generation(stack.svc, uuid.uuid4()) is None

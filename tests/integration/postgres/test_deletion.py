@@ -25,6 +25,7 @@ from nano_banana.embedded_pg import EmbeddedPostgres
 from nano_banana.errors import Forbidden, NotFound, Unavailable
 from nano_banana.images import inspect_image
 from nano_banana.settings import Settings
+from nano_banana.usecases import idempotency
 from tests.contract.test_limits import FakeClock
 from tests.support.memory_blobs import MemoryBlobStore
 from tests.support.recording_queue import RecordingQueue
@@ -148,7 +149,7 @@ def test_a_deleted_jobs_idempotency_key_can_be_used_again_at_once(
 ) -> None:
     """The key's claim lives as long as the job's lease; deleting the job frees it, so the same key
     creates a new job instead of waiting for a row that will never appear (KEY_WAIT_S, then 503)."""
-    monkeypatch.setattr(usecases, "KEY_WAIT_S", 0.5)  # were the claim still held: 503 after 0.5 s
+    monkeypatch.setattr(idempotency, "KEY_WAIT_S", 0.5)  # were the claim still held: 503 after 0.5 s
     svc = services(pg_store)
     user, project = member(svc)
     command = usecases.CreateJob(project, "edit", 2, None, upload=png(), idempotency_key="key-reused")

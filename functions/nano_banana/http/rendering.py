@@ -1,0 +1,144 @@
+"""Responses: the error envelope, jobs and variants as JSON (signed URLs), Document Builder blocks."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flask import Response
+
+from nano_banana import log as logs
+from nano_banana.domain import Job, JobStatus, Variant
+from nano_banana.errors import (
+    InvalidTransition,
+    NanoBananaError,
+    NotFound,
+)
+from nano_banana.http.api import Api
+from nano_banana.http.bodies import BlocksQuery
+
+log = logging.getLogger("nano_banana")
+
+
+def error_response(exc: NanoBananaError) -> Response:
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message, "details": exc.details}
+    if request_id := logs.request_id():
+        error["requestId"] = request_id  # the key to this request's log lines, for support
+    return json_response({"error": error}, exc.status, headers=exc.headers)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def render_variant(v: Variant, urls: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "id": str(v.id),
+        "index": v.index,
+        "url": urls.get(v.storage_path),
+        "storagePath": v.storage_path,
+        "mimeType": v.mime_type,
+        "width": v.width,
+        "height": v.height,
+        "bytes": v.bytes,
+    }
+
+
+def signed_paths(job: Job) -> list[str]:
+    return [job.input_path, *(v.storage_path for v in job.variants)]
+
+
+def render_jobs(api: Api, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """Jobs as the API shows them, every image URL of them signed in one store call."""
+    urls = api.signer.sign(path for job in jobs for path in signed_paths(job)).urls
+    return [render_job(job, urls) for job in jobs]
+
+
+def render_job(job: Job, urls: Mapping[str, str]) -> dict[str, Any]:
+    """One job; `urls` holds its images' signed URLs (a path missing from it renders as null)."""
+    return {
+        "id": str(job.id),
+        "projectId": str(job.project_id),
+        "userId": str(job.user_id),
+        "threadId": str(job.thread_id),
+        "parentJobId": str(job.parent_job_id) if job.parent_job_id else None,
+        "sourceVariantId": str(job.source_variant_id) if job.source_variant_id else None,
+        "prompt": job.prompt,
+        "status": job.status.value,
+        "errorCode": job.error_code,
+        "errorMessage": job.error_message,
+        "note": job.note,
+        "variantCount": job.variant_count,
+        "aspectRatio": job.aspect_ratio,
+        "model": job.model,
+        "attempt": job.attempt,
+        "inputUrl": urls.get(job.input_path),
+        "inputPath": job.input_path,
+        "inputWidth": job.input_width,
+        "inputHeight": job.input_height,
+        "createdAt": _iso(job.created_at),
+        "startedAt": _iso(job.started_at),
+        "finishedAt": _iso(job.finished_at),
+        "deadlineAt": _iso(job.deadline_at),
+        "updatedAt": _iso(job.updated_at),
+        "variants": [render_variant(v, urls) for v in job.variants],
+    }
+
+
+def _alt(prompt: str, prefix: str) -> str:
+    text = " ".join(prompt.split())
+    return f"{prefix}: {text[:160]}{'…' if len(text) > 160 else ''}"
+
+
+def render_block(api: Api, job: Job, query: BlocksQuery) -> dict[str, Any]:
+    """Document Builder block JSON for a succeeded job's variant."""
+    if job.status is not JobStatus.succeeded:
+        raise InvalidTransition(
+            f"job is {job.status.value}; only succeeded jobs have blocks", details={"status": job.status.value}
+        )
+    variant = next((v for v in job.variants if v.id == query.variant_id), None)
+    if variant is None:
+        raise NotFound("variant not found in this job", details={"variantId": str(query.variant_id)})
+    urls = api.signer.sign([variant.storage_path, job.input_path]).urls
+    after = {
+        "src": urls.get(variant.storage_path),
+        "storagePath": variant.storage_path,
+        "width": variant.width,
+        "height": variant.height,
+    }
+    if query.type == "image":
+        props = {
+            **after,
+            "alt": _alt(job.prompt, "AI-edited image"),
+            "jobId": str(job.id),
+            "variantId": str(variant.id),
+        }
+        return {"type": "image", "props": props}
+    before = {
+        "src": urls.get(job.input_path),
+        "storagePath": job.input_path,
+        "width": job.input_width,
+        "height": job.input_height,
+    }
+    return {
+        "type": "image_compare",
+        "props": {
+            "layout": query.layout,
+            "before": before,
+            "after": after,
+            "initialPosition": 50,
+            "alt": _alt(job.prompt, "Before and after"),
+            "jobId": str(job.id),
+            "variantId": str(variant.id),
+        },
+    }
