@@ -114,7 +114,9 @@ def validated(model: type[_M], data: Any) -> _M:
             {"field": ".".join(str(p) for p in e["loc"]) or "body", "problem": e["msg"]}
             for e in exc.errors(include_url=False, include_input=False)
         ]
-        raise InvalidRequest("the request is not valid", details={"fields": fields}) from exc
+        said = "; ".join(f"{f['field']}: {f['problem'][:1].lower()}{f['problem'][1:]}" for f in fields[:3])
+        more = f" (and {len(fields) - 3} more)" if len(fields) > 3 else ""
+        raise InvalidRequest(f"the request is not valid: {said}{more}", details={"fields": fields}) from exc
 
 
 def json_body(request: Request) -> Any:
