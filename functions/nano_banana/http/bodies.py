@@ -74,6 +74,9 @@ class BlocksQuery(_Body):
     variant_id: uuid.UUID = Field(alias="variantId")
     type: Literal["image", "image_compare"] = "image"
     layout: Literal["slider", "side_by_side"] = "slider"
+    # image_compare's "before": the image this job was made from (a refinement's: the variant it refined),
+    # or the photo its thread began with.
+    before: Literal["parent", "original"] = "parent"
 
 
 def _unstorable(data: Any, where: str) -> str | None:
