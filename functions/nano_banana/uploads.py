@@ -30,8 +30,6 @@ class _Part:
     is_file: bool = False
 
 
-
-
 def _body_too_large(max_file_bytes: int) -> FileTooLarge:
     """A body past the image limit plus room for the form fields: said in terms of the image limit (the
     number a client can act on), with the body cap beside it."""
