@@ -656,7 +656,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Processor callback, signed with Standard Webhooks headers (see README) */
+        /** Processor callback, signed with Standard Webhooks headers (see docs/n8n.md) */
         post: {
             parameters: {
                 query?: never;
