@@ -172,7 +172,11 @@ def test_release_then_admit(make_limits: MakeLimits, clock: FakeClock) -> None:
     first = _reserve(limits, clock, project=project)
     with pytest.raises(ConcurrencyLimited) as limited:
         _reserve(limits, clock, project=project)
-    assert limited.value.retry_after_s == 300  # the live lease expires in 5 minutes
+    # A slot frees when a job ends, which may be any moment: a short poll, not the lease's 5 minutes (a
+    # client that obeyed waited 6 minutes though the running job ended 150 ms later); the bound rides along.
+    assert limited.value.retry_after_s == 5
+    assert limited.value.headers["Retry-After"] == "5"
+    assert limited.value.details["slotFreeBySeconds"] == 300
     assert limited.value.limit == 1
     limits.release_slot(project_id=project, job_id=first.job_id)
     second = _reserve(limits, clock, project=project)
@@ -186,8 +190,13 @@ def test_expired_lease_does_not_count(make_limits: MakeLimits, clock: FakeClock)
     clock.advance(minutes=4)
     with pytest.raises(ConcurrencyLimited) as limited:
         _reserve(limits, clock, project=project)
-    assert limited.value.retry_after_s == 60
-    clock.advance(minutes=1, seconds=1)
+    assert limited.value.retry_after_s == 5
+    assert limited.value.details["slotFreeBySeconds"] == 60
+    clock.advance(seconds=58)
+    with pytest.raises(ConcurrencyLimited) as limited:
+        _reserve(limits, clock, project=project)
+    assert limited.value.retry_after_s == 2, "never later than the lease's own expiry"
+    clock.advance(seconds=3)
     assert limits.active_jobs(project) == []
     later = _reserve(limits, clock, project=project)
     assert limits.active_jobs(project) == [later.job_id]
@@ -377,7 +386,8 @@ def test_check_says_what_reserve_would_and_reserves_nothing(make_limits: MakeLim
     limits.check(user_id=user, project_id=uuid.uuid4(), idempotency_key="key-1")  # claimed: reserve decides
     with pytest.raises(ConcurrencyLimited) as limited:
         limits.check(user_id=uuid.uuid4(), project_id=project)
-    assert limited.value.retry_after_s == 300
+    assert limited.value.retry_after_s == 5
+    assert limited.value.details["slotFreeBySeconds"] == 300
 
 
 def test_a_stale_reading_never_admits_past_a_limit(make_limits: MakeLimits, clock: FakeClock) -> None:
