@@ -102,7 +102,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     failures = [0]
     lock = threading.Lock()
 
-    def handler(task: Task) -> None:
+    def handler(task: Task, retries: int) -> None:
         with lock:
             received.append(Delivery(task.kind, task.job_id, time.time()))
             if failures[0] > 0:
