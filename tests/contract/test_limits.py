@@ -353,6 +353,33 @@ def test_release_claim_frees_only_the_holders_claim(make_limits: MakeLimits, clo
     )
 
 
+def test_a_reservation_of_unknown_outcome_is_given_back_by_job_id(make_limits: MakeLimits, clock: FakeClock) -> None:
+    """Issue 24 #6: a reserve whose commit may have applied (its answer lost) is given back by its job id:
+    release_claim (only if that job holds the key) and give_back without a claim. If it applied, both
+    give everything back; if it did not, they touch nothing another job holds."""
+    limits = make_limits(rate_per_hour=2, max_active=1)
+    user, project = uuid.uuid4(), uuid.uuid4()
+
+    def give_back_by_job(job: uuid.UUID, key: str) -> bool:
+        released = limits.release_claim(user_id=user, project_id=project, job_id=job, idempotency_key=key)
+        limits.give_back(Reservation(user, project, job, clock(), clock() + LEASE))
+        return released
+
+    applied = _reserve(limits, clock, user=user, project=project, key="key-1")
+    assert give_back_by_job(applied.job_id, "key-1")
+    assert limits.active_jobs(project) == []
+    holder = _reserve(limits, clock, user=user, project=project, key="key-1")  # key, slot and rate unit are free
+    assert not give_back_by_job(uuid.uuid4(), "key-1"), "never applied: the holder's claim stays"
+    assert limits.active_jobs(project) == [holder.job_id]
+    with pytest.raises(KeyClaimed) as claimed:
+        _reserve(limits, clock, user=user, project=project, key="key-1")
+    assert claimed.value.holder == holder.job_id
+    limits.release_slot(project_id=project, job_id=holder.job_id)
+    _reserve(limits, clock, user=user, project=project)  # the unit `applied` gave back
+    with pytest.raises(RateLimited):
+        _reserve(limits, clock, user=user, project=project)  # the holder's unit stayed taken
+
+
 def test_a_claimed_key_is_refused_before_the_limits(make_limits: MakeLimits, clock: FakeClock) -> None:
     """A retry of a job being created learns about that job, not that its own job used the last unit."""
     limits = make_limits(rate_per_hour=1, max_active=10)
