@@ -48,7 +48,11 @@ def admit(
     1, so nothing expensive ran for a request they refuse); then insert the job ‖ enqueue generate ‖
     enqueue expire. A generate task that arrives before its row commits waits for it (run_generation).
     Any failure undoes what succeeded: the row goes (it was never scheduled), the tasks and the input go,
-    the reservation and the claim are given back."""
+    the reservation and the claim are given back (a reservation whose outcome is unknown, by job id). Not
+    when the row is no longer the creation's to discard: a task claimed it or a same-key retry was answered
+    with it (`idempotency`: the job lives, answered 202), or the database cannot say whether it exists
+    (nothing more is undone: 503 outcome_unknown naming the job). A definite refusal of the insert (the
+    job or variant it is made from was deleted: NotFound) undoes everything, like any failure."""
 
     def reserve(on: LimitsReading | None = None) -> Reservation:
         return svc.limits.reserve(
@@ -160,7 +164,7 @@ def _give_back_by_job(svc: Services, new: NewJob) -> None:
 def _cannot_tell(job_id: uuid.UUID, project_id: uuid.UUID, error: BaseException) -> Unavailable:
     """A creation that cannot tell whether its job exists (the database failed while it undid it): nothing
     more is undone (the job may exist, and then it runs), and the answer says so and names the job."""
-    log.error(
+    log.exception(
         "could not tell whether a failed creation's job exists; nothing undone",
         extra={"event": "job_discard_failed", "jobId": str(job_id), "projectId": str(project_id)},
     )
