@@ -385,7 +385,7 @@ def test_a_deletion_racing_an_insert_that_uses_its_variant_is_ordered_by_the_var
 @pytest.fixture
 def inline(pg_store: PostgresJobStore) -> Iterator[tuple[Stack, InlineQueue]]:
     made = Stack(pg_store)
-    queue = InlineQueue(None, lambda: datetime.now(UTC), backoff_s=0.2)
+    queue = InlineQueue(None, lambda: datetime.now(UTC), backoff_s=0.5)
     made.svc.queue = queue
     made.svc.generator_factory = lambda: PreviewGenerator(0, 10**6)
     queue.bind(bootstrap.task_handler(made.svc))
@@ -413,3 +413,30 @@ def test_the_inline_queue_keeps_a_generate_task_pending_between_deliveries(
     assert stack.store.create_job(new) is not None
     _wait_until(lambda: (job := stack.store.get_job(new.id)) is not None and job.status is JobStatus.succeeded)
     _wait_until(lambda: not queue.is_pending(task))
+
+
+def test_on_the_inline_queue_a_same_key_retry_gets_the_job_once_its_slow_insert_lands(
+    inline: tuple[Stack, InlineQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The symptom on `make dev`: the first request's insert is held up past the generate task's first
+    wait; the same-key retry must be answered with the job once the row lands, not wait KEY_WAIT_S and
+    answer 503 idempotency_key_in_use (before: the task was acknowledged, so the row never looked settled)."""
+    stack, _ = inline
+    monkeypatch.setattr(generating, "ROW_WAIT_S", 1.0)  # a delivery gives up 0.6-1 s after it starts
+    monkeypatch.setattr(idempotency, "KEY_WAIT_S", 3.0)
+    real_insert = stack.store.create_job
+
+    def slow_insert(new: Any) -> Any:
+        time.sleep(1.2)  # past the first delivery's wait (over by 1 s), within the second's (from 1.4 s)
+        return real_insert(new)
+
+    monkeypatch.setattr(stack.store, "create_job", slow_insert)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(stack.create, "k-dev")
+        time.sleep(0.2)
+        started = time.monotonic()
+        retry = stack.create(key="k-dev")
+        waited = time.monotonic() - started
+        created = first.result(timeout=10)
+    assert (retry.replayed, retry.job.id) == (True, created.job.id)
+    assert waited < 2.8, "answered once the row landed, not after KEY_WAIT_S"
