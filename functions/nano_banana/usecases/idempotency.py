@@ -86,10 +86,10 @@ def wait_for_key(
     reserve: Callable[[], Reservation] | None,
 ) -> Job | Reservation | None:
     """Another request holds this Idempotency-Key (its claim, or its row before it was scheduled).
-    Look for its job with a short backoff, up to KEY_WAIT_S: its job once settled (a different body:
-    IdempotencyConflict). If the row is not there, `reserve` tries to claim the key again (the holder
-    may have rolled back); without `reserve` (the row was seen, so it has been rolled back) None: create
-    it. Past the wait: IdempotencyKeyInUse (503, retry)."""
+    Look for its job with a short backoff, up to KEY_WAIT_S: its job once settled and marked replayed (a
+    different body: IdempotencyConflict). If the row is not there (or its creation discarded it before the
+    mark), `reserve` tries to claim the key again (the holder may have rolled back); without `reserve`
+    None: create it. Past the wait: IdempotencyKeyInUse (503, retry)."""
     deadline = time.monotonic() + KEY_WAIT_S
     pause = _KEY_POLL_FIRST_S
     while time.monotonic() + pause < deadline:
