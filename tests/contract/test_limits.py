@@ -15,11 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from nano_banana.adapters.limits_firestore import FirestoreLimits
 from nano_banana.adapters.limits_memory import MemoryLimits
-from nano_banana.errors import ConcurrencyLimited, RateLimited
+from nano_banana.errors import ConcurrencyLimited, RateLimited, Unavailable
 from nano_banana.ports import KeyClaimed, Limits, LimitsReading, Reservation
 from tests.support.firestore import firestore_client, firestore_emulator  # noqa: F401
 
@@ -433,6 +434,36 @@ def test_firestore_reserve_on_a_reading_only_commits_and_never_stores_the_key(
     assert len(rate_docs) == 1
     assert "secret-key-1" not in repr(rate_docs), "the key is stored hashed"
     assert len(rate_docs[0]["keys"]) == 1
+
+
+@pytest.mark.firestore
+def test_firestore_a_commit_whose_answer_is_lost_is_unavailable_and_given_back_by_job_id(
+    firestore_client: firestore.Client,  # noqa: F811
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 24 #6 on the real adapter: the commit applies and its answer is lost (past its timeout). The
+    reservation raises Unavailable (it does not retry into an idempotent re-reserve it cannot tell from a
+    new one), and the give-back by job id frees the slot and the key."""
+    limits = FirestoreLimits(firestore_client, f"t{uuid.uuid4().hex[:8]}", 10, 1, clock)
+    user, project, job = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    real_commit = limits._commit
+    answers_lost = threading.Event()
+
+    def commit_then_lose(batch: object) -> None:
+        real_commit(batch)
+        if not answers_lost.is_set():  # the first commit's answer only
+            answers_lost.set()
+            raise gexc.DeadlineExceeded("commit deadline exceeded")
+
+    monkeypatch.setattr(limits, "_commit", commit_then_lose)
+    with pytest.raises(Unavailable):
+        _reserve(limits, clock, user=user, project=project, job=job, key="key-1")
+    assert limits.active_jobs(project) == [job], "the commit did apply"
+    assert limits.release_claim(user_id=user, project_id=project, job_id=job, idempotency_key="key-1")
+    limits.give_back(Reservation(user, project, job, clock(), clock() + LEASE))
+    assert limits.active_jobs(project) == []
+    _reserve(limits, clock, user=user, project=project, key="key-1")  # slot and key are free again
 
 
 @pytest.mark.firestore
