@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from PIL import Image
 
 from nano_banana import bootstrap, usecases
 from nano_banana.adapters.generator_preview import PreviewGenerator
@@ -387,12 +388,14 @@ def inline(pg_store: PostgresJobStore) -> Iterator[tuple[Stack, InlineQueue]]:
     made = Stack(pg_store)
     queue = InlineQueue(None, lambda: datetime.now(UTC), backoff_s=0.5)
     made.svc.queue = queue
-    made.svc.generator_factory = lambda: PreviewGenerator(0, 10**6)
+    made.svc.generator_factory = lambda: PreviewGenerator(0, made.svc.settings.max_pixels)
     queue.bind(bootstrap.task_handler(made.svc))
+    pixel_cap = Image.MAX_IMAGE_PIXELS  # the preview generator sets PIL's global cap: other tests rely on it
     try:
         yield made, queue
     finally:
         queue.close(grace_s=1)
+        Image.MAX_IMAGE_PIXELS = pixel_cap
 
 
 def test_the_inline_queue_keeps_a_generate_task_pending_between_deliveries(
