@@ -102,7 +102,7 @@ def admit(
     result = inserted.value if inserted.ok else None
     job = result if isinstance(result, Job) else None
     if job is None and inserted.error is not None and _outcome_unknown(inserted.error):
-        job = _committed_anyway(svc, new, inserted.error)
+        job = _committed_anyway(svc, new)
     if job is None:
         _drop_tasks(svc, new.id, enqueued)
         _undo(svc, reservation, stored)
@@ -161,7 +161,7 @@ def _give_back_by_job(svc: Services, new: NewJob) -> None:
         )
 
 
-def _cannot_tell(job_id: uuid.UUID, project_id: uuid.UUID, error: BaseException) -> Unavailable:
+def _cannot_tell(job_id: uuid.UUID, project_id: uuid.UUID) -> Unavailable:
     """A creation that cannot tell whether its job exists (the database failed while it undid it): nothing
     more is undone (the job may exist, and then it runs), and the answer says so and names the job."""
     log.exception(
@@ -175,7 +175,7 @@ def _cannot_tell(job_id: uuid.UUID, project_id: uuid.UUID, error: BaseException)
     )
 
 
-def _committed_anyway(svc: Services, new: NewJob, error: BaseException) -> Job | None:
+def _committed_anyway(svc: Services, new: NewJob) -> Job | None:
     """After an insert whose outcome is unknown: delete its row if it did commit and is still queued
     (compare-and-set), so no row outlives the failed answer; a row that a task already claimed or a
     same-key retry was answered with (`idempotency`) is a live job, returned to be answered 202. None:
@@ -185,7 +185,7 @@ def _committed_anyway(svc: Services, new: NewJob, error: BaseException) -> Job |
             return None
         return svc.store.get_job(new.id)
     except Exception as exc:
-        raise _cannot_tell(new.id, new.project_id, error) from exc
+        raise _cannot_tell(new.id, new.project_id) from exc
 
 
 def _reservation(
@@ -235,7 +235,7 @@ def _roll_back(svc: Services, reservation: Reservation, stored: Sequence[str], j
         try:
             discarded = svc.store.discard_queued(job.id)
         except Exception as exc:
-            raise _cannot_tell(job.id, job.project_id, exc) from exc
+            raise _cannot_tell(job.id, job.project_id) from exc
         if not discarded:
             return False
     _undo(svc, reservation, stored)
