@@ -90,6 +90,9 @@ class Services:
     closers: list[Callable[[], None]] = field(default_factory=list)
     # Threads for round trips that do not depend on each other (nano_banana.together).
     fanout: Executor = field(default_factory=pool)
+    # The waits of polling loops (KEY_WAIT_S, ROW_WAIT_S): injectable, so a simulation runs them in virtual time.
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
 
     @property
     def generator(self) -> ImageGenerator | None:
@@ -221,10 +224,10 @@ def _wait_for_key(
     IdempotencyConflict). If the row is not there, `reserve` tries to claim the key again (the holder
     may have rolled back); without `reserve` (the row was seen, so it has been rolled back) None: create
     it. Past the wait: IdempotencyKeyInUse (503, retry)."""
-    deadline = time.monotonic() + KEY_WAIT_S
+    deadline = svc.monotonic() + KEY_WAIT_S
     pause = _KEY_POLL_FIRST_S
-    while time.monotonic() + pause < deadline:
-        time.sleep(pause)
+    while svc.monotonic() + pause < deadline:
+        svc.sleep(pause)
         pause = min(2 * pause, _KEY_POLL_MAX_S)
         found = svc.store.find_by_idempotency_key(user_id, key)
         if found is not None:
@@ -958,24 +961,24 @@ def _claim(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool = False) 
     deadline passed while nothing ran it), or it does not exist. With `retry_if_missing` (a task's first
     delivery), a row still missing after the wait raises TransientError: the queue delivers it again
     after its backoff, which gives a slow insert longer; a later delivery is acknowledged."""
-    deadline, pause = time.monotonic() + ROW_WAIT_S, _ROW_POLL_FIRST_S
+    deadline, pause = svc.monotonic() + ROW_WAIT_S, _ROW_POLL_FIRST_S
     while (job := svc.store.claim_for_generation(job_id, svc.clock())) is None:
         current = svc.store.get_job(job_id)
         if current is not None:
             if current.status is JobStatus.queued and current.deadline_at > svc.clock():
-                if time.monotonic() < deadline:
+                if svc.monotonic() < deadline:
                     continue  # its insert committed between the claim and this read: claim it now
             elif not current.terminal and current.deadline_at <= svc.clock():
                 expire_job(svc, job_id)
             return None
-        if time.monotonic() + pause > deadline:
+        if svc.monotonic() + pause > deadline:
             if retry_if_missing:
                 raise TransientError(f"job {job_id} does not exist (yet): its creation may still be inserting it")
             log.info(
                 "generate task for a job that does not exist", extra={"event": "task_without_job", "jobId": str(job_id)}
             )
             return None
-        time.sleep(pause)
+        svc.sleep(pause)
         pause = min(2 * pause, _ROW_POLL_MAX_S)
     return job
 
