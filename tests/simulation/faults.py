@@ -4,6 +4,7 @@ one fault, raising what that port's real adapter raises."""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,12 @@ class FaultPlan:
     # Port methods that never get a fault (reads whose failure only ends a request early, say).
     exempt: frozenset[str] = frozenset()
     counts: Counter[str] = field(default_factory=Counter)
+    log: list[tuple[str, str]] = field(default_factory=list)  # (what the call was about, the fault)
+
+    def about(self, job_id: object) -> list[str]:
+        """The faults injected into calls about this job (or a path under it)."""
+        short = str(job_id)[:8]
+        return [fault for about, fault in self.log if short in about]
 
     @property
     def total(self) -> int:
@@ -39,6 +46,24 @@ class FaultPlan:
         if scheduler.rng.random() >= self.rate:
             return None
         return scheduler.rng.choice(KINDS)
+
+
+def subject(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """A short name for what a port call is about (a job id, a path), for the trace."""
+    if isinstance(kwargs.get("job_id"), uuid.UUID):
+        return str(kwargs["job_id"])[:8]
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, uuid.UUID):
+            return str(value)[:8]
+        for attr in ("job_id", "id"):
+            inner = getattr(value, attr, None)
+            if isinstance(inner, uuid.UUID):
+                return str(inner)[:8]
+        if isinstance(value, str) and "/" in value:
+            return value if len(value) < 30 else "…" + value[-22:]
+        if isinstance(value, list | tuple) and value and isinstance(value[0], str | uuid.UUID):
+            return ",".join(str(v)[:8] if isinstance(v, uuid.UUID) else v.rsplit("/", 3)[-3][:8] for v in value[:3])
+    return ""
 
 
 class Faulty:
@@ -70,15 +95,17 @@ class Faulty:
         port, scheduler, plan = self._port, self._scheduler, self._plan
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            scheduler.point(f"{port}.{method}")
+            about = subject(args, kwargs)
+            scheduler.point(f"{port}.{method}({about})")
             kind = plan.draw(scheduler, port, method)
             if kind is None:
                 return real(*args, **kwargs)
             plan.counts[f"{kind} {port}.{method}"] += 1
+            plan.log.append((about, f"{kind} {port}.{method}"))
             actor = scheduler.current()
             if actor is not None:
                 actor.faults += 1
-            scheduler.trace.append(f"  fault: {kind} {port}.{method}")
+            scheduler.trace.append(f"  fault: {kind} {port}.{method}({about})")
             if kind == "fail":
                 raise self._error()
             if kind == "delay":

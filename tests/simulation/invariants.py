@@ -92,7 +92,7 @@ def leases_follow_rows(world: World) -> None:
                 world.violate(
                     3,
                     f"lease of job {job_key} ({state}) in project {project} outlives its job past a sweep"
-                    f" (expires in {expires - now:.0f} s)",
+                    f" (expires in {expires - now:.0f} s); faults on it: {world.plan.about(job_key)}",
                 )
     for user, claims in sorted(world.limits._claims.items()):  # noqa: SLF001
         for claim, (job_key, expires) in sorted(claims.items()):
@@ -100,7 +100,7 @@ def leases_follow_rows(world: World) -> None:
                 world.violate(
                     3,
                     f"key claim {claim[:8]} of user {user} held by job {job_key}, which has no row, outlives it"
-                    f" past a sweep (expires in {expires - now:.0f} s)",
+                    f" past a sweep (expires in {expires - now:.0f} s); faults on it: {world.plan.about(job_key)}",
                 )
 
 

@@ -38,7 +38,6 @@ class Moves:
         self.w = world
         self.rng = world.sched.rng
         self.bodies: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
-        self.webhooks = 0
         self.reported: list[tuple[ProcessorJob, str]] = []
 
     # ------------------------------------------------------------ choosing
@@ -173,6 +172,8 @@ class Moves:
         self.w.start(move, lambda: usecases.erase_user(self.w.svc, user), self._answered(move))
 
     def _answered(self, move: Move) -> Callable[[Actor], None]:
+        faults_before = self.w.plan.total
+
         def judge(actor: Actor) -> None:
             w = self.w
             error = actor.error
@@ -183,11 +184,11 @@ class Moves:
                 return
             if not isinstance(error, NanoBananaError):
                 w.violate(8, f"{move.describe()} raised {type(error).__name__}: {error} (a 500)")
-            elif error.status >= 500 and not isinstance(error, IdempotencyKeyInUse) and actor.faults == 0:
+            elif error.status >= 500 and not isinstance(error, IdempotencyKeyInUse) and w.plan.total == faults_before:
                 w.violate(
                     7,
                     f"{move.describe()} answered {error.status} {error.code} ({error.message}) though no fault"
-                    " touched it: a definite outcome answered as unknown",
+                    " was injected anywhere while it ran: a definite outcome answered as unknown",
                     key=f"7 {move.kind} {error.code}",
                 )
 
@@ -241,8 +242,8 @@ class Moves:
     def process(self) -> None:
         inbox = self.w.processor.inbox
         work = inbox.pop(self.rng.randrange(len(inbox)))
-        self.webhooks += 1
-        webhook_id = f"msg_{self.webhooks}"
+        self.w.webhooks += 1
+        webhook_id = f"msg_{self.w.webhooks}"
         status = "failed" if self.rng.random() < 0.15 else "succeeded"
         copies = 2 if self.rng.random() < 0.25 else 1  # a hand-off re-POST while the first is in flight
         for _ in range(copies):
@@ -254,8 +255,8 @@ class Moves:
         """The processor ran twice on one attempt (a new webhook id), or a delivery is replayed (same id)."""
         work, webhook_id = self.rng.choice(self.reported)
         if self.rng.random() < 0.6:
-            self.webhooks += 1
-            webhook_id = f"msg_{self.webhooks}"
+            self.w.webhooks += 1
+            webhook_id = f"msg_{self.w.webhooks}"
         self._report(work, webhook_id, "succeeded")
 
     def _report(self, work: ProcessorJob, webhook_id: str, status: str) -> None:

@@ -79,15 +79,20 @@ def _explore(world: World, moves: Moves, count: int) -> None:
         if started < count and (not live or (roll < 0.2 and len(live) < IN_FLIGHT)):
             moves.pick()
             started += 1
-        elif started < count and roll < 0.24:
-            _time_passes(world)
+        elif started < count and roll < 0.23:
+            _time_passes(world, busy=bool(live))
         elif sched.step():
             invariants.after_step(world)
 
 
-def _time_passes(world: World) -> None:
+def _time_passes(world: World, *, busy: bool) -> None:
+    """While requests are in flight, seconds (a request lasts seconds, not minutes); between them,
+    up to minutes, and now and then a day (retention)."""
     rng = world.sched.rng
-    seconds = rng.choice((1, 5, 20, 60, 200, 400)) if rng.random() < 0.97 else 86400 + rng.choice((0, 3600))
+    if busy:
+        seconds = rng.choice((0.2, 1, 3))
+    else:
+        seconds = rng.choice((5, 20, 60, 200, 400)) if rng.random() < 0.95 else 86400 + rng.choice((0, 3600))
     world.sched.trace.append(f"  time passes: {seconds} s")
     world.sched.advance(timedelta(seconds=seconds))
 

@@ -150,6 +150,7 @@ class World:
         self.key_jobs: dict[tuple[uuid.UUID, str], uuid.UUID] = {}
         self.statuses: dict[uuid.UUID, str] = {}
         self.violations: list[Violation] = []
+        self.webhooks = 0
         self._seen: set[str] = set()
         self.sched.on_advance.append(lambda at: database.set_clock(self.conn, at))
         database.reset(conn, START)
