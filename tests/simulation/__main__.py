@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             conninfo = database.prepare(pg.uri)
             store = PostgresJobStore(conninfo, max_size=2)
             with psycopg.connect(conninfo, autocommit=True) as conn:
-                results = run_seeds(
-                    seeds, store, conn, trace=args.trace, moves=args.moves, fault_rate=args.fault_rate
-                )
+                results = run_seeds(seeds, store, conn, trace=args.trace, moves=args.moves, fault_rate=args.fault_rate)
             store.close()
         finally:
             pg.stop()

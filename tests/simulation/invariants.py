@@ -84,7 +84,7 @@ def leases_follow_rows(world: World) -> None:
     """At quiescence, after one sweep: every live lease belongs to an active job, every live claim to a job."""
     rows = world.rows()
     now = to_epoch(world.sched.now)
-    for project, leases in sorted(world.limits._leases.items()):  # noqa: SLF001 - the stand-in's state
+    for project, leases in sorted(world.limits._leases.items()):
         for job_key, expires in sorted(leases.items()):
             row = rows.get(uuid.UUID(job_key))
             if expires > now and (row is None or row["status"] not in ACTIVE):
@@ -94,7 +94,7 @@ def leases_follow_rows(world: World) -> None:
                     f"lease of job {job_key} ({state}) in project {project} outlives its job past a sweep"
                     f" (expires in {expires - now:.0f} s); faults on it: {world.plan.about(job_key)}",
                 )
-    for user, claims in sorted(world.limits._claims.items()):  # noqa: SLF001
+    for user, claims in sorted(world.limits._claims.items()):
         for claim, (job_key, expires) in sorted(claims.items()):
             if expires > now and uuid.UUID(job_key) not in rows:
                 world.violate(

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from flask import Request
 from PIL import Image
 from werkzeug.test import EnvironBuilder
@@ -33,6 +34,11 @@ def png(shade: int) -> bytes:
     return _PNGS[shade]
 
 
+def _definite(cause: BaseException | None) -> bool:
+    """A database error that is a definite answer (a constraint said no), not an unknown outcome."""
+    return isinstance(cause, psycopg.Error) and not isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError)
+
+
 class Moves:
     def __init__(self, world: World) -> None:
         self.w = world
@@ -53,13 +59,14 @@ class Moves:
             (1, self.erase),
             (5, self.sweep),
             (3, self.duplicate_delivery),
+            (6, self.race),
         ]
         if w.queue.due():
             choices.append((40, self.deliver))
         if w.processor_mode and w.processor.inbox:
             choices.append((25, self.process))
         if w.processor_mode and self.reported:
-            choices.append((4, self.report_again))
+            choices.append((8, self.report_again))
         total = sum(weight for weight, _ in choices)
         pick = self.rng.uniform(0, total)
         for weight, move in choices:
@@ -83,7 +90,7 @@ class Moves:
             body = self._new_body(user, project)
             if key:
                 self.bodies[(user, key)] = body
-        racing = 2 if key and self.rng.random() < 0.3 else 1
+        racing = 2 if key and self.rng.random() < 0.5 else 1
         for _ in range(racing):
             self._start_create(user, key, body)
 
@@ -122,14 +129,40 @@ class Moves:
         move = Move("create", user, detail)
         self.w.start(move, lambda: usecases.create_job(svc, user, cmd), self._answered(move))
 
-    def refine(self) -> None:
+    def race(self) -> None:
+        """Two requests about one job at once: its deletion beside a refinement of it or a job made from
+        its variant, or a sweep (retention) beside a refinement in an old thread."""
+        rows = self.w.rows()
+        parents = sorted(j for j, r in rows.items() if r["variants"])
+        if not parents:
+            return self.create()
+        job_id = self.rng.choice(parents)
+        row = rows[job_id]
+        pick = self.rng.randrange(3)
+        if pick == 0:
+            self._start_delete(row["user_id"], job_id)
+            self.refine(job_id)
+        elif pick == 1:
+            self._start_delete(row["user_id"], job_id)
+            body = {"project": row["project_id"], "prompt": "from a variant", "input_path": row["variants"][0]}
+            self._start_create(self.rng.choice(MEMBERS[row["project_id"]]), None, body)
+        else:
+            self.sweep()
+            self.refine(job_id)
+        return None
+
+    def refine(self, parent: uuid.UUID | None = None) -> None:
         user, project = self._user_project()
+        if parent is not None:
+            project = self.w.rows()[parent]["project_id"]
+            user = self.rng.choice(MEMBERS[project])
         with self.w.cursor() as cur:
             found = cur.execute(
                 "select v.job_id, v.id from pip_ai_image_variants v join pip_ai_image_jobs j on j.id = v.job_id"
                 " where j.project_id = %s order by v.job_id, v.id",
                 (project,),
             ).fetchall()
+        found = [f for f in found if parent is None or f[0] == parent]
         if not found:
             return self.create()
         job_id, variant_id = self.rng.choice(found)
@@ -160,11 +193,18 @@ class Moves:
 
     def delete(self) -> None:
         user, _ = self._user_project()
-        if (job_id := self._own_job(user)) is None:
+        rows = self.w.rows()
+        inputs = {r["input_path"] for r in rows.values()}
+        used = sorted(j for j, r in rows.items() if r["user_id"] == user and set(r["variants"]) & inputs)
+        job_id = self.rng.choice(used) if used and self.rng.random() < 0.5 else self._own_job(user)
+        if job_id is None:
             return self.create()
+        self._start_delete(user, job_id)
+        return None
+
+    def _start_delete(self, user: uuid.UUID, job_id: uuid.UUID) -> None:
         move = Move("delete", user, {"job": job_id})
         self.w.start(move, lambda: usecases.delete_job(self.w.svc, user, job_id), self._answered(move))
-        return None
 
     def erase(self) -> None:
         user = self.rng.choice(USERS)
@@ -184,6 +224,13 @@ class Moves:
                 return
             if not isinstance(error, NanoBananaError):
                 w.violate(8, f"{move.describe()} raised {type(error).__name__}: {error} (a 500)")
+            elif error.status >= 500 and _definite(error.__cause__):
+                w.violate(
+                    7,
+                    f"{move.describe()} answered {error.status} {error.code} ({error.message}) for a definite"
+                    f" refusal by the database ({type(error.__cause__).__name__}: {str(error.__cause__)[:120]})",
+                    key=f"7 {move.kind} {type(error.__cause__).__name__}",
+                )
             elif error.status >= 500 and not isinstance(error, IdempotencyKeyInUse) and w.plan.total == faults_before:
                 w.violate(
                     7,
@@ -274,7 +321,10 @@ class Moves:
             else:
                 body["error"] = {"code": "generation_failed", "message": "the model said no"}
             raw = json.dumps(body).encode()
-            headers = {"Content-Type": "application/json", **webhooks.sign(raw, SECRET, msg_id=webhook_id, now=w.sched.now)}
+            headers = {
+                "Content-Type": "application/json",
+                **webhooks.sign(raw, SECRET, msg_id=webhook_id, now=w.sched.now),
+            }
             w.sched.point("callback.post")
             request = Request(EnvironBuilder(method="POST", data=raw, headers=headers).get_environ())
             response = callback.handle(svc, request)

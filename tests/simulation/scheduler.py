@@ -119,7 +119,7 @@ class Scheduler:
                 actor.result = actor.fn()
             except Stopped:
                 pass
-            except BaseException as exc:  # noqa: BLE001 - an actor's outcome, inspected by its owner
+            except BaseException as exc:
                 actor.error = exc
             actor.done = True
             if actor.parent is not None:

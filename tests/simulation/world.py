@@ -191,10 +191,19 @@ class World:
                 " created_at, input_path, idempotency_key from pip_ai_image_jobs"
             ).fetchall()
             variants = cur.execute("select job_id, storage_path from pip_ai_image_variants").fetchall()
-        columns = (
-            "id project_id user_id thread_id parent_job_id status finished_at deadline_at created_at"
-            " input_path idempotency_key"
-        ).split()
+        columns = [
+            "id",
+            "project_id",
+            "user_id",
+            "thread_id",
+            "parent_job_id",
+            "status",
+            "finished_at",
+            "deadline_at",
+            "created_at",
+            "input_path",
+            "idempotency_key",
+        ]
         out = {r[0]: {**dict(zip(columns, r, strict=True)), "variants": []} for r in jobs}
         for job_id, path in variants:
             if job_id in out:
@@ -224,8 +233,10 @@ class World:
         if how == "discard_queued":
             return "rollback" if move.kind in ("create", "refine") else f"illegit: {move.kind} discarded it"
         if move.kind == "delete":
-            return "legit: owner deletion" if job_id in _closure(before, {move.detail["job"]}, False) else (
-                "illegit: not in the deleted job's subtree"
+            return (
+                "legit: owner deletion"
+                if job_id in _closure(before, {move.detail["job"]}, False)
+                else ("illegit: not in the deleted job's subtree")
             )
         if move.kind == "erase":
             roots = {j for j, r in before.items() if r["user_id"] == move.user}
