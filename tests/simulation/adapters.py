@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -79,6 +79,13 @@ class SimBlobs(MemoryBlobStore):
     def __init__(self, clock: Clock) -> None:
         super().__init__()
         self._clock = clock
+        self.deleted_by: dict[str, str] = {}  # path -> who deleted it last (the world's note)
+        self.note: Callable[[], str] = lambda: "?"
+
+    def delete(self, paths: Sequence[str]) -> None:
+        super().delete(paths)
+        for path in paths:
+            self.deleted_by[path] = self.note()
 
     def put(self, path: str, data: bytes, content_type: str) -> None:
         super().put(path, data, content_type)

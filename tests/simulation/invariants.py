@@ -76,7 +76,10 @@ def _referenced_paths_exist(world: World, rows: dict[uuid.UUID, dict[str, Any]])
             row = rows[job_id]
             use = "input" if row["input_path"] == path else "variant"
             world.violate(
-                4, f"{path} ({use} of job {job_id}, {row['status']}) is missing from storage", key=f"4 missing {path}"
+                4,
+                f"{path} ({use} of job {job_id}, {row['status']}) is missing from storage; deleted by"
+                f" {world.blobs.deleted_by.get(path, 'nobody')}",
+                key=f"4 missing {path}",
             )
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -147,6 +148,9 @@ class Moves:
             body = {"project": row["project_id"], "prompt": "from a variant", "input_path": row["variants"][0]}
             self._start_create(self.rng.choice(MEMBERS[row["project_id"]]), None, body)
         else:
+            if not self.w.sched.actors:  # idle: a day passes first, so retention has old threads to delete
+                self.w.sched.advance(timedelta(days=1, hours=1))
+                self.w.sched.trace.append("  time passes: 1 day 1 hour")
             self.sweep()
             self.refine(job_id)
         return None
@@ -300,7 +304,9 @@ class Moves:
 
     def report_again(self) -> None:
         """The processor ran twice on one attempt (a new webhook id), or a delivery is replayed (same id)."""
-        work, webhook_id = self.rng.choice(self.reported)
+        rows = self.w.rows()
+        late = [r for r in self.reported if r[0].job.id not in rows]
+        work, webhook_id = self.rng.choice(late if late and self.rng.random() < 0.5 else self.reported)
         if self.rng.random() < 0.6:
             self.w.webhooks += 1
             webhook_id = f"msg_{self.w.webhooks}"

@@ -152,6 +152,7 @@ class World:
         self.violations: list[Violation] = []
         self.webhooks = 0
         self._seen: set[str] = set()
+        self.blobs.note = self._who
         self.sched.on_advance.append(lambda at: database.set_clock(self.conn, at))
         database.reset(conn, START)
         for project, members in MEMBERS.items():
@@ -174,6 +175,11 @@ class World:
             actor.on_end.append(on_end)
         self.sched.trace.append(f"  start {actor.name}: {move.describe()}")
         return actor
+
+    def _who(self) -> str:
+        actor = self.sched.current()
+        move = self.move_of(actor)
+        return f"step {self.sched.steps} {actor.name if actor else 'world'} ({move.describe() if move else '?'})"
 
     def move_of(self, actor: Actor | None) -> Move | None:
         return None if actor is None else self.moves.get(id(actor.root))
