@@ -45,6 +45,7 @@ class Moves:
         self.w = world
         self.rng = world.sched.rng
         self.bodies: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
+        self.later = 0  # the next request arrives after this many steps of the others (a race's second party)
         self.reported: list[tuple[ProcessorJob, str]] = []
 
     # ------------------------------------------------------------ choosing
@@ -128,7 +129,11 @@ class Moves:
         detail = {"project": body["project"], "key": key, "prompt": body["prompt"]}
         detail["source"] = body.get("input_path") or f"upload {body.get('shade')}"
         move = Move("create", user, detail)
-        self.w.start(move, lambda: usecases.create_job(svc, user, cmd), self._answered(move))
+        self.w.start(move, lambda: usecases.create_job(svc, user, cmd), self._answered(move), later=self._later())
+
+    def _later(self) -> int:
+        later, self.later = self.later, 0
+        return later
 
     def race(self) -> None:
         """Two requests about one job at once: its deletion beside a refinement of it or a job made from
@@ -140,6 +145,7 @@ class Moves:
         job_id = self.rng.choice(parents)
         row = rows[job_id]
         pick = self.rng.randrange(3)
+        self.later = self.rng.choice((0, 2, 5, 10, 20, 40))
         if pick == 0:
             self._start_delete(row["user_id"], job_id)
             self.refine(job_id)
@@ -148,11 +154,13 @@ class Moves:
             body = {"project": row["project_id"], "prompt": "from a variant", "input_path": row["variants"][0]}
             self._start_create(self.rng.choice(MEMBERS[row["project_id"]]), None, body)
         else:
-            if not self.w.sched.actors:  # idle: a day passes first, so retention has old threads to delete
-                self.w.sched.advance(timedelta(days=1, hours=1))
-                self.w.sched.trace.append("  time passes: 1 day 1 hour")
+            # The requests in flight end, then a day passes: retention has old threads to delete.
+            self.w.sched.run_until_idle()
+            self.w.sched.advance(timedelta(days=1, hours=1))
+            self.w.sched.trace.append("  time passes: 1 day 1 hour")
             self.sweep()
             self.refine(job_id)
+        self.later = 0
         return None
 
     def refine(self, parent: uuid.UUID | None = None) -> None:
@@ -175,7 +183,9 @@ class Moves:
         move = Move("refine", user, {"job": job_id, "key": key, "prompt": cmd.prompt})
         racing = 2 if key and self.rng.random() < 0.3 else 1
         for _ in range(racing):
-            self.w.start(move, lambda: usecases.refine(self.w.svc, user, cmd), self._answered(move))
+            self.w.start(
+                move, lambda: usecases.refine(self.w.svc, user, cmd), self._answered(move), later=self._later()
+            )
         return None
 
     def _own_job(self, user: uuid.UUID, active_only: bool = False) -> uuid.UUID | None:
@@ -226,6 +236,15 @@ class Moves:
                 if isinstance(created, usecases.Created):
                     w.answer(move, created.job.id, "replayed" if created.replayed else "created")
                 return
+            if isinstance(error, NanoBananaError) and "nothing was" in error.message:
+                rows = w.rows()
+                for job_id in w.inserted.get(id(actor), []):
+                    if job_id in rows:
+                        w.violate(
+                            1,
+                            f"{move.describe()} answered {error.status} {error.code} ({error.message}) but its job"
+                            f" {job_id} stays ({rows[job_id]['status']}) and will run: a retry makes a second one",
+                        )
             if not isinstance(error, NanoBananaError):
                 w.violate(8, f"{move.describe()} raised {type(error).__name__}: {error} (a 500)")
             elif error.status >= 500 and _definite(error.__cause__):

@@ -76,11 +76,15 @@ def _explore(world: World, moves: Moves, count: int) -> None:
     while started < count or sched.actors:
         live = [a for a in sched.actors if not a.done]
         roll = rng.random()
-        if started < count and (not live or (roll < 0.2 and len(live) < IN_FLIGHT)):
+        if started < count and not live and roll < 0.3:
+            _time_passes(world, busy=False)  # between requests: minutes, now and then a day
+            moves.pick()
+            started += 1
+        elif started < count and (not live or (roll < 0.2 and len(live) < IN_FLIGHT)):
             moves.pick()
             started += 1
         elif started < count and roll < 0.23:
-            _time_passes(world, busy=bool(live))
+            _time_passes(world, busy=True)
         elif sched.step():
             invariants.after_step(world)
 
@@ -92,7 +96,7 @@ def _time_passes(world: World, *, busy: bool) -> None:
     if busy:
         seconds = rng.choice((0.2, 1, 3))
     else:
-        seconds = rng.choice((5, 20, 60, 200, 400)) if rng.random() < 0.95 else 86400 + rng.choice((0, 3600))
+        seconds = rng.choice((5, 20, 60, 200, 400)) if rng.random() < 0.9 else 86400 + rng.choice((0, 3600))
     world.sched.trace.append(f"  time passes: {seconds} s")
     world.sched.advance(timedelta(seconds=seconds))
 

@@ -37,6 +37,7 @@ class Actor:
     done: bool = False
     result: Any = None
     error: BaseException | None = None
+    after_step: int = 0  # a late arrival: runs once the others made this many steps (or none can run)
     faults: int = 0  # faults injected into this actor's own calls (children's are added when they end)
     on_end: list[Callable[[Actor], None]] = field(default_factory=list)
     go: threading.Event = field(default_factory=threading.Event)
@@ -105,9 +106,9 @@ class Scheduler:
 
     # ------------------------------------------------------------ the world's side
 
-    def spawn(self, name: str, fn: Callable[[], Any], *, parent: Actor | None = None) -> Actor:
+    def spawn(self, name: str, fn: Callable[[], Any], *, parent: Actor | None = None, later: int = 0) -> Actor:
         self._spawned += 1
-        actor = Actor(name=name, fn=fn, parent=parent)
+        actor = Actor(name=name, fn=fn, parent=parent, after_step=self.steps + later)
 
         def body() -> None:
             self._local.actor = actor
@@ -145,7 +146,7 @@ class Scheduler:
             if actor.until is not None and not actor.until():
                 continue
             ready.append(actor)
-        return ready
+        return [a for a in ready if a.after_step <= self.steps] or ready
 
     def step(self) -> bool:
         """Run one actor up to its next step; False when no actor is left. Advances virtual time when

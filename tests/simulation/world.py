@@ -90,6 +90,14 @@ class StoreSpy:
         self._world.removed_rows([d.id for d in deleted], before, "delete_jobs")
         return deleted
 
+    def create_job(self, new: Any) -> Any:
+        self._world.inserting(new.id)
+        return self._store.create_job(new)
+
+    def create_refinement(self, new: Any, *, max_turns: int) -> Any:
+        self._world.inserting(new.id)
+        return self._store.create_refinement(new, max_turns=max_turns)
+
     def discard_queued(self, job_id: uuid.UUID) -> bool:
         before = self._world.rows()
         discarded = self._store.discard_queued(job_id)
@@ -145,6 +153,7 @@ class World:
             monotonic=self.sched.monotonic,
         )
         self.moves: dict[int, Move] = {}  # id(root actor) -> its move
+        self.inserted: dict[int, list[uuid.UUID]] = {}  # id(root actor) -> the job ids it tried to insert
         self.answered: dict[uuid.UUID, str] = {}
         self.removed: dict[uuid.UUID, str] = {}
         self.key_jobs: dict[tuple[uuid.UUID, str], uuid.UUID] = {}
@@ -168,8 +177,11 @@ class World:
         self.violations.append(Violation(invariant, message, self.sched.steps))
         self.sched.trace.append(f"  VIOLATION {invariant}: {message}")
 
-    def start(self, move: Move, fn: Callable[[], Any], on_end: Callable[[Actor], None] | None = None) -> Actor:
-        actor = self.sched.spawn(f"m{self.sched.spawned + 1}:{move.kind}", fn)
+    def start(
+        self, move: Move, fn: Callable[[], Any], on_end: Callable[[Actor], None] | None = None, *, later: int = 0
+    ) -> Actor:
+        """Start a move's actor; `later`: it arrives once the others have made that many steps."""
+        actor = self.sched.spawn(f"m{self.sched.spawned + 1}:{move.kind}", fn, later=later)
         self.moves[id(actor)] = move
         if on_end is not None:
             actor.on_end.append(on_end)
@@ -180,6 +192,11 @@ class World:
         actor = self.sched.current()
         move = self.move_of(actor)
         return f"step {self.sched.steps} {actor.name if actor else 'world'} ({move.describe() if move else '?'})"
+
+    def inserting(self, job_id: uuid.UUID) -> None:
+        actor = self.sched.current()
+        if actor is not None:
+            self.inserted.setdefault(id(actor.root), []).append(job_id)
 
     def move_of(self, actor: Actor | None) -> Move | None:
         return None if actor is None else self.moves.get(id(actor.root))
