@@ -165,9 +165,12 @@ class Moves:
 
     def refine(self, parent: uuid.UUID | None = None) -> None:
         user, project = self._user_project()
-        if parent is not None:
-            project = self.w.rows()[parent]["project_id"]
+        rows = self.w.rows()
+        if parent is not None and parent in rows:
+            project = rows[parent]["project_id"]
             user = self.rng.choice(MEMBERS[project])
+        else:
+            parent = None  # gone meanwhile: any variant of the project
         with self.w.cursor() as cur:
             found = cur.execute(
                 "select v.job_id, v.id from pip_ai_image_variants v join pip_ai_image_jobs j on j.id = v.job_id"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,6 +65,8 @@ def run_seed(
             _quiesce(world)
         except Deadlock as exc:
             world.violate(0, f"deadlock: {exc}")
+        except Exception as exc:  # a bug of the simulation itself: reported with the seed, the run goes on
+            world.violate(0, f"the simulation failed: {''.join(traceback.format_exception(exc))}")
         finally:
             world.sched.stop()
     sched = world.sched
