@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: dev test deps lint typecheck pytest install system-deps client-deps checkov-venv tasks-emulator provider-schema n8n n8n-next clean bench
+.PHONY: dev test deps lint typecheck pytest install system-deps client-deps checkov-venv tasks-emulator provider-schema n8n n8n-next clean bench simulate
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -140,6 +140,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/retention.py
 	$(BIN)/python bench/latency.py
+
+## The deterministic simulation (tests/simulation): SEEDS seeds of every use case interleaved under faults,
+## closing with `simulation: N seeds, M steps, K faults injected, V invariant violations` (non-zero exit if V > 0).
+SEEDS ?= 200
+simulate: $(STAMP)
+	$(BIN)/python -m tests.simulation --seeds $(SEEDS)
 
 clean:
 	rm -rf $(VENV) .venv-checkov .venv-tasks-emulator .provider-schema .n8n .n8n-next clients/typescript/node_modules clients/typescript/build .data test-artifacts .pytest_cache .mypy_cache .ruff_cache

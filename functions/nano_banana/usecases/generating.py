@@ -83,7 +83,7 @@ def _claim(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool = False) 
     deadline passed while nothing ran it), or it does not exist. With `retry_if_missing` (a task's first
     delivery), a row still missing after the wait raises TransientError: the queue delivers it again
     after its backoff, which gives a slow insert longer; a later delivery is acknowledged."""
-    deadline, pause = time.monotonic() + ROW_WAIT_S, _ROW_POLL_FIRST_S
+    deadline, pause = svc.monotonic() + ROW_WAIT_S, _ROW_POLL_FIRST_S
     seen_queued = False
     while (job := svc.store.claim_for_generation(job_id, svc.clock())) is None:
         current = svc.store.get_job(job_id)
@@ -91,20 +91,20 @@ def _claim(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool = False) 
             if current.status is JobStatus.queued and current.deadline_at > svc.clock():
                 # Its insert committed between the claim and this read: claim it now, once even past the
                 # wait (acknowledging a queued job leaves it to the sweep's requeue, 30 s+ later).
-                if time.monotonic() < deadline or not seen_queued:
+                if svc.monotonic() < deadline or not seen_queued:
                     seen_queued = True
                     continue
             elif not current.terminal and current.deadline_at <= svc.clock():
                 expire_job(svc, job_id)
             return None
-        if time.monotonic() + pause > deadline:
+        if svc.monotonic() + pause > deadline:
             if retry_if_missing:
                 raise TransientError(f"job {job_id} does not exist (yet): its creation may still be inserting it")
             log.info(
                 "generate task for a job that does not exist", extra={"event": "task_without_job", "jobId": str(job_id)}
             )
             return None
-        time.sleep(pause)
+        svc.sleep(pause)
         pause = min(2 * pause, _ROW_POLL_MAX_S)
     return job
 

@@ -15,7 +15,6 @@ takes over a row whose creation is about to roll back; correctness does not depe
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -90,10 +89,10 @@ def wait_for_key(
     different body: IdempotencyConflict). If the row is not there (or its creation discarded it before the
     mark), `reserve` tries to claim the key again (the holder may have rolled back); without `reserve`
     None: create it. Past the wait: IdempotencyKeyInUse (503, retry)."""
-    deadline = time.monotonic() + KEY_WAIT_S
+    deadline = svc.monotonic() + KEY_WAIT_S
     pause = _KEY_POLL_FIRST_S
-    while time.monotonic() + pause < deadline:
-        time.sleep(pause)
+    while svc.monotonic() + pause < deadline:
+        svc.sleep(pause)
         pause = min(2 * pause, _KEY_POLL_MAX_S)
         found = svc.store.find_by_idempotency_key(user_id, key)
         if found is not None:

@@ -4,6 +4,7 @@ release, blob deletion through its one gate."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -55,6 +56,9 @@ class Services:
     closers: list[Callable[[], None]] = field(default_factory=list)
     # Threads for round trips that do not depend on each other (nano_banana.together).
     fanout: Executor = field(default_factory=pool)
+    # The waits of polling loops (KEY_WAIT_S, ROW_WAIT_S): injectable, so a simulation runs them in virtual time.
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
 
     @property
     def generator(self) -> ImageGenerator | None:
