@@ -23,7 +23,17 @@ from nano_banana import log as logs
 from nano_banana.auth import TokenVerifier
 from nano_banana.deferred import DeferredLimits, DeferredQueue, Once
 from nano_banana.http import Api
-from nano_banana.ports import BlobStore, Clock, ImageGenerator, JobStore, Limits, Processor, Task, TaskQueue
+from nano_banana.ports import (
+    BlobStore,
+    Clock,
+    ImageGenerator,
+    JobStore,
+    Limits,
+    Processor,
+    Task,
+    TaskQueue,
+    WebhookPoster,
+)
 from nano_banana.settings import Settings
 from nano_banana.signing import UrlSigner
 from nano_banana.tickets import StreamTickets
@@ -180,6 +190,10 @@ def build_queue(settings: Settings, clock: Clock, closers: list[Callable[[], Non
             settings.tasks_service_account,
             settings.task_oidc_audience,
             clock,
+            webhook_url=settings.webhook_target_url,
+            webhook_queue_path=client.queue_path(
+                settings.gcp_project or "local", settings.gcp_location, settings.webhook_tasks_queue
+            ),
         )
     from nano_banana.adapters.queue_inline import InlineQueue
 
@@ -225,9 +239,20 @@ def build_processor(settings: Settings, clock: Clock) -> Processor:
     return N8nProcessor(settings.n8n_webhook_url, settings.callback_secrets, clock=clock)
 
 
+def build_webhook_sender(settings: Settings) -> WebhookPoster:
+    from nano_banana.adapters.webhook_sender import WebhookSender
+    from nano_banana.usecases.notifying import policy
+
+    return WebhookSender(policy(settings))
+
+
 def dispatch(services: usecases.Services, task: Task) -> None:
     """What an in-process queue delivers to: the same use cases the task entry points call."""
-    if task.kind == "generate":
+    if task.kind == "webhook":
+        from nano_banana.http import job_renderer
+
+        usecases.deliver_webhook(services, task.job_id, str(task.event), render=job_renderer(services))
+    elif task.kind == "generate":
         usecases.run_generation(services, task.job_id)
     else:
         usecases.expire_job(services, task.job_id)
@@ -265,6 +290,7 @@ def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
         clock=clock,
         extras=extras,
         closers=closers,
+        webhooks=build_webhook_sender(settings),
     )
     if (bind := getattr(queue, "bind", None)) is not None:
         bind(lambda task: dispatch(services, task))

@@ -13,7 +13,28 @@ coalesce((
     'mime_type', v.mime_type, 'width', v.width, 'height', v.height, 'bytes', v.bytes,
     'created_at', v.created_at) order by v.index)
   from pip_ai_image_variants v where v.job_id = j.id
-), '[]'::json) as variants
+), '[]'::json) as variants,
+{webhook_columns}
+
+-- name: webhook_columns
+-- (fragment) the job's webhook and its deliveries as JSON (none looked up for a job without a webhook)
+j.webhook_url, j.webhook_events,
+case when j.webhook_url is null then '[]'::json else coalesce((
+  select json_agg(json_build_object(
+    'event', w.event, 'state', w.state, 'attempts', w.attempts, 'last_status', w.last_status,
+    'delivered_at', w.delivered_at, 'reason', w.reason, 'created_at', w.created_at) order by w.created_at, w.event)
+  from pip_ai_webhook_deliveries w where w.job_id = j.id
+), '[]'::json) end as webhook_deliveries
+
+-- name: record_webhook
+-- (fragment) a CTE recording the delivery a transition (the CTE `done`) owes, in the same statement:
+-- the obligation usecases/notifying.py drains
+webhook as (
+  insert into pip_ai_webhook_deliveries (job_id, event, webhook_id)
+  select d.id, %(webhook_event)s::text, %(webhook_id)s::text from done d
+  where d.webhook_url is not null and %(webhook_event)s::text = any(d.webhook_events)
+  on conflict do nothing
+)
 
 -- name: can_access
 select pip_ai_can_access_project(%(project_id)s, %(user_id)s) as ok
@@ -26,11 +47,12 @@ on conflict do nothing
 with inserted as (
   insert into pip_ai_image_jobs (
     id, project_id, user_id, thread_id, parent_job_id, source_variant_id, prompt, input_path,
-    input_mime_type, input_width, input_height, variant_count, aspect_ratio, model, idempotency_key, request_hash, deadline_at)
+    input_mime_type, input_width, input_height, variant_count, aspect_ratio, model, idempotency_key, request_hash, deadline_at,
+    webhook_url, webhook_events)
   values (
     %(id)s, %(project_id)s, %(user_id)s, %(thread_id)s, %(parent_job_id)s, %(source_variant_id)s, %(prompt)s,
     %(input_path)s, %(input_mime_type)s, %(input_width)s, %(input_height)s, %(variant_count)s, %(aspect_ratio)s, %(model)s, %(idempotency_key)s, %(request_hash)s,
-    %(deadline_at)s)
+    %(deadline_at)s, %(webhook_url)s, %(webhook_events)s)
   on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
   returning *
 ), message as (
@@ -73,10 +95,13 @@ order by j.created_at desc, j.id desc
 limit %(limit)s
 
 -- name: claim_for_generation
-update pip_ai_image_jobs j
-set status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, now()), updated_at = now()
-where j.id = %(id)s and j.status = any(%(from_statuses)s) and j.deadline_at > %(now)s
-returning {job_columns}
+with done as (
+  update pip_ai_image_jobs j
+  set status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, now()), updated_at = now()
+  where j.id = %(id)s and j.status = any(%(from_statuses)s) and j.deadline_at > %(now)s
+  returning *
+), {record_webhook}
+select {job_columns} from done j
 
 -- name: thread_history
 with recursive chain as (
@@ -106,7 +131,7 @@ with done as (
 ), receipt as (
   -- the callback delivery that caused this transition is applied in the same transaction
   update pip_ai_webhook_receipts r set state = 'applied' from done d where r.webhook_id = %(receipt)s::text
-)
+), {record_webhook}
 select j.id, j.project_id, j.user_id, j.thread_id, j.parent_job_id, j.source_variant_id, j.prompt, j.input_path,
 j.input_mime_type, j.input_width, j.input_height,
   j.input_mime_type, j.input_width, j.input_height,
@@ -115,7 +140,8 @@ j.input_mime_type, j.input_width, j.input_height,
   coalesce((select json_agg(json_build_object(
     'id', v.id, 'job_id', v.job_id, 'index', v.index, 'storage_path', v.storage_path,
     'mime_type', v.mime_type, 'width', v.width, 'height', v.height, 'bytes', v.bytes,
-    'created_at', v.created_at) order by v.index) from variants v), '[]'::json) as variants
+    'created_at', v.created_at) order by v.index) from variants v), '[]'::json) as variants,
+  {webhook_columns}
 from done j
 
 -- name: fail
@@ -131,7 +157,7 @@ with done as (
   select d.thread_id, d.id, d.project_id, d.user_id, 'assistant', %(content)s from done d
 ), receipt as (
   update pip_ai_webhook_receipts r set state = 'applied' from done d where r.webhook_id = %(receipt)s::text
-)
+), {record_webhook}
 select {job_columns} from done j
 
 -- name: cancel
@@ -143,7 +169,7 @@ with done as (
 ), message as (
   insert into pip_ai_image_messages (thread_id, job_id, project_id, user_id, role, content)
   select d.thread_id, d.id, d.project_id, d.user_id, 'assistant', %(content)s from done d
-)
+), {record_webhook}
 select {job_columns} from done j
 
 -- name: overdue_jobs
@@ -316,3 +342,19 @@ select position, updated_at from pip_ai_sweep_cursors where name = %(name)s
 -- name: set_sweep_cursor
 insert into pip_ai_sweep_cursors (name, position, updated_at) values (%(name)s, %(position)s, %(at)s)
 on conflict (name) do update set position = excluded.position, updated_at = excluded.updated_at
+
+-- name: record_webhook_attempt
+-- One attempt's outcome, a CAS on a delivery still pending (a delivery settled meanwhile stays settled).
+update pip_ai_webhook_deliveries
+set state = %(state)s, attempts = attempts + 1, last_status = %(status)s, reason = %(reason)s,
+  delivered_at = case when %(state)s = 'delivered' then %(now)s::timestamptz end, updated_at = %(now)s
+where job_id = %(job_id)s and event = %(delivery_event)s and state = 'pending'
+returning job_id
+
+-- name: unsent_webhooks
+-- The sweep: deliveries recorded before `before` that no attempt has reached (their task was never
+-- enqueued or was lost), newer than `after` (past the queue's retry window nobody sends them), oldest first.
+select job_id, event from pip_ai_webhook_deliveries
+where state = 'pending' and attempts = 0 and created_at < %(before)s and created_at > %(after)s
+order by created_at
+limit %(limit)s

@@ -38,6 +38,7 @@ from nano_banana.ports import (
 )
 from nano_banana.together import settle, settle_each
 from nano_banana.usecases.finishing import complete_job, expire_job, fail_job
+from nano_banana.usecases.notifying import hand_over
 from nano_banana.usecases.services import Services, delete_quietly
 
 log = logging.getLogger("nano_banana")
@@ -113,6 +114,7 @@ def run_generation(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool =
     if job is None:
         return None
     attempt = job.attempt
+    svc.fanout.submit(hand_over, svc, job, "running")  # beside the work, never before it (it never raises)
     log.info(
         "job_started",
         extra={"event": "job_started", "jobId": str(job.id), "projectId": str(job.project_id), "attempt": attempt},

@@ -22,6 +22,7 @@ from nano_banana.ports import (
     Processor,
     Task,
     TaskQueue,
+    WebhookPoster,
 )
 from nano_banana.settings import Settings
 from nano_banana.together import pool
@@ -49,6 +50,8 @@ class Services:
     closers: list[Callable[[], None]] = field(default_factory=list)
     # Threads for round trips that do not depend on each other (nano_banana.together).
     fanout: Executor = field(default_factory=pool)
+    # Sends completion webhooks (adapters/webhook_sender.py); None: this process delivers none.
+    webhooks: WebhookPoster | None = None
 
     @property
     def generator(self) -> ImageGenerator | None:

@@ -17,6 +17,7 @@ from nano_banana.errors import (
 from nano_banana.log import timed
 from nano_banana.usecases.deleting import apply_retention, finish_purges
 from nano_banana.usecases.finishing import expire_job
+from nano_banana.usecases.notifying import hand_over_unsent
 from nano_banana.usecases.services import LEASE_GRACE, Services, generate_task, release_slot
 
 log = logging.getLogger("nano_banana")
@@ -164,6 +165,7 @@ def _lifecycle_steps(svc: Services, event: dict[str, object]) -> None:
         ("retained", apply_retention),
         ("orphans", delete_orphan_inputs),
         ("receipts", prune_receipts),
+        ("webhooksHandedOver", hand_over_unsent),
     ]
     for name, step in steps:
         try:
