@@ -79,10 +79,11 @@ def expire(request: Request) -> Response:
 
 
 def webhook(request: Request) -> Response:
-    """Cloud Tasks (queue `webhooks`): POST one job event to the builder's server, signed."""
+    """Cloud Tasks (queue `webhooks`): POST one job event to the builder's server, signed. It neither
+    enqueues nor touches the limits: nothing is warmed up for writes."""
     from nano_banana import tasks
 
-    return tasks.handle_task(_writer().services, request, "webhook")
+    return tasks.handle_task(runtime().services, request, "webhook")
 
 
 def sweep(request: Request) -> Response:

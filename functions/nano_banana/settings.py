@@ -218,6 +218,14 @@ class Settings(CoreSettings):
             return _comma_list(self.webhook_signing_secrets_list.get_secret_value())
         return [DEV_WEBHOOK_SECRET] if self.embedded else []
 
+    @property
+    def webhooks_configured(self) -> bool:
+        """Whether this deployment delivers webhooks: on Cloud Tasks, to a webhook function (which holds the
+        signing secrets, the api does not); in process, with secrets to sign them."""
+        if self.queue == "cloudtasks":
+            return bool(self.webhook_target_url)
+        return bool(self.webhook_signing_secrets)
+
     @cached_property
     def base_url(self) -> str:
         return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")

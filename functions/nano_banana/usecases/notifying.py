@@ -51,9 +51,9 @@ def webhook_request(
                 "webhookEvents needs a webhookUrl", details={"field": "webhookEvents", "reason": "no_url"}
             )
         return None, ()
-    if not settings.webhook_signing_secrets:
+    if not settings.webhooks_configured:
         raise WebhookUrlInvalid(
-            "this deployment sends no webhooks (NANO_BANANA_WEBHOOK_SIGNING_SECRETS is not set)",
+            "this deployment sends no webhooks (see docs/webhooks.md: NANO_BANANA_WEBHOOK_SIGNING_SECRETS)",
             details={"field": "webhookUrl", "reason": "not_configured"},
         )
     check_url(url, policy(settings))
@@ -105,8 +105,8 @@ def deliver_webhook(svc: Services, job_id: uuid.UUID, event: str, *, render: Job
     if job is None or job.webhook is None or delivery is None or delivery.state != "pending":
         log.info("no webhook delivery owed", extra={"event": "webhook_not_owed", "jobId": str(job_id), "on": event})
         return
-    if svc.webhooks is None:
-        raise TransientError("this process cannot send webhooks")
+    if svc.webhooks is None or not svc.settings.webhook_signing_secrets:
+        raise TransientError("this process cannot send webhooks (no sender or no signing secrets)")
     now = svc.clock()
     msg_id = webhook_id(job.id, event)
     body = json.dumps(
