@@ -312,6 +312,22 @@ variable "alert_vertex_429_duration_s" {
   }
 }
 
+variable "alert_webhook_failures" {
+  description = "Alert when more than this many webhook attempts fail per alert_window_s (a receiver down, or refusing us) ..."
+  type        = number
+  default     = 20
+}
+
+variable "alert_webhook_failures_duration_s" {
+  description = "... for this long (seconds): one receiver's short outage is absorbed by the retries."
+  type        = number
+  default     = 1800
+  validation {
+    condition     = var.alert_webhook_failures_duration_s >= 0 && var.alert_webhook_failures_duration_s % 60 == 0
+    error_message = "alert_webhook_failures_duration_s is a whole number of minutes."
+  }
+}
+
 variable "slo_goal" {
   description = "SLO: this fraction of the jobs that end (canceled aside) end succeeded or content_blocked within slo_seconds (28-day window)."
   type        = number
