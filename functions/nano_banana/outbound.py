@@ -93,7 +93,10 @@ def check_url(url: str, policy: WebhookPolicy) -> Target:
         port = parts.port
     except ValueError as exc:
         raise _refuse("malformed", "webhookUrl is not a valid URL") from exc
-    host = (parts.hostname or "").rstrip(".")
+    try:  # internationalized names as DNS and the Host header see them (xn--…)
+        host = (parts.hostname or "").rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise _refuse("malformed", "webhookUrl's host is not a valid name") from exc
     if not host:
         raise _refuse("malformed", "webhookUrl needs a host")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:

@@ -93,3 +93,13 @@ def test_events_default_to_the_terminal_ones_in_a_canonical_order() -> None:
         with pytest.raises(WebhookUrlInvalid) as refused:
             check_events(bad)
         assert refused.value.details["field"] == "webhookEvents"
+
+
+def test_an_internationalized_name_is_checked_and_sent_as_dns_sees_it() -> None:
+    assert check_url("https://Bücher.example/x", PRODUCTION).host == "xn--bcher-kva.example"
+    allowing = WebhookPolicy(allowed_hosts=("xn--bcher-kva.example",))
+    assert check_url("https://bücher.example/", allowing).host == "xn--bcher-kva.example"
+    for url in ("https://a..example/", "https://" + "x" * 64 + ".example/"):
+        with pytest.raises(WebhookUrlInvalid) as refused:
+            check_url(url, PRODUCTION)
+        assert refused.value.details["reason"] == "malformed"

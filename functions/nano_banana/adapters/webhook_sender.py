@@ -10,10 +10,12 @@ the answer is read.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -66,7 +68,12 @@ class WebhookSender:
         self._policy = policy
         self._resolve = resolver
         self._timeout_s = timeout_s
-        self._tls = tls or ssl.create_default_context()
+        self._tls = tls  # built on the first https delivery: loading the CA store costs every cold start
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> WebhookAnswer:
         try:
@@ -97,16 +104,32 @@ class WebhookSender:
     ) -> WebhookAnswer:
         remaining = max(0.1, self._timeout_s - (time.monotonic() - started))
         connection: http.client.HTTPConnection = (
-            _PinnedHTTPSConnection(target, address, remaining, self._tls)
+            _PinnedHTTPSConnection(target, address, remaining, self._tls_context())
             if target.scheme == "https"
             else _PinnedHTTPConnection(target, address, remaining)
         )
+        # The socket timeout bounds each read; this bounds the whole exchange (a receiver trickling its
+        # headers a byte at a time would otherwise hold the delivery for minutes).
+        watchdog = threading.Timer(remaining, _cut, args=(connection,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             connection.request("POST", target.path, body=body, headers=dict(headers))
             answer = connection.getresponse()
             answer.read(MAX_ANSWER_BYTES)
+            if watchdog.finished.is_set():
+                return WebhookAnswer(error="send: timeout")
             return WebhookAnswer(status=answer.status)
-        except (OSError, http.client.HTTPException) as exc:
-            return WebhookAnswer(error=f"send: {type(exc).__name__}")
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            return WebhookAnswer(error="send: timeout" if watchdog.finished.is_set() else f"send: {type(exc).__name__}")
         finally:
+            watchdog.cancel()
             connection.close()
+
+
+def _cut(connection: http.client.HTTPConnection) -> None:
+    """The delivery's time is up: shut its socket down, which ends a read blocked on it."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
