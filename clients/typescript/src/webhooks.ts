@@ -6,7 +6,8 @@ import type { components } from "./openapi.js";
 type Job = components["schemas"]["Job"];
 export type WebhookEventName = components["schemas"]["WebhookEvent"];
 
-/** What a delivery carries: `data` is the job as `GET /jobs/{id}` renders it when the event happened. */
+/** What a delivery carries: `data` is the job as `GET /jobs/{id}` renders it when the delivery is sent
+ * (a retried `job.running` may already show a later status). */
 export interface JobWebhook {
   type: `job.${WebhookEventName}`;
   timestamp: string;
