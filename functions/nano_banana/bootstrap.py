@@ -31,6 +31,7 @@ from nano_banana.ports import (
     Limits,
     Processor,
     Task,
+    TaskHandler,
     TaskQueue,
     WebhookPoster,
 )
@@ -246,16 +247,23 @@ def build_webhook_sender(settings: Settings) -> WebhookPoster:
     return WebhookSender(policy(settings))
 
 
-def dispatch(services: usecases.Services, task: Task) -> None:
-    """What an in-process queue delivers to: the same use cases the task entry points call."""
+def dispatch(services: usecases.Services, task: Task, *, first_delivery: bool = False) -> None:
+    """What an in-process queue delivers to: the same use cases the task entry points call, told what
+    Cloud Tasks' X-CloudTasks-TaskRetryCount tells them (a first delivery's generate task that finds no row
+    yet raises, so the queue delivers it again and it stays pending meanwhile, as with Cloud Tasks)."""
     if task.kind == "webhook":
         from nano_banana.http import job_renderer
 
         usecases.deliver_webhook(services, task.job_id, str(task.event), render=job_renderer(services))
     elif task.kind == "generate":
-        usecases.run_generation(services, task.job_id)
+        usecases.run_generation(services, task.job_id, retry_if_missing=first_delivery)
     else:
         usecases.expire_job(services, task.job_id)
+
+
+def task_handler(services: usecases.Services) -> TaskHandler:
+    """The handler an in-process queue calls with each delivery and its retry count."""
+    return lambda task, retries: dispatch(services, task, first_delivery=retries == 0)
 
 
 def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
@@ -293,7 +301,7 @@ def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
         webhooks=build_webhook_sender(settings),
     )
     if (bind := getattr(queue, "bind", None)) is not None:
-        bind(lambda task: dispatch(services, task))
+        bind(task_handler(services))
     if "embedded_postgres" in extras:
         closers.append(extras["embedded_postgres"].stop)  # last: after the pool closed
     verifier = TokenVerifier(

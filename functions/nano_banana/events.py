@@ -21,7 +21,7 @@ class Event(enum.StrEnum):
     job_created = "job_created"  # a job was created (or a refinement): jobId, projectId, status
     job_rejected = "job_rejected"  # a creation that made no job: code, status, reason (enqueue_failed: rolled back)
     job_replayed = "job_replayed"  # an Idempotency-Key replay answered with the existing job
-    job_discard_failed = "job_discard_failed"  # a failed creation's queued row could not be deleted
+    job_discard_failed = "job_discard_failed"  # a failed creation cannot tell if its row exists: outcome_unknown
     claim_release_failed = "claim_release_failed"  # a deleted job's Idempotency-Key stays claimed until its lease ends
     job_started = "job_started"
     task_without_job = "task_without_job"  # a generate task found no row after ROW_WAIT_S: acknowledged
@@ -34,7 +34,7 @@ class Event(enum.StrEnum):
     jobs_deleted = "jobs_deleted"
     user_erased = "user_erased"
     purge_deferred = "purge_deferred"
-    give_back_failed = "give_back_failed"
+    give_back_failed = "give_back_failed"  # a failed creation's reservation stays (the sweep reclaims it)
     input_cleanup_failed = "input_cleanup_failed"
     expire_delete_failed = "expire_delete_failed"
     blob_cleanup_failed = "blob_cleanup_failed"

@@ -170,8 +170,9 @@ class TaskQueue(Protocol):
         ...
 
 
-TaskHandler = Callable[[Task], None]
-"""What a queue delivers to (in-process queues call the use case directly)."""
+TaskHandler = Callable[[Task, int], None]
+"""What an in-process queue delivers to (it calls the use case directly): the task, and how many times it was
+delivered before (0: the first delivery), as Cloud Tasks' X-CloudTasks-TaskRetryCount header says."""
 
 
 # ---------------------------------------------------------------- outbound webhooks
@@ -323,12 +324,21 @@ class JobStore(Protocol):
 
     def create_job(self, new: NewJob) -> Job | None:
         """Insert a queued job and its user message in one transaction.
-        Returns None when (user_id, idempotency_key) already exists."""
+        Returns None when (user_id, idempotency_key) already exists. A definite refusal raises, never
+        Unavailable: NotFound when the job or variant it is made from is gone (a job whose input is a
+        variant is inserted only while that variant exists, and holds it until it commits: a deletion's
+        purge then sees the reference), InvalidRequest when a row breaks a constraint."""
         ...
 
     def discard_queued(self, job_id: uuid.UUID) -> bool:
         """Delete a job (with its user message) that is still `queued`: a creation rolled back before its
-        tasks were scheduled. False if it is no longer queued (a task claimed it) or gone. A CAS."""
+        tasks were scheduled. False if it is no longer queued (a task claimed it), was handed out by
+        `mark_replayed`, or is gone. A CAS."""
+        ...
+
+    def mark_replayed(self, job_id: uuid.UUID) -> Job | None:
+        """Hand the job out to an Idempotency-Key replay: from now on `discard_queued` spares it. None if it
+        is gone (its creation discarded it first). A CAS against `discard_queued`."""
         ...
 
     def create_refinement(self, new: NewJob, *, max_turns: int) -> Job | int | None:

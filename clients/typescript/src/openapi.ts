@@ -489,6 +489,8 @@ export interface paths {
                 variantId: string;
                 type?: "image" | "image_compare";
                 layout?: "slider" | "side_by_side";
+                /** @description image_compare only: `parent` (default), the image this job was made from (for a refinement, the variant it refined); `original`, the photo its thread began with. */
+                before?: "parent" | "original";
             };
             header?: never;
             path: {
@@ -503,6 +505,8 @@ export interface paths {
                     variantId: string;
                     type?: "image" | "image_compare";
                     layout?: "slider" | "side_by_side";
+                    /** @description image_compare only: `parent` (default), the image this job was made from (for a refinement, the variant it refined); `original`, the photo its thread began with. */
+                    before?: "parent" | "original";
                 };
                 header?: never;
                 path: {
@@ -659,7 +663,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Processor callback, signed with Standard Webhooks headers (see README) */
+        /** Processor callback, signed with Standard Webhooks headers (see docs/n8n.md) */
         post: {
             parameters: {
                 query?: never;

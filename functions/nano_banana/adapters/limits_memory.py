@@ -18,6 +18,11 @@ from nano_banana.errors import ConcurrencyLimited, RateLimited
 from nano_banana.ports import Clock, KeyClaimed, LimitsReading, Reservation
 
 WINDOW_S = 3600.0
+CONCURRENCY_RETRY_S = 5.0
+"""`Retry-After` of `concurrency_limited`: a slot frees the moment any active job ends, which nothing here
+can foresee (a preview job ends in milliseconds, a model call in seconds to minutes), so the hint is a
+short poll, never the time until the earliest lease expires (deadline + 60 s: up to 6 minutes). That
+bound still comes along as `details.slotFreeBySeconds`: by then a slot is free even if no job ends."""
 
 Claims = Mapping[str, tuple[str, float]]
 """A user's Idempotency-Key claims: key hash -> (job id, expires at in epoch seconds)."""
@@ -77,11 +82,12 @@ def decide(
             details={"limit": rate_per_hour, "window": "1h"},
         )
     if held_lease is None and len(live) >= max_active:
+        until_lease_expires = max(1.0, min(live.values()) - now)
         raise ConcurrencyLimited(
-            f"at most {max_active} active jobs per project",
-            retry_after_s=max(1.0, min(live.values()) - now),
+            f"at most {max_active} active jobs per project; a slot frees the moment one of them ends",
+            retry_after_s=min(CONCURRENCY_RETRY_S, until_lease_expires),
             limit=max_active,
-            details={"limit": max_active},
+            details={"limit": max_active, "slotFreeBySeconds": int(until_lease_expires + 0.999)},
         )
     at = held_at if held_at is not None else now
     expires = held_lease if held_lease is not None else lease_expires_at

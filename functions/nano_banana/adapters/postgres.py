@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any, cast
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -34,7 +35,7 @@ from nano_banana.domain import (
     sources_for,
     webhook_id,
 )
-from nano_banana.errors import InvalidRequest, Unavailable
+from nano_banana.errors import InvalidRequest, NotFound, Unavailable
 from nano_banana.ports import DeletedJob, JobPage, ReceiptClaim
 
 Row = dict[str, Any]
@@ -144,6 +145,22 @@ def _job(row: Row) -> Job:
 def _owed(job_id: uuid.UUID, status: JobStatus) -> dict[str, str]:
     """The `record_webhook` fragment's parameters: the delivery a transition into `status` owes."""
     return {"webhook_event": status.value, "webhook_id": webhook_id(job_id, status.value)}
+
+
+def _source_gone(new: NewJob) -> NotFound:
+    """The job or variant a new job is made from was deleted while it was being created."""
+    if new.parent_job_id is not None:
+        return NotFound("job not found", details={"jobId": str(new.parent_job_id)})
+    return NotFound("the variant inputPath names was deleted", details={"field": "inputPath"})
+
+
+def _inserted(new: NewJob, rows: list[Row]) -> Job | None:
+    """create_job's one row: the job; None when the key's job exists; NotFound when its source is gone."""
+    if rows and rows[0]["id"] is not None:
+        return _job(rows[0])
+    if rows and not rows[0]["source_found"]:
+        raise _source_gone(new)
+    return None
 
 
 def encode_cursor(job: Job) -> str:
@@ -276,22 +293,37 @@ class PostgresJobStore:
         }
 
     def create_job(self, new: NewJob) -> Job | None:
-        rows = self._query("create_job", self._new_job_params(new))
-        return _job(rows[0]) if rows else None
+        with self._refusals(new):
+            return _inserted(new, self._query("create_job", self._new_job_params(new)))
 
     def discard_queued(self, job_id: uuid.UUID) -> bool:
         return bool(self._query("discard_queued", {"id": job_id}))
 
+    def mark_replayed(self, job_id: uuid.UUID) -> Job | None:
+        return self._one_job("mark_replayed", {"id": job_id})
+
+    @contextmanager
+    def _refusals(self, new: NewJob) -> Iterator[None]:
+        """An insert the database refused for good (a constraint: nothing was written, a retry cannot help)
+        is a definite answer, never an outcome unknown: a gone parent job or variant is NotFound, a row
+        that breaks a check is InvalidRequest."""
+        try:
+            yield
+        except pg_errors.ForeignKeyViolation as exc:
+            raise _source_gone(new) from exc
+        except pg_errors.IntegrityError as exc:  # check, not-null, unique (outside the key's ON CONFLICT)
+            constraint = exc.diag.constraint_name or type(exc).__name__
+            raise InvalidRequest("the job was refused by the database", details={"constraint": constraint}) from exc
+
     def create_refinement(self, new: NewJob, *, max_turns: int) -> Job | int | None:
         """Insert a refinement job unless the thread already has max_turns jobs (then return the count).
         One transaction, serialised per thread by an advisory lock."""
-        with self._connection() as conn, conn.transaction():
+        with self._refusals(new), self._connection() as conn, conn.transaction():
             self._run(conn, "lock_thread", {"thread_id": new.thread_id})
             turns = int(self._run(conn, "thread_turns", {"thread_id": new.thread_id})[0]["turns"])
             if turns >= max_turns:
                 return turns
-            rows = self._run(conn, "create_job", self._new_job_params(new))
-            return _job(rows[0]) if rows else None
+            return _inserted(new, self._run(conn, "create_job", self._new_job_params(new)))
 
     def variant_in_project(self, storage_path: str, project_id: uuid.UUID) -> Variant | None:
         rows = self._query("variant_in_project", {"path": storage_path, "project_id": project_id})

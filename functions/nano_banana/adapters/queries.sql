@@ -44,15 +44,27 @@ insert into pip_ai_project_members (project_id, user_id) values (%(project_id)s,
 on conflict do nothing
 
 -- name: create_job
-with inserted as (
+-- A job whose input is a variant (by inputPath, or a refinement's) is inserted only while that variant's row
+-- exists, and the row is locked (FOR KEY SHARE) until this insert commits: a deletion that commits first
+-- makes the insert refuse (source_found false, nothing inserted); one that commits later waits, and its
+-- purge then sees this job's reference and keeps the blob. Always one row: the job's columns are null when
+-- nothing was inserted (the key's job exists, or the source is gone: source_found says which).
+with source as (
+  select count(*) > 0 as found from (
+    select 1 from pip_ai_image_variants v where v.storage_path = %(input_path)s for key share
+  ) locked
+), inserted as (
   insert into pip_ai_image_jobs (
     id, project_id, user_id, thread_id, parent_job_id, source_variant_id, prompt, input_path,
     input_mime_type, input_width, input_height, variant_count, aspect_ratio, model, idempotency_key, request_hash, deadline_at,
     webhook_url, webhook_events)
-  values (
-    %(id)s, %(project_id)s, %(user_id)s, %(thread_id)s, %(parent_job_id)s, %(source_variant_id)s, %(prompt)s,
-    %(input_path)s, %(input_mime_type)s, %(input_width)s, %(input_height)s, %(variant_count)s, %(aspect_ratio)s, %(model)s, %(idempotency_key)s, %(request_hash)s,
-    %(deadline_at)s, %(webhook_url)s, %(webhook_events)s)
+  select
+    %(id)s::uuid, %(project_id)s::uuid, %(user_id)s::uuid, %(thread_id)s::uuid, %(parent_job_id)s::uuid,
+    %(source_variant_id)s::uuid, %(prompt)s::text, %(input_path)s::text, %(input_mime_type)s::text,
+    %(input_width)s::int, %(input_height)s::int, %(variant_count)s::smallint, %(aspect_ratio)s::text, %(model)s::text,
+    %(idempotency_key)s::text, %(request_hash)s::text, %(deadline_at)s::timestamptz,
+    %(webhook_url)s::text, %(webhook_events)s::text[]
+  where %(input_path)s::text not like 'jobs/%%' or (select found from source)
   on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
   returning *
 ), message as (
@@ -61,12 +73,21 @@ with inserted as (
   from inserted i
   returning id
 )
-select {job_columns} from inserted j
+select {job_columns}, (%(input_path)s::text not like 'jobs/%%' or (select found from source)) as source_found
+from (select 1) one left join inserted j on true
 
 -- name: discard_queued
 -- A rolled-back creation: its still-queued row goes (its user message by cascade), so the
--- Idempotency-Key is free again. A CAS: a job a generate task already claimed stays.
-delete from pip_ai_image_jobs where id = %(id)s and status = 'queued' returning id
+-- Idempotency-Key is free again. A CAS: a job a generate task already claimed stays, and so does one a
+-- same-key retry was answered with (mark_replayed committed first).
+delete from pip_ai_image_jobs where id = %(id)s and status = 'queued' and replayed_at is null returning id
+
+-- name: mark_replayed
+-- An Idempotency-Key replay hands this job out: from now on discard_queued spares it. A CAS against the
+-- creation's discard (no row: the discard won, the job was never created). Not a status change: updated_at stays.
+update pip_ai_image_jobs j set replayed_at = coalesce(j.replayed_at, now())
+where j.id = %(id)s
+returning {job_columns}
 
 -- name: lock_thread
 -- Serialises refinements of one thread (inside a transaction) so the turn limit holds under races.

@@ -21,7 +21,7 @@ from nano_banana.usecases.deleting import (
 from nano_banana.usecases.finishing import cancel_job, complete_job, discard_outputs, expire_job, fail_job
 from nano_banana.usecases.generating import UploadGrant, grant_uploads, run_generation
 from nano_banana.usecases.notifying import deliver_webhook
-from nano_banana.usecases.reading import get_job, list_jobs, thread, visible_paths
+from nano_banana.usecases.reading import get_job, list_jobs, original, thread, visible_paths
 from nano_banana.usecases.services import LEASE_GRACE, Services
 from nano_banana.usecases.sweeping import RECEIPT_MARGIN, REQUEUE_ROUND_S, delete_orphan_inputs, prune_receipts, sweep
 
@@ -54,6 +54,7 @@ __all__ = [
     "get_job",
     "grant_uploads",
     "list_jobs",
+    "original",
     "prune_receipts",
     "refine",
     "request_hash",

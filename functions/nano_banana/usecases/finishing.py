@@ -59,13 +59,18 @@ def _log_end(job: Job, event: str, **fields: object) -> None:
     )
 
 
+_ENDED_AS = {"succeeded": "succeeded", "failed": "failed", "canceled": "been canceled"}
+
+
 def cancel_job(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     current = get_job(svc, user_id, job_id)
     job = svc.store.cancel(job_id)
     if job is None:
         latest = svc.store.get_job(job_id) or current
         raise InvalidTransition(
-            f"job is {latest.status.value}; it can no longer be canceled", details={"status": latest.status.value}
+            f"the job has already {_ENDED_AS.get(latest.status.value, latest.status.value)}; only a queued or "
+            "running job can be canceled",
+            details={"status": latest.status.value},
         )
     ended(svc, job, "job_canceled")
     return job
