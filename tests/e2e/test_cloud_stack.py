@@ -4,6 +4,7 @@ client against the fake CloudTasks server, which dispatches generate/expire over
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from nano_banana.domain import webhook_id
+from nano_banana.embedded_pg import stop_if_running
 from nano_banana.settings import DEV_WEBHOOK_SECRET
 from tests.support.devserver import DevServer, free_port, png_bytes, start_dev_server
 from tests.support.fake_cloudtasks import FakeCloudTasks, mint_id_token
@@ -228,3 +230,53 @@ def test_a_webhook_is_delivered_from_its_own_queue_and_retried_with_the_same_id(
         assert (delivery["state"], delivery["attempts"], delivery["lastStatus"]) == ("delivered", 2, 200)
     finally:
         receiver.stop()
+
+
+def test_a_terminal_event_arrives_after_the_webhook_function_is_killed_mid_delivery(
+    cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]], tmp_path: Path
+) -> None:
+    """Issue 27: the process delivering a job.succeeded is killed (SIGKILL) while the receiver is still
+    answering; Cloud Tasks redelivers the task to a new process on the same database, which sends the same
+    event with the same webhook-id, and the delivery ends recorded as delivered."""
+    hold = threading.Event()
+    receiver = WebhookReceiver(hold_first=hold)
+    restarted: DevServer | None = None
+    try:
+        server, fake = cloud_server(NANO_BANANA_WEBHOOK_URL="http://127.0.0.1:{port}/tasks/webhook")
+        fake.max_attempts = 20  # the retries must outlast the restart
+        s = server.session()
+        r = server.client.post(
+            "/api/nano-banana/jobs",
+            data={
+                "projectId": s.project_id,
+                "prompt": "p",
+                "variantCount": "1",
+                "webhookUrl": f"{receiver.base_url}/h",
+            },
+            files={"image": ("p.png", png_bytes(), "image/png")},
+            headers=s.headers,
+        )
+        assert r.status_code == 202, r.text
+        job_id = r.json()["jobId"]
+        receiver.wait_for(1)  # the delivery is in flight: the function dies now
+        server.process.kill()
+        server.process.wait(10)
+        stop_if_running(server.data_dir / "postgres")
+        hold.set()
+        restarted = start_dev_server(
+            tmp_path, {k: v for k, v in server.env.items() if k.startswith(("NANO_", "PORT", "GOOGLE_", "FIRESTORE_"))}
+        )
+        received = receiver.wait_for(2, timeout_s=60)
+        assert {got.headers["webhook-id"] for got in received} == {webhook_id(uuid.UUID(job_id), "succeeded")}
+        payload = Webhook(DEV_WEBHOOK_SECRET).verify(received[-1].body, received[-1].headers)
+        assert payload["type"] == "job.succeeded"
+        deadline = time.monotonic() + 20
+        while (delivery := restarted.job(s, job_id)["webhook"]["deliveries"][0])["state"] != "delivered":
+            assert time.monotonic() < deadline, delivery
+            time.sleep(0.1)
+        assert delivery["lastStatus"] == 200
+    finally:
+        hold.set()
+        receiver.stop()
+        if restarted is not None:
+            restarted.stop()

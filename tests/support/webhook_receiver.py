@@ -17,7 +17,14 @@ class Received:
 
 
 class WebhookReceiver(LocalServer):
-    def __init__(self, statuses: tuple[int, ...] = (), headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        statuses: tuple[int, ...] = (),
+        headers: dict[str, str] | None = None,
+        hold_first: threading.Event | None = None,
+    ) -> None:
+        """`hold_first`: the first delivery is recorded, then its answer waits until the event is set (a
+        receiver still working when the sender dies)."""
         self.received: list[Received] = []
         self.statuses = list(statuses)
         self.answer_headers = headers or {}
@@ -31,7 +38,10 @@ class WebhookReceiver(LocalServer):
                 with receiver.arrived:
                     receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    first = len(receiver.received) == 1
                     receiver.arrived.notify_all()
+                if first and hold_first is not None:
+                    hold_first.wait(60)
                 self.send_response(status)
                 for key, value in receiver.answer_headers.items():
                     self.send_header(key, value)
