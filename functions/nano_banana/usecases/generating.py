@@ -114,7 +114,8 @@ def run_generation(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool =
     if job is None:
         return None
     attempt = job.attempt
-    svc.fanout.submit(hand_over, svc, job, "running")  # beside the work, never before it (it never raises)
+    if job.webhook is not None and "running" in job.webhook.events:  # beside the work, never before it
+        svc.fanout.submit(hand_over, svc, job, "running")
     log.info(
         "job_started",
         extra={"event": "job_started", "jobId": str(job.id), "projectId": str(job.project_id), "attempt": attempt},
