@@ -1,7 +1,12 @@
 """Service overhead on the local stack: N jobs through real HTTP with the 0 ms preview generator.
 
 Prints p50/p95/p99 of POST /jobs and of create→succeeded minus generator time, and Postgres round
-trips per job. Usage: .venv/bin/python bench/overhead.py [--jobs 200] [--concurrency 4]
+trips per job. Usage: .venv/bin/python bench/overhead.py [--jobs 200] [--concurrency 4] [--webhook]
+
+--webhook: every job asks for a completion webhook to a local receiver (issue 27); its delivery is recorded
+by the `complete` statement itself and enqueued beside the other post-transition cleanups, so the
+create→succeeded figure should not move (compare runs with and without it). The delivery task's own round
+trips (read the job, record the attempt) are counted apart.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from nano_banana import auth, bootstrap
 from nano_banana.domain import GenerationRequest, GenerationResult
 from nano_banana.settings import Settings
 from tests.support.devserver import free_port, png_bytes
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 def pct(values: list[float], p: float) -> float:
@@ -54,7 +60,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--webhook", action="store_true", help="each job asks for a completion webhook")
     args = parser.parse_args()
+    receiver = WebhookReceiver() if args.webhook else None
 
     import logging
 
@@ -94,7 +102,12 @@ def main() -> None:
                 r = client.post(
                     f"{base}/jobs",
                     headers=headers,
-                    data={"projectId": str(project), "prompt": "bench", "variantCount": "2"},
+                    data={
+                        "projectId": str(project),
+                        "prompt": "bench",
+                        "variantCount": "2",
+                        **({"webhookUrl": f"{receiver.base_url}/hook"} if receiver else {}),
+                    },
                     files={"image": ("a.png", image, "image/png")},
                 )
                 post_ms.append((time.perf_counter() - start) * 1000)
@@ -111,6 +124,9 @@ def main() -> None:
                 break
             time.sleep(0.05)
         wall = time.perf_counter() - wall
+        if receiver is not None:
+            receiver.wait_for(args.jobs, timeout_s=120)
+            time.sleep(0.5)  # the last deliveries record their attempt
         jobs = store.list_jobs(project, status=None, limit=args.jobs, cursor=None).jobs
         trips = store.round_trips - trips_before  # type: ignore[attr-defined]
         overhead_ms = [
@@ -137,6 +153,12 @@ def main() -> None:
         f"Postgres round trips per job: {trips / args.jobs:.2f} (membership check, insert, claim, input history, complete, expire-task no-op)"
     )
     print(f"overhead/generator ratio (p50): {pct(overhead_ms, 50) / max(pct(gen_ms, 50), 0.001):.2f}")
+    if receiver is not None:
+        print(
+            f"webhook deliveries received: {len(receiver.received)} (round trips above include 2 per delivery: "
+            "read the job, record the attempt; none on the generate path)"
+        )
+        receiver.stop()
     _ = statistics
 
 

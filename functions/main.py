@@ -1,4 +1,4 @@
-"""Cloud Functions (2nd gen) entry points: `api`, `callback`, `generate`, `expire`, `sweep`.
+"""Cloud Functions (2nd gen) entry points: `api`, `callback`, `generate`, `expire`, `webhook`, `sweep`.
 
 Thin on purpose: each one parses nothing itself and hands the request to one module. The runtime is
 built once per instance, on the first request, and each entry point imports only what it uses: `api`
@@ -76,6 +76,14 @@ def expire(request: Request) -> Response:
     from nano_banana import tasks
 
     return tasks.handle_task(_writer().services, request, "expire")
+
+
+def webhook(request: Request) -> Response:
+    """Cloud Tasks (queue `webhooks`): POST one job event to the builder's server, signed. It neither
+    enqueues nor touches the limits: nothing is warmed up for writes."""
+    from nano_banana import tasks
+
+    return tasks.handle_task(runtime().services, request, "webhook")
 
 
 def sweep(request: Request) -> Response:

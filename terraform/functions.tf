@@ -1,4 +1,4 @@
-# The five HTTP functions (2nd gen, python311), all built from the same source archive (source.tf).
+# The six HTTP functions (2nd gen, python311), all built from the same source archive (source.tf).
 #
 # Sizing, per role:
 # - api: short JSON requests plus SSE streams that end at the job's deadline + 30 s, so its timeout is
@@ -16,6 +16,8 @@
 #   deadline (remaining + 30 s).
 # - callback: small signed JSON bodies (<= 64 KiB), a few database writes; 60 s is plenty. 1 GiB: it
 #   downloads and decodes each reported variant (decodes within the same 256 MiB budget).
+# - webhook: one signed POST to a builder's server per task (5 s timeout, 1 KiB read), I/O bound: 20 at
+#   once per instance; its own service account (main.tf) holds nothing but its secrets.
 # - expire / sweep: tiny state transitions. Cloud Run needs a full CPU for concurrency > 1, so the
 #   fractional-CPU sweep serves one request at a time (it runs once a minute anyway).
 #
@@ -54,6 +56,11 @@ locals {
       min         = 0, max = 1, public = false,
       secrets     = concat(local.runtime_secrets, local.n8n_secret_for_all)
     }
+    webhook = {
+      entry_point = "webhook", memory = "512Mi", cpu = "1", timeout = 60, concurrency = 20,
+      min         = 0, max = var.webhook_max_instances, public = false,
+      secrets     = concat(local.runtime_secrets, local.n8n_secret_for_all, ["webhook_secrets"])
+    }
   }
 }
 
@@ -85,7 +92,7 @@ resource "google_cloudfunctions2_function" "fn" {
     max_instance_count               = each.value.max
     ingress_settings                 = each.value.public ? "ALLOW_ALL" : var.private_ingress
     all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.runtime.email
+    service_account_email            = each.key == "webhook" ? google_service_account.webhooks.email : google_service_account.runtime.email
     # THREADS: the Functions Framework's gunicorn otherwise runs 4 threads per CPU whatever the
     # concurrency says, so an api instance holding 4 event streams would queue every other request.
     environment_variables = merge(local.common_env, { THREADS = tostring(each.value.concurrency) })
@@ -108,6 +115,7 @@ resource "google_cloudfunctions2_function" "fn" {
   depends_on = [
     google_project_service.apis,
     google_secret_manager_secret_iam_member.runtime,
+    google_secret_manager_secret_iam_member.webhooks,
     google_project_iam_member.builder,
     google_project_iam_member.builder_storage,
   ]
@@ -123,9 +131,9 @@ resource "google_cloud_run_service_iam_member" "public" {
   member   = "allUsers"
 }
 
-# Private: only Cloud Tasks' service account may call generate and expire.
+# Private: only Cloud Tasks' service account may call generate, expire and webhook.
 resource "google_cloud_run_service_iam_member" "tasks_invoker" {
-  for_each = toset(["generate", "expire"])
+  for_each = toset(["generate", "expire", "webhook"])
   location = var.region
   service  = google_cloudfunctions2_function.fn[each.key].name
   role     = "roles/run.invoker"

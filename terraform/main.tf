@@ -21,7 +21,7 @@ locals {
   # self-reference cycle, and splitting the resource only moves the cycle. A 2nd-gen function's
   # cloudfunctions.net URL is predictable from (region, project, name), so it is computed here, before
   # any function exists. outputs.tf exposes the same map.
-  function_url = { for name in ["api", "callback", "generate", "expire", "sweep"] :
+  function_url = { for name in ["api", "callback", "generate", "expire", "webhook", "sweep"] :
     name => "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name_prefix}-${name}"
   }
 
@@ -44,6 +44,9 @@ locals {
     NANO_BANANA_TASKS_SERVICE_ACCOUNT     = google_service_account.tasks.email
     NANO_BANANA_SCHEDULER_SERVICE_ACCOUNT = google_service_account.scheduler.email
     NANO_BANANA_SWEEP_URL                 = local.function_url["sweep"]
+    NANO_BANANA_WEBHOOK_URL               = local.function_url["webhook"]
+    NANO_BANANA_WEBHOOK_TASKS_QUEUE       = google_cloud_tasks_queue.webhooks.name
+    NANO_BANANA_WEBHOOK_ALLOWED_HOSTS     = join(",", var.webhook_allowed_hosts)
     NANO_BANANA_CALLBACK_URL              = "${local.function_url["callback"]}/api/nano-banana/callback"
     NANO_BANANA_PUBLIC_URL                = local.function_url["api"]
     NANO_BANANA_TIMEOUT_S                 = tostring(var.timeout_s)
@@ -63,6 +66,7 @@ locals {
     jwt_secret           = "NANO_BANANA_JWT_SECRET"
     supabase_service_key = "SUPABASE_SERVICE_ROLE_KEY"
     n8n_secret           = "N8N_NANO_BANANA_SECRET"
+    webhook_secrets      = "NANO_BANANA_WEBHOOK_SIGNING_SECRETS"
   }
 }
 
@@ -82,6 +86,13 @@ resource "google_service_account" "runtime" {
 resource "google_service_account" "tasks" {
   account_id   = "${var.name_prefix}-tasks"
   display_name = "Nano Banana Cloud Tasks invoker (generate, expire)"
+}
+
+# The webhook function's own identity: it POSTs to builders' servers (URLs from outside), so it holds only
+# what a delivery needs (the database, Storage for signed URLs, the signing secrets) and no other role.
+resource "google_service_account" "webhooks" {
+  account_id   = "${var.name_prefix}-webhooks"
+  display_name = "Nano Banana webhook deliveries"
 }
 
 resource "google_service_account" "scheduler" {
@@ -114,6 +125,14 @@ resource "google_cloud_tasks_queue_iam_member" "runtime" {
   member   = "serviceAccount:${google_service_account.runtime.email}"
 }
 
+# Runtime: hand a recorded webhook delivery to its queue (after a transition, and the sweep); create only.
+resource "google_cloud_tasks_queue_iam_member" "runtime_webhooks" {
+  name     = google_cloud_tasks_queue.webhooks.name
+  location = var.region
+  role     = "roles/cloudtasks.enqueuer"
+  member   = "serviceAccount:${google_service_account.runtime.email}"
+}
+
 # Runtime: attach the tasks account's identity (OIDC token) to the tasks it creates; on that account only.
 resource "google_service_account_iam_member" "runtime_acts_as_tasks" {
   service_account_id = google_service_account.tasks.name
@@ -121,12 +140,20 @@ resource "google_service_account_iam_member" "runtime_acts_as_tasks" {
   member             = "serviceAccount:${google_service_account.runtime.email}"
 }
 
-# Runtime: read each secret it mounts, nothing else.
+# Runtime: read each secret it mounts, nothing else (the webhook signing secrets are the webhook function's).
 resource "google_secret_manager_secret_iam_member" "runtime" {
-  for_each  = google_secret_manager_secret.service
+  for_each  = { for k, s in google_secret_manager_secret.service : k => s if k != "webhook_secrets" }
   secret_id = each.value.id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.runtime.email}"
+}
+
+# Webhooks: read the secrets the webhook function mounts, nothing else.
+resource "google_secret_manager_secret_iam_member" "webhooks" {
+  for_each  = { for k, s in google_secret_manager_secret.service : k => s if contains(local.functions["webhook"].secrets, k) }
+  secret_id = each.value.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.webhooks.email}"
 }
 
 # Builder: what Cloud Run functions documents for a custom build account: build logs, the image in

@@ -9,7 +9,7 @@
 
 locals {
   # Our functions' stdout on Cloud Run (2nd-gen functions run as Cloud Run services of the same name).
-  log_base = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=~\"^${var.name_prefix}-(api|callback|generate|expire|sweep)$\""
+  log_base = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=~\"^${var.name_prefix}-(api|callback|generate|expire|webhook|sweep)$\""
 
   # The one line each terminal transition writes (usecases._log_end), whatever ended the job.
   terminal_events = "(jsonPayload.event=\"job_succeeded\" OR jsonPayload.event=\"job_failed\" OR jsonPayload.event=\"job_canceled\" OR jsonPayload.event=\"job_expired\")"
@@ -72,6 +72,15 @@ locals {
       description = "Reconnections of the event streams' shared LISTEN connection to Postgres."
       filter      = "${local.log_base} AND jsonPayload.event=\"listener_reconnected\""
       labels      = {}
+    }
+    # Completion webhooks (docs/webhooks.md): attempts that failed (non-2xx, timeout, connection error) and
+    # are retried, and deliveries given up after the 24 h retry window.
+    webhook_failures = {
+      description = "Webhook delivery attempts that failed (retried: webhook_attempt_failed) or were given up (webhook_abandoned)."
+      filter      = "${local.log_base} AND (jsonPayload.event=\"webhook_attempt_failed\" OR jsonPayload.event=\"webhook_abandoned\")"
+      labels = {
+        event = "EXTRACT(jsonPayload.event)"
+      }
     }
     vertex_retries = {
       description = "Vertex AI calls retried, by cause: the HTTP status (429 = quota, 5xx), timeout or connection error."
@@ -453,6 +462,33 @@ resource "google_monitoring_alert_policy" "vertex_quota" {
 
   documentation {
     content   = "Vertex AI kept answering 429 (resource exhausted) for ${var.alert_vertex_429_duration_s / 60} minutes. Runbook: docs/operations.md#vertex-ai-answering-429"
+    mime_type = "text/markdown"
+  }
+}
+
+resource "google_monitoring_alert_policy" "webhook_failures" {
+  display_name          = "${var.name_prefix}: webhook deliveries failing"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "failed webhook attempts above alert_webhook_failures per window, sustained"
+    condition_threshold {
+      filter          = "metric.type=\"${local.metric_type.webhook_failures}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.alert_webhook_failures
+      duration        = "${var.alert_webhook_failures_duration_s}s"
+      aggregations {
+        alignment_period     = "${var.alert_window_s}s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+    }
+  }
+
+  documentation {
+    content   = "More than ${var.alert_webhook_failures} webhook delivery attempts failed per ${var.alert_window_s / 60} minutes for ${var.alert_webhook_failures_duration_s / 60} minutes. Runbook: docs/operations.md#webhook-deliveries-failing"
     mime_type = "text/markdown"
   }
 }

@@ -29,6 +29,7 @@ output "service_accounts" {
     runtime   = google_service_account.runtime.email
     tasks     = google_service_account.tasks.email
     scheduler = google_service_account.scheduler.email
+    webhooks  = google_service_account.webhooks.email
     builder   = google_service_account.builder.email
   }
 }

@@ -43,3 +43,36 @@ resource "google_cloud_tasks_queue" "jobs" {
 
   depends_on = [google_project_service.apis]
 }
+
+# Completion webhooks (docs/webhooks.md) have their own queue: a slow or failing receiver never holds up
+# generation, and its retries follow the receiver's time, not the job's. Every failure (non-2xx, timeout,
+# connection error) is retried with exponential backoff, 10 s doubling to 1 h, for a little over 24 h
+# (the service gives a delivery up once it is 24 h old: usecases/notifying.py RETRY_WINDOW); attempts are
+# unlimited within that window. Task names derive from (job, event), so a second enqueue is a no-op.
+locals {
+  webhook_retry_window_s = 25 * 3600
+}
+
+resource "google_cloud_tasks_queue" "webhooks" {
+  name     = "${var.name_prefix}-webhooks"
+  location = var.region
+
+  rate_limits {
+    max_dispatches_per_second = var.queue_max_dispatches_per_second
+    max_concurrent_dispatches = local.functions["webhook"].max * local.functions["webhook"].concurrency
+  }
+
+  retry_config {
+    max_attempts       = -1
+    max_retry_duration = "${local.webhook_retry_window_s}s"
+    min_backoff        = "10s"
+    max_backoff        = "3600s"
+    max_doublings      = 9
+  }
+
+  stackdriver_logging_config {
+    sampling_ratio = 1.0
+  }
+
+  depends_on = [google_project_service.apis]
+}

@@ -55,12 +55,14 @@ variable "secret_ids" {
     jwt_secret           = string
     supabase_service_key = string
     n8n_secret           = string
+    webhook_secrets      = string
   })
   default = {
     database_url         = "nano-banana-database-url"
     jwt_secret           = "nano-banana-jwt-secret"
     supabase_service_key = "nano-banana-supabase-service-key"
     n8n_secret           = "nano-banana-n8n-secret"
+    webhook_secrets      = "nano-banana-webhook-signing-secrets"
   }
 }
 
@@ -148,6 +150,18 @@ variable "callback_max_instances" {
   description = "Maximum instances of the callback function."
   type        = number
   default     = 10
+}
+
+variable "webhook_max_instances" {
+  description = "Maximum instances of the webhook function (bounds parallel deliveries to builders' servers)."
+  type        = number
+  default     = 5
+}
+
+variable "webhook_allowed_hosts" {
+  description = "If set, the only hosts a job's webhookUrl may name (exact names or *.suffix): NANO_BANANA_WEBHOOK_ALLOWED_HOSTS."
+  type        = list(string)
+  default     = []
 }
 
 variable "expire_max_instances" {
@@ -295,6 +309,22 @@ variable "alert_vertex_429_duration_s" {
   validation {
     condition     = var.alert_vertex_429_duration_s >= 0 && var.alert_vertex_429_duration_s % 60 == 0
     error_message = "alert_vertex_429_duration_s is a whole number of minutes."
+  }
+}
+
+variable "alert_webhook_failures" {
+  description = "Alert when more than this many webhook attempts fail per alert_window_s (a receiver down, or refusing us) ..."
+  type        = number
+  default     = 20
+}
+
+variable "alert_webhook_failures_duration_s" {
+  description = "... for this long (seconds): one receiver's short outage is absorbed by the retries."
+  type        = number
+  default     = 1800
+  validation {
+    condition     = var.alert_webhook_failures_duration_s >= 0 && var.alert_webhook_failures_duration_s % 60 == 0
+    error_message = "alert_webhook_failures_duration_s is a whole number of minutes."
   }
 }
 

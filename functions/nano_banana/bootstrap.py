@@ -33,6 +33,7 @@ from nano_banana.ports import (
     Task,
     TaskHandler,
     TaskQueue,
+    WebhookPoster,
 )
 from nano_banana.settings import Settings
 from nano_banana.signing import UrlSigner
@@ -190,6 +191,10 @@ def build_queue(settings: Settings, clock: Clock, closers: list[Callable[[], Non
             settings.tasks_service_account,
             settings.task_oidc_audience,
             clock,
+            webhook_url=settings.webhook_target_url,
+            webhook_queue_path=client.queue_path(
+                settings.gcp_project or "local", settings.gcp_location, settings.webhook_tasks_queue
+            ),
         )
     from nano_banana.adapters.queue_inline import InlineQueue
 
@@ -235,11 +240,22 @@ def build_processor(settings: Settings, clock: Clock) -> Processor:
     return N8nProcessor(settings.n8n_webhook_url, settings.callback_secrets, clock=clock)
 
 
+def build_webhook_sender(settings: Settings) -> WebhookPoster:
+    from nano_banana.adapters.webhook_sender import WebhookSender
+    from nano_banana.usecases.notifying import policy
+
+    return WebhookSender(policy(settings))
+
+
 def dispatch(services: usecases.Services, task: Task, *, first_delivery: bool = False) -> None:
     """What an in-process queue delivers to: the same use cases the task entry points call, told what
     Cloud Tasks' X-CloudTasks-TaskRetryCount tells them (a first delivery's generate task that finds no row
     yet raises, so the queue delivers it again and it stays pending meanwhile, as with Cloud Tasks)."""
-    if task.kind == "generate":
+    if task.kind == "webhook":
+        from nano_banana.http import job_renderer
+
+        usecases.deliver_webhook(services, task.job_id, str(task.event), render=job_renderer(services))
+    elif task.kind == "generate":
         usecases.run_generation(services, task.job_id, retry_if_missing=first_delivery)
     else:
         usecases.expire_job(services, task.job_id)
@@ -282,6 +298,7 @@ def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
         clock=clock,
         extras=extras,
         closers=closers,
+        webhooks=build_webhook_sender(settings),
     )
     if (bind := getattr(queue, "bind", None)) is not None:
         bind(task_handler(services))

@@ -112,7 +112,7 @@ def create_app(rt: Any) -> Any:
 
     @app.route("/tasks/<name>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def task(name: str) -> Response:
-        if name not in ("generate", "expire", "sweep"):
+        if name not in ("generate", "expire", "webhook", "sweep"):
             return error_response(NotFound("no such task handler"))
         return tasks.handle_task(rt.services, request, name)
 

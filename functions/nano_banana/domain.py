@@ -100,6 +100,40 @@ def output_path(job_id: uuid.UUID, attempt: int, index: int, mime_type: str) -> 
     return f"{job_prefix(job_id)}{attempt}/{index}.{MIME_EXT[mime_type]}"
 
 
+# What a completion webhook may announce (`webhookEvents`), and what it announces when not told.
+WEBHOOK_EVENTS = ("running", "succeeded", "failed", "canceled")
+DEFAULT_WEBHOOK_EVENTS = ("succeeded", "failed", "canceled")
+
+
+def webhook_id(job_id: uuid.UUID, event: str) -> str:
+    """The Standard Webhooks `webhook-id` of a job's event: derived, so every retry (and a second enqueue)
+    carries the same one and receivers can deduplicate."""
+    return f"msg_{uuid.uuid5(job_id, f'job.{event}').hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One (job, event) delivery: recorded with the transition, updated by each attempt. `state`: pending,
+    delivered, gone (the receiver answered 410), refused (the address is not allowed) or failed (gave up)."""
+
+    event: str
+    state: str
+    attempts: int
+    last_status: int | None
+    delivered_at: datetime | None
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """Where a job's events are POSTed, which events, and what became of each delivery."""
+
+    url: str
+    events: tuple[str, ...]
+    deliveries: tuple[WebhookDelivery, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Variant:
     id: uuid.UUID
@@ -141,6 +175,7 @@ class Job:
     # Set when the job succeeded with fewer variants than asked.
     note: str | None = None
     variants: tuple[Variant, ...] = ()
+    webhook: Webhook | None = None
 
     @property
     def terminal(self) -> bool:
@@ -182,6 +217,8 @@ class NewJob:
     request_hash: str | None
     deadline_at: datetime
     message_id: uuid.UUID = field(default_factory=new_id)
+    webhook_url: str | None = None
+    webhook_events: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,12 @@ class InvalidRequest(NanoBananaError):
     code = "invalid_request"
 
 
+class WebhookUrlInvalid(InvalidRequest):
+    """A `webhookUrl` (or `webhookEvents`) the outbound policy refuses (nano_banana.outbound): nothing is created."""
+
+    code = "webhook_url_invalid"
+
+
 class BadRequest(InvalidRequest):
     """Malformed syntax (unparseable JSON, broken multipart): 400 with the same code."""
 

@@ -62,6 +62,15 @@ class Event(enum.StrEnum):
     callback_rejected = "callback_rejected"
     receipt_release_failed = "receipt_release_failed"
     receipt_settle_failed = "receipt_settle_failed"
+    # ---- completion webhooks (usecases/notifying.py; docs/webhooks.md)
+    webhook_delivered = "webhook_delivered"  # the receiver answered 2xx: jobId, on (the event), attempt, httpStatus
+    webhook_attempt_failed = "webhook_attempt_failed"  # non-2xx, timeout or connection error: retried by the queue
+    webhook_abandoned = "webhook_abandoned"  # still failing past the 24 h retry window: given up
+    webhook_refused = "webhook_refused"  # the address is not allowed at delivery (resolves privately): not retried
+    webhook_gone = "webhook_gone"  # the receiver answered 410 Gone: not retried
+    webhook_not_owed = "webhook_not_owed"  # a webhook task found its delivery settled or its job deleted
+    webhook_enqueue_failed = "webhook_enqueue_failed"  # the sweep hands the delivery over instead
+    webhook_requeued = "webhook_requeued"  # the sweep enqueued a delivery whose task never ran
     # ---- task handlers (tasks.py, task_auth.py)
     task_retry = "task_retry"
     task_error = "task_error"
@@ -155,6 +164,7 @@ FIELDS: Mapping[Event, frozenset[str]] = {
             "orphans",
             "orphanOutputs",
             "receipts",
+            "webhooksHandedOver",
             "durationMs",
         }
     ),
@@ -162,6 +172,8 @@ FIELDS: Mapping[Event, frozenset[str]] = {
     Event.listener_down: frozenset({"attempt", "reason"}),
     Event.vertex_retry: frozenset({"attempt", "reason", "delayMs"}),
     Event.task_enqueue_failed: frozenset({"jobId", "kind"}),
+    Event.webhook_attempt_failed: frozenset({"jobId", "projectId", "on", "attempt", "httpStatus", "reason"}),
+    Event.webhook_abandoned: frozenset({"jobId", "projectId", "on", "attempt", "httpStatus", "reason"}),
 }
 
 TERMINAL_EVENTS: frozenset[Event] = frozenset(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -156,7 +156,7 @@ class Limits(Protocol):
 
 # ---------------------------------------------------------------- task queue
 
-TaskKind = Literal["generate", "expire"]
+TaskKind = Literal["generate", "expire", "webhook"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +169,22 @@ class Task:
     dispatch_deadline_s: float | None = None
     # Set when the sweep replaces a lost task whose name is used up: a new deterministic name per round.
     replacement: int | None = None
+    # A webhook task's event (running, succeeded, failed, canceled): one task per (job, event).
+    event: str | None = None
+
+    @property
+    def name(self) -> str:
+        return task_name(self.kind, self.job_id, self.replacement, event=self.event)
 
 
-def task_name(kind: TaskKind, job_id: uuid.UUID, replacement: int | None = None) -> str:
-    """Deterministic task id, so a duplicate enqueue is ALREADY_EXISTS (hashed prefix spreads names)."""
+def task_name(kind: TaskKind, job_id: uuid.UUID, replacement: int | None = None, *, event: str | None = None) -> str:
+    """Deterministic task id, so a duplicate enqueue is ALREADY_EXISTS (hashed prefix spreads names). A
+    webhook task's name carries its event: derived from (job, event) like the delivery's webhook-id."""
     import hashlib
 
     prefix = hashlib.sha256(job_id.bytes).hexdigest()[:8]
-    return f"{prefix}-{kind}-{job_id}" + (f"-r{replacement}" if replacement is not None else "")
+    suffix = (f"-{event}" if event is not None else "") + (f"-r{replacement}" if replacement is not None else "")
+    return f"{prefix}-{kind}-{job_id}{suffix}"
 
 
 class TaskQueue(Protocol):
@@ -198,6 +206,25 @@ class TaskQueue(Protocol):
 TaskHandler = Callable[[Task, int], None]
 """What an in-process queue delivers to (it calls the use case directly): the task, and how many times it was
 delivered before (0: the first delivery), as Cloud Tasks' X-CloudTasks-TaskRetryCount header says."""
+
+
+# ---------------------------------------------------------------- outbound webhooks
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAnswer:
+    """What one delivery attempt came to: the receiver's status, or why no request was sent (`refused`:
+    the outbound policy forbids the target, for good; `error`: a timeout or connection failure, retried)."""
+
+    status: int | None = None
+    refused: str | None = None
+    error: str | None = None
+
+
+class WebhookPoster(Protocol):
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> WebhookAnswer:
+        """One POST under the outbound policy (nano_banana.outbound): never raises for the receiver's sake."""
+        ...
 
 
 # ---------------------------------------------------------------- blobs
@@ -448,6 +475,17 @@ class JobStore(Protocol):
 
     def prune_webhooks(self, before: datetime) -> None:
         """Forget webhook ids older than the replay window."""
+        ...
+
+    def record_webhook_attempt(
+        self, job_id: uuid.UUID, event: str, *, state: str, status: int | None, reason: str | None, now: datetime
+    ) -> bool:
+        """One outbound delivery attempt's outcome (attempts + 1; `state` pending to retry, else delivered,
+        gone, refused or failed), if the delivery is still pending. False if it is settled or gone."""
+        ...
+
+    def unsent_webhooks(self, *, before: datetime, after: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
+        """(job id, event) of pending deliveries recorded in (after, before) that no attempt reached."""
         ...
 
     def job_subtree(self, job_ids: Sequence[uuid.UUID], *, by_input: bool = False) -> list[Job]:

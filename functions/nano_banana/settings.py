@@ -13,6 +13,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_JWT_SECRET = "nano-banana-dev-secret-not-for-production-0123456789"  # noqa: S105 (local dev only; refused with a database URL)
 
 
+# base64 of "nano-banana-dev-webhook-secret!!"; only ever used on the embedded database of `make dev`.
+DEV_WEBHOOK_SECRET = "whsec_bmFuby1iYW5hbmEtZGV2LXdlYmhvb2stc2VjcmV0ISE="  # noqa: S105
+
+
 def _comma_list(value: str) -> list[str]:
     """A comma-separated setting's items, trimmed, empty ones dropped."""
     return [item.strip() for item in value.split(",") if item.strip()]
@@ -144,6 +148,15 @@ class Settings(CoreSettings):
     # transition is a CAS, a repeated success is idempotent); a long TTL would outlast the processor's retries.
     callback_claim_ttl_s: int = Field(30, ge=1, le=3600, validation_alias="NANO_BANANA_CALLBACK_CLAIM_TTL_S")
 
+    # Completion webhooks (docs/webhooks.md). Unset http hosts: 127.0.0.1 and localhost on the embedded
+    # database of `make dev`, none in production.
+    webhook_http_hosts_list: str | None = Field(None, validation_alias="NANO_BANANA_WEBHOOK_HTTP_HOSTS")
+    webhook_allowed_hosts_list: str = Field("", validation_alias="NANO_BANANA_WEBHOOK_ALLOWED_HOSTS")
+    webhook_ports_list: str = Field("", validation_alias="NANO_BANANA_WEBHOOK_PORTS")
+    webhook_signing_secrets_list: SecretStr | None = Field(None, validation_alias="NANO_BANANA_WEBHOOK_SIGNING_SECRETS")
+    webhook_target_url: str | None = Field(None, validation_alias="NANO_BANANA_WEBHOOK_URL")
+    webhook_tasks_queue: str = Field("nano-banana-webhooks", validation_alias="NANO_BANANA_WEBHOOK_TASKS_QUEUE")
+
     @model_validator(mode="after")
     def _selected_backends_are_configured(self) -> Settings:
         if self.storage == "supabase" and (not self.supabase_url or self.supabase_service_key is None):
@@ -156,6 +169,21 @@ class Settings(CoreSettings):
             raise ValueError("NANO_BANANA_QUEUE=cloudtasks needs NANO_BANANA_GENERATE_URL and NANO_BANANA_EXPIRE_URL")
         return self
 
+    @field_validator("webhook_signing_secrets_list")
+    @classmethod
+    def _secrets_are_whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        for secret in _comma_list(value.get_secret_value() if value is not None else ""):
+            if not re.fullmatch(r"whsec_[A-Za-z0-9+/]{16,}={0,2}", secret):
+                raise ValueError("NANO_BANANA_WEBHOOK_SIGNING_SECRETS: each secret is whsec_ and base64 (16+ bytes)")
+        return value
+
+    @field_validator("webhook_ports_list")
+    @classmethod
+    def _ports_are_ports(cls, value: str) -> str:
+        if not all(p.isdigit() and 0 < int(p) < 65536 for p in _comma_list(value)):
+            raise ValueError("NANO_BANANA_WEBHOOK_PORTS: comma-separated port numbers")
+        return value
+
     @field_validator("cors_origins_list")
     @classmethod
     def _origins_are_origins(cls, value: str) -> str:
@@ -167,6 +195,36 @@ class Settings(CoreSettings):
     @property
     def cors_origins(self) -> frozenset[str]:
         return frozenset(_comma_list(self.cors_origins_list))
+
+    @property
+    def webhook_http_hosts(self) -> frozenset[str]:
+        if self.webhook_http_hosts_list is None:
+            return frozenset({"127.0.0.1", "localhost"}) if self.embedded else frozenset()
+        return frozenset(h.lower() for h in _comma_list(self.webhook_http_hosts_list))
+
+    @property
+    def webhook_allowed_hosts(self) -> tuple[str, ...]:
+        return tuple(h.lower() for h in _comma_list(self.webhook_allowed_hosts_list))
+
+    @property
+    def webhook_ports(self) -> frozenset[int]:
+        return frozenset(int(p) for p in _comma_list(self.webhook_ports_list))
+
+    @property
+    def webhook_signing_secrets(self) -> list[str]:
+        """Every listed secret signs each delivery (rotation: add the new one, then drop the old). `make dev`
+        signs with a fixed development secret when none is set."""
+        if self.webhook_signing_secrets_list is not None:
+            return _comma_list(self.webhook_signing_secrets_list.get_secret_value())
+        return [DEV_WEBHOOK_SECRET] if self.embedded else []
+
+    @property
+    def webhooks_configured(self) -> bool:
+        """Whether this deployment delivers webhooks: on Cloud Tasks, to a webhook function (which holds the
+        signing secrets, the api does not); in process, with secrets to sign them."""
+        if self.queue == "cloudtasks":
+            return bool(self.webhook_target_url)
+        return bool(self.webhook_signing_secrets)
 
     @cached_property
     def base_url(self) -> str:

@@ -12,6 +12,7 @@ from flask import Request, Response
 
 from nano_banana import log as log_context
 from nano_banana import usecases
+from nano_banana.domain import WEBHOOK_EVENTS
 from nano_banana.errors import NanoBananaError, TransientError, Unauthenticated, Unavailable
 from nano_banana.http import error_response
 from nano_banana.settings import Settings
@@ -34,7 +35,12 @@ def authenticate(settings: Settings, request: Request, kind: str) -> None:
         account, audience = settings.scheduler_service_account, settings.sweep_url
     else:
         account = settings.tasks_service_account
-        audience = settings.task_oidc_audience or (settings.generate_url if kind == "generate" else settings.expire_url)
+        targets = {
+            "generate": settings.generate_url,
+            "expire": settings.expire_url,
+            "webhook": settings.webhook_target_url,
+        }
+        audience = settings.task_oidc_audience or targets.get(kind)
     if not account:
         raise Unauthenticated("task authentication is not configured")
     verify_task_request(
@@ -45,12 +51,14 @@ def authenticate(settings: Settings, request: Request, kind: str) -> None:
     )
 
 
-def _job_id(request: Request) -> uuid.UUID | None:
+def _task_body(request: Request) -> tuple[uuid.UUID | None, str | None]:
+    """The task's job id (None: malformed) and, for a webhook task, its event."""
     try:
         body = json.loads(request.get_data(cache=False)[:4096])
-        return uuid.UUID(str(body["jobId"]))
-    except (ValueError, KeyError, TypeError):
-        return None
+        event = body.get("webhookEvent")
+        return uuid.UUID(str(body["jobId"])), event if event in WEBHOOK_EVENTS else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, None
 
 
 _TASK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
@@ -73,10 +81,16 @@ def _handle_task(services: usecases.Services, request: Request, kind: str, *, fi
         authenticate(services.settings, request, kind)
         if kind == "sweep":
             return _answer({"expired": usecases.sweep(services)})
-        job_id = _job_id(request)
-        if job_id is None:  # a retry cannot fix a malformed task: acknowledge it
+        job_id, event = _task_body(request)
+        if job_id is None or (kind == "webhook" and event is None):  # a retry cannot fix a malformed task
             log.warning("malformed task ignored", extra={"event": "task_ignored", "task": kind})
-            return _answer({"ignored": 'body must be {"jobId": "<uuid>"}'})
+            return _answer({"ignored": 'body must be {"jobId": "<uuid>"} (and a webhook task\'s "webhookEvent")'})
+        if kind == "webhook":
+            from nano_banana.http import job_renderer
+
+            assert event is not None
+            usecases.deliver_webhook(services, job_id, event, render=job_renderer(services))
+            return _answer({"jobId": str(job_id), "webhookEvent": event})
         if kind == "generate":
             job = usecases.run_generation(services, job_id, retry_if_missing=first_delivery)
         else:

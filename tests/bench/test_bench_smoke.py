@@ -32,6 +32,18 @@ def test_overhead() -> None:
     assert "Postgres round trips per job" in out
 
 
+def test_overhead_with_webhooks() -> None:
+    out = run("overhead.py", "--jobs", "5", "--concurrency", "2", "--webhook")
+    assert "succeeded: 5" in out
+    assert "webhook deliveries received: 5" in out
+
+
+def test_webhooks_add_no_round_trip_to_the_generate_path() -> None:
+    out = run("webhooks.py", "--jobs", "10")
+    assert "+0.00 round trips per job" in out
+    assert "the delivery task (webhooks queue, not the generate path): 2 round trips" in out
+
+
 def test_sweep() -> None:
     out = run("sweep.py", "--history", "20", "--recent", "10", "--projects", "5", "--leaked", "2", "--queued", "2")
     assert "releases 2 (leaked: 2), queue creates 0" in out

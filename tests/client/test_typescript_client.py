@@ -27,7 +27,18 @@ pytestmark = pytest.mark.client
 CLIENT = ROOT / "clients" / "typescript"
 BIN = CLIENT / "node_modules" / ".bin"
 # One user with a project of their own per node test: the rate limit counts per user.
-SESSIONS = ("lifecycle", "limits", "retries", "cancel", "refine", "abort", "reconnect", "silent", "polling")
+SESSIONS = (
+    "lifecycle",
+    "limits",
+    "retries",
+    "cancel",
+    "refine",
+    "abort",
+    "reconnect",
+    "silent",
+    "polling",
+    "webhooks",
+)
 RATE_PER_HOUR = 4
 
 

@@ -4,6 +4,7 @@ client against the fake CloudTasks server, which dispatches generate/expire over
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,10 +12,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook
 
+from nano_banana.domain import webhook_id
+from nano_banana.embedded_pg import stop_if_running
+from nano_banana.settings import DEV_WEBHOOK_SECRET
 from tests.support.devserver import DevServer, free_port, png_bytes, start_dev_server
 from tests.support.fake_cloudtasks import FakeCloudTasks, mint_id_token
 from tests.support.firestore import Emulator
+from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.firestore, pytest.mark.cloudtasks]
 
@@ -48,7 +54,7 @@ def cloud_server(
                 "NANO_BANANA_SWEEP_URL": f"{base}/tasks/sweep",
                 "NANO_BANANA_GENERATE_URL": f"{base}/tasks/generate",
                 "NANO_BANANA_EXPIRE_URL": f"{base}/tasks/expire",
-                **env,
+                **{k: v.replace("{port}", str(port)) for k, v in env.items()},
             },
         )
         started.append((server, fake))
@@ -186,3 +192,91 @@ def test_rate_limit_is_exact_under_parallel_creation(
         codes = list(pool.map(create, range(12)))
     assert codes.count(202) == 5
     assert codes.count(429) == 7
+
+
+def test_a_webhook_is_delivered_from_its_own_queue_and_retried_with_the_same_id(
+    cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]],
+) -> None:
+    """Issue 27 on the production topology's twins: the webhook task goes to the `webhooks` queue (its own
+    retry policy), is authenticated with the tasks account's OIDC token, and a 500 from the receiver is
+    retried by Cloud Tasks with the same webhook-id until the 200."""
+    receiver = WebhookReceiver(statuses=(500,))
+    try:
+        server, fake = cloud_server(NANO_BANANA_WEBHOOK_URL="http://127.0.0.1:{port}/tasks/webhook")
+        s = server.session()
+        r = server.client.post(
+            "/api/nano-banana/jobs",
+            data={
+                "projectId": s.project_id,
+                "prompt": "p",
+                "variantCount": "1",
+                "webhookUrl": f"{receiver.base_url}/h",
+            },
+            files={"image": ("p.png", png_bytes(), "image/png")},
+            headers=s.headers,
+        )
+        assert r.status_code == 202, r.text
+        received = receiver.wait_for(2)
+        assert {got.headers["webhook-id"] for got in received} == {
+            webhook_id(uuid.UUID(r.json()["jobId"]), "succeeded")
+        }
+        Webhook(DEV_WEBHOOK_SECRET).verify(received[1].body, received[1].headers)
+        assert fake.wait_for(lambda: sum(a.url.endswith("/tasks/webhook") for a in fake.attempts) == 2, 10)
+        hooks = [a for a in fake.attempts if a.url.endswith("/tasks/webhook")]
+        assert [a.status for a in hooks] == [503, 200], "a failed attempt is retried by the queue"
+        assert all("/queues/nano-banana-webhooks/tasks/" in a.task_name for a in hooks)
+        job = server.job(s, r.json()["jobId"])
+        (delivery,) = job["webhook"]["deliveries"]  # recorded before the 200 was answered
+        assert (delivery["state"], delivery["attempts"], delivery["lastStatus"]) == ("delivered", 2, 200)
+    finally:
+        receiver.stop()
+
+
+def test_a_terminal_event_arrives_after_the_webhook_function_is_killed_mid_delivery(
+    cloud_server: Callable[..., tuple[DevServer, FakeCloudTasks]], tmp_path: Path
+) -> None:
+    """Issue 27: the process delivering a job.succeeded is killed (SIGKILL) while the receiver is still
+    answering; Cloud Tasks redelivers the task to a new process on the same database, which sends the same
+    event with the same webhook-id, and the delivery ends recorded as delivered."""
+    hold = threading.Event()
+    receiver = WebhookReceiver(hold_first=hold)
+    restarted: DevServer | None = None
+    try:
+        server, fake = cloud_server(NANO_BANANA_WEBHOOK_URL="http://127.0.0.1:{port}/tasks/webhook")
+        fake.max_attempts = 20  # the retries must outlast the restart
+        s = server.session()
+        r = server.client.post(
+            "/api/nano-banana/jobs",
+            data={
+                "projectId": s.project_id,
+                "prompt": "p",
+                "variantCount": "1",
+                "webhookUrl": f"{receiver.base_url}/h",
+            },
+            files={"image": ("p.png", png_bytes(), "image/png")},
+            headers=s.headers,
+        )
+        assert r.status_code == 202, r.text
+        job_id = r.json()["jobId"]
+        receiver.wait_for(1)  # the delivery is in flight: the function dies now
+        server.process.kill()
+        server.process.wait(10)
+        stop_if_running(server.data_dir / "postgres")
+        hold.set()
+        restarted = start_dev_server(
+            tmp_path, {k: v for k, v in server.env.items() if k.startswith(("NANO_", "PORT", "GOOGLE_", "FIRESTORE_"))}
+        )
+        received = receiver.wait_for(2, timeout_s=60)
+        assert {got.headers["webhook-id"] for got in received} == {webhook_id(uuid.UUID(job_id), "succeeded")}
+        payload = Webhook(DEV_WEBHOOK_SECRET).verify(received[-1].body, received[-1].headers)
+        assert payload["type"] == "job.succeeded"
+        deadline = time.monotonic() + 20
+        while (delivery := restarted.job(s, job_id)["webhook"]["deliveries"][0])["state"] != "delivered":
+            assert time.monotonic() < deadline, delivery
+            time.sleep(0.1)
+        assert delivery["lastStatus"] == 200
+    finally:
+        hold.set()
+        receiver.stop()
+        if restarted is not None:
+            restarted.stop()

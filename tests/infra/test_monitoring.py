@@ -147,6 +147,7 @@ EXPECTED: dict[str, Callable[[dict[str, Any]], bool]] = {
     "sweep_expired_jobs": lambda line: line["event"] == "job_expired" and line["by"] == "sweep",
     "listener_reconnects": lambda line: line["event"] == "listener_reconnected",
     "vertex_retries": lambda line: line["event"] == "vertex_retry",
+    "webhook_failures": lambda line: line["event"] in {"webhook_attempt_failed", "webhook_abandoned"},
     "job_duration": lambda line: line["event"] in TERMINAL,
 }
 
@@ -160,6 +161,7 @@ def test_the_run_wrote_every_line_the_metrics_are_about(captured: list[dict[str,
     (an enqueue failure is a rejection saying so; a job the sweep expires says so)."""
     events = {line["event"] for line in captured}
     assert {"request", "callback_rejected", "release_failed", "listener_reconnected", "vertex_retry"} <= events
+    assert {"webhook_attempt_failed", "webhook_delivered"} <= events
     assert events >= TERMINAL
     codes = {(line["status"], line.get("code")) for line in captured if line["event"] == "request"}
     assert {(429, "rate_limited"), (429, "concurrency_limited"), (404, "not_found"), (503, "unavailable")} <= codes

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.infra
 ROOT = Path(__file__).resolve().parents[2]
 TF = ROOT / "terraform"
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
-ENTRY_POINTS = {"api", "callback", "generate", "expire", "sweep"}
+ENTRY_POINTS = {"api", "callback", "generate", "expire", "webhook", "sweep"}
 PUBLIC = {"api", "callback"}
 
 # What each function's role reads from the settings object (field names of Settings; the env var names
@@ -59,6 +59,7 @@ ROLE_NEEDS: dict[str, set[str]] = {
     "expire": RUNTIME | {"tasks_service_account"},
     "sweep": RUNTIME | {"scheduler_service_account", "sweep_url"},
     "callback": RUNTIME | {"n8n_secret"},
+    "webhook": RUNTIME | {"tasks_service_account", "webhook_target_url", "webhook_signing_secrets_list"},
 }
 
 
@@ -154,10 +155,11 @@ def function_secrets(name: str, generator: str) -> set[str]:
         "local.runtime_secrets": set(local["runtime_secrets"]),
         "local.n8n_secret_for_all": {"n8n_secret"} if generator == "n8n" else set(),
         '["n8n_secret"]': {"n8n_secret"},
+        '["webhook_secrets"]': {"webhook_secrets"},
     }
-    match = re.fullmatch(r"\$\{concat\((.+), (.+)\)\}", functions()[name]["secrets"])
+    match = re.fullmatch(r"\$\{concat\((local\.runtime_secrets(?:, [^,]+)+)\)\}", functions()[name]["secrets"])
     assert match, f"{name}: secrets must be concat(local.runtime_secrets, ...)"
-    return known[match.group(1)] | known[match.group(2)]
+    return set().union(*(known[part] for part in match.group(1).split(", ")))
 
 
 def function_env(name: str, generator: str) -> set[str]:
@@ -262,6 +264,8 @@ def test_each_function_gets_the_settings_its_role_needs() -> None:
             given = {**example_tfvars(), "generator": generator, **overrides}
             values = {k: resolve(str(v), given) for k, v in common.items()}
             values.update(dict.fromkeys(env - set(common), "placeholder-secret"))
+            if "NANO_BANANA_WEBHOOK_SIGNING_SECRETS" in values:  # its shape is checked: whsec_ and base64
+                values["NANO_BANANA_WEBHOOK_SIGNING_SECRETS"] = "whsec_cGxhY2Vob2xkZXItc2VjcmV0LTEyMzQ1Ng=="
             values["NANO_BANANA_DATABASE_URL"] = "postgresql://u:p@db.example:6543/postgres"
             settings = Settings.model_validate(values)
             assert (settings.limits, settings.queue, settings.storage) == ("firestore", "cloudtasks", "supabase")
@@ -270,6 +274,8 @@ def test_each_function_gets_the_settings_its_role_needs() -> None:
     # With the Vertex generator the n8n secret goes only where it is used.
     assert {n for n in ENTRY_POINTS if "n8n_secret" in function_secrets(n, "vertex")} == {"callback", "generate"}
     assert all("n8n_secret" in function_secrets(n, "n8n") for n in ENTRY_POINTS)
+    # The webhook signing secrets go only to the function that signs (and its account alone reads them).
+    assert {n for n in ENTRY_POINTS if "webhook_secrets" in function_secrets(n, "vertex")} == {"webhook"}
 
 
 def test_secrets_are_never_plain_environment_variables() -> None:
@@ -314,7 +320,7 @@ def test_private_functions_have_no_public_invoker() -> None:
     iam = tf()["resource"]["google_cloud_run_service_iam_member"]
     assert iam["public"]["member"] == "allUsers"
     assert iam["public"]["for_each"] == "${{for k, v in local.functions : k => v if v.public}}"
-    assert string_list(iam["tasks_invoker"]["for_each"]) == {"generate", "expire"}
+    assert string_list(iam["tasks_invoker"]["for_each"]) == {"generate", "expire", "webhook"}
     assert iam["scheduler_invoker"]["service"] == '${google_cloudfunctions2_function.fn["sweep"].name}'
     assert tf_text().count('"allUsers"') == 1, "allUsers appears only on the public invoker"
     assert "allAuthenticatedUsers" not in tf_text()
@@ -323,7 +329,7 @@ def test_private_functions_have_no_public_invoker() -> None:
 def test_least_privilege_service_accounts() -> None:
     """Every IAM grant in the module, as (member, scope, role): exactly the list, nothing else."""
     resources = tf()["resource"]
-    assert set(resources["google_service_account"]) == {"runtime", "tasks", "scheduler", "builder"}
+    assert set(resources["google_service_account"]) == {"runtime", "tasks", "scheduler", "builder", "webhooks"}
     for authoritative in ("iam_binding", "iam_policy"):
         assert not [r for r in resources if r.endswith(authoritative)], "only additive *_iam_member grants"
 
@@ -352,10 +358,11 @@ def test_least_privilege_service_accounts() -> None:
                     targets = string_list(resource["for_each"])
                 scopes = {f"run:{t}" for t in targets}
             elif rtype == "google_secret_manager_secret_iam_member":
-                assert resource["for_each"] == "${google_secret_manager_secret.service}", "one grant per secret"
-                scopes = {"secret:each"}
+                scopes = {SECRET_SCOPES[resource["for_each"]]}
             elif rtype == "google_service_account_iam_member":
                 scopes = {f"serviceAccount:{resource['service_account_id'].split('.')[1]}"}
+            elif rtype == "google_cloud_tasks_queue_iam_member":
+                scopes = {f"cloud_tasks_queue:{resource['name'].split('.')[1]}"}
             else:
                 scopes = {scope}
             for role in expand(resource, "role"):
@@ -364,12 +371,15 @@ def test_least_privilege_service_accounts() -> None:
     assert grants == {
         ("runtime", "project", "roles/aiplatform.user"),
         ("runtime", "project", "roles/datastore.user"),
-        ("runtime", "cloud_tasks_queue", "roles/cloudtasks.enqueuer"),
-        ("runtime", "cloud_tasks_queue", "roles/cloudtasks.taskDeleter"),
+        ("runtime", "cloud_tasks_queue:jobs", "roles/cloudtasks.enqueuer"),
+        ("runtime", "cloud_tasks_queue:jobs", "roles/cloudtasks.taskDeleter"),
+        ("runtime", "cloud_tasks_queue:webhooks", "roles/cloudtasks.enqueuer"),
         ("runtime", "serviceAccount:tasks", "roles/iam.serviceAccountUser"),
-        ("runtime", "secret:each", "roles/secretmanager.secretAccessor"),
+        ("runtime", "secret:all-but-webhook", "roles/secretmanager.secretAccessor"),
+        ("webhooks", "secret:webhook-function", "roles/secretmanager.secretAccessor"),
         ("tasks", "run:generate", "roles/run.invoker"),
         ("tasks", "run:expire", "roles/run.invoker"),
+        ("tasks", "run:webhook", "roles/run.invoker"),
         ("scheduler", "run:sweep", "roles/run.invoker"),
         ("allUsers", "run:api", "roles/run.invoker"),
         ("allUsers", "run:callback", "roles/run.invoker"),
@@ -382,10 +392,44 @@ def test_least_privilege_service_accounts() -> None:
     assert "google_storage_bucket.source.name" in condition
     assert "buckets/gcf-" in condition
     fn = resources["google_cloudfunctions2_function"]["fn"]
-    assert fn["service_config"][0]["service_account_email"] == "${google_service_account.runtime.email}"
+    assert fn["service_config"][0]["service_account_email"] == (
+        '${each.key == "webhook" ? google_service_account.webhooks.email : google_service_account.runtime.email}'
+    )
     assert fn["build_config"][0]["service_account"] == "${google_service_account.builder.id}"
     for broad in ("roles/owner", "roles/editor", "roles/iam.serviceAccountTokenCreator", "roles/run.admin"):
         assert broad not in tf_text()
+
+
+# Which secrets each secret grant covers (its for_each), by name: one grant per secret, never a wildcard.
+SECRET_SCOPES = {
+    '${{for k, s in google_secret_manager_secret.service : k => s if k != "webhook_secrets"}}': "secret:all-but-webhook",
+    '${{for k, s in google_secret_manager_secret.service : k => s if contains(local.functions["webhook"].secrets, k)}}': (
+        "secret:webhook-function"
+    ),
+}
+
+
+def test_webhook_deliveries_retry_on_their_own_queue_for_a_day() -> None:
+    """Issue 27: its own queue, exponential backoff, at least 24 h of retries (the service gives up at
+    24 h: RETRY_WINDOW), any number of attempts within; as many in flight as the webhook function holds."""
+    from nano_banana.usecases.notifying import RETRY_WINDOW
+
+    queue = tf()["resource"]["google_cloud_tasks_queue"]["webhooks"]
+    retry = queue["retry_config"][0]
+    window = evaluate(str(tf()["locals"]["webhook_retry_window_s"]), {})
+    assert retry["max_retry_duration"] == "${local.webhook_retry_window_s}s"
+    assert window >= RETRY_WINDOW.total_seconds() >= 24 * 3600
+    assert retry["max_attempts"] == -1
+    min_s, max_s = int(retry["min_backoff"].removesuffix("s")), int(retry["max_backoff"].removesuffix("s"))
+    assert min_s * 2 ** int(retry["max_doublings"]) >= max_s, "the backoff doubles up to its maximum"
+    assert queue["name"] == "${var.name_prefix}-webhooks"
+    assert (
+        tf()["locals"]["common_env"]["NANO_BANANA_WEBHOOK_TASKS_QUEUE"] == "${google_cloud_tasks_queue.webhooks.name}"
+    )
+    assert tf()["locals"]["common_env"]["NANO_BANANA_WEBHOOK_URL"] == '${local.function_url["webhook"]}'
+    assert queue["rate_limits"][0]["max_concurrent_dispatches"] == (
+        '${local.functions["webhook"].max * local.functions["webhook"].concurrency}'
+    )
 
 
 def cloud_tasks_backoff(retry: int, min_s: float, max_s: float, doublings: int) -> float:
@@ -485,7 +529,7 @@ def test_scheduler_calls_sweep_with_its_own_identity() -> None:
     )
     assert tf()["locals"]["common_env"]["NANO_BANANA_SWEEP_URL"] == '${local.function_url["sweep"]}'
     assert tf()["locals"]["function_url"] == (
-        '${{for name in ["api", "callback", "generate", "expire", "sweep"] : '
+        '${{for name in ["api", "callback", "generate", "expire", "webhook", "sweep"] : '
         'name => "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name_prefix}-${name}"}}'
     )
 

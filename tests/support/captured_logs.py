@@ -7,8 +7,8 @@ Two parts, both the service's own code writing its own lines:
 - the use cases in this process against the session's embedded Postgres, with the real Vertex client
   against the local generateContent server: a Vertex 429 that is retried, a safety block
   (content_blocked), a 400 (generation_failed), an enqueue that fails (the creation rolls back: job_rejected, reason enqueue_failed), a job the sweep
-  expires and one its expire task does, a slot release that fails, and the event streams' LISTEN
-  connection killed and re-established.
+  expires and one its expire task does, a slot release that fails, the event streams' LISTEN
+  connection killed and re-established, and a webhook delivery answered 500 once, then delivered.
 """
 
 from __future__ import annotations
@@ -36,15 +36,19 @@ from nano_banana import usecases
 from nano_banana.adapters.generator_vertex import VertexGenerator
 from nano_banana.adapters.limits_memory import MemoryLimits
 from nano_banana.adapters.postgres import PostgresJobStore
+from nano_banana.adapters.webhook_sender import WebhookSender
 from nano_banana.embedded_pg import stop_if_running
-from nano_banana.errors import Unavailable
+from nano_banana.errors import TransientError, Unavailable
+from nano_banana.http import job_renderer
 from nano_banana.images import inspect_image
 from nano_banana.retry import Backoff
 from nano_banana.settings import Settings
+from nano_banana.usecases import notifying
 from tests.support import vertex_server as vs
 from tests.support.devserver import start_dev_server
 from tests.support.memory_blobs import MemoryBlobStore
 from tests.support.recording_queue import RecordingQueue
+from tests.support.webhook_receiver import WebhookReceiver
 
 Line = dict[str, Any]
 CALLBACK_SECRET = "monitoring-test-secret"  # a test key, never deployed
@@ -177,7 +181,9 @@ def in_process_lines(database_uri: str) -> list[Line]:
         generator_factory=lambda: gen,
         processor_factory=None,
         clock=clock,
+        webhooks=WebhookSender(notifying.policy(cfg)),
     )
+    receiver = WebhookReceiver(statuses=(500,))
     user, project = uuid.uuid4(), uuid.uuid4()
     store.add_member(project, user)
 
@@ -233,7 +239,24 @@ def in_process_lines(database_uri: str) -> list[Line]:
                 assert time.monotonic() < deadline, "the listener did not reconnect"
                 next(events)
             events.close()
+            # A completion webhook: the receiver answers 500 (retried), then 200.
+            data = _png()
+            upload = usecases.ImageUpload(data, inspect_image(data, max_bytes=10**6, max_pixels=10**6))
+            command = usecases.CreateJob(
+                project, "edit", 1, None, upload=upload, webhook_url=f"{receiver.base_url}/hook"
+            )
+            hooked = usecases.create_job(svc, user, command).job.id
+            usecases.cancel_job(svc, user, hooked)
+            render = job_renderer(svc)
+            try:
+                usecases.deliver_webhook(svc, hooked, "canceled", render=render)
+            except TransientError:
+                pass
+            else:  # pragma: no cover - the assertion below reports it
+                raise AssertionError("a 500 must be retried")
+            usecases.deliver_webhook(svc, hooked, "canceled", render=render)
     finally:
         store.close()
         server.stop()
+        receiver.stop()
     return lines

@@ -20,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "functions" / "nano_banana"
 
 
+# Functions that build API response bodies with an `event` field (not log lines).
+RESPONSE_BODIES = frozenset({"render_webhook"})
+
+
 @dataclass
 class Scan:
     names: dict[str, set[str]] = field(default_factory=dict)  # event name -> "file:line" where logged
@@ -139,6 +143,8 @@ def scan(sources: dict[str, str] | None = None) -> Scan:
                 function = _enclosing_function(node, parents)
                 if function is not None and function.name == "timed" and rel.endswith("log.py"):
                     continue  # timed()'s own dict: its names are the timed("...") calls above
+                if function is not None and function.name in RESPONSE_BODIES:
+                    continue  # an API body whose field is named `event` (a webhook delivery's), not a log line
                 _add_value(result, trees, parents, node, value, f"{rel}:{node.lineno}")
     return result
 

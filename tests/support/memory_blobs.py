@@ -62,6 +62,11 @@ class MemoryBlobStore:
     def signed_url(self, path: str, *, ttl_s: int) -> str:
         return f"memory://{path}?ttl={ttl_s}"
 
+    def signed_urls(self, paths: Sequence[str], *, ttl_s: int) -> dict[str, str]:
+        with self._lock:
+            present = [p for p in paths if p in self.objects]
+        return {p: self.signed_url(p, ttl_s=ttl_s) for p in present}
+
     def signed_upload_url(self, path: str, *, ttl_s: int) -> str:
         return f"memory://{path}?upload&ttl={ttl_s}"
 

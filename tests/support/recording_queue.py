@@ -23,7 +23,7 @@ class RecordingQueue:
             if self.fail_next is not None:
                 exc, self.fail_next = self.fail_next, None
                 raise exc
-            name = task_name(task.kind, task.job_id, task.replacement)
+            name = task.name
             if name in self.tasks:
                 return False
             self.tasks[name] = task
@@ -31,14 +31,14 @@ class RecordingQueue:
 
     def is_pending(self, task: Task) -> bool:
         """Recorded, not deleted and not marked done (`ran`): nothing here runs tasks by itself."""
-        name = task_name(task.kind, task.job_id, task.replacement)
+        name = task.name
         with self._lock:
             return name in self.tasks and name not in self.deleted and name not in self.ran
 
     def mark_ran(self, task: Task) -> None:
         """A test delivered this task: its name stays used up, like Cloud Tasks' executed names."""
         with self._lock:
-            self.ran.add(task_name(task.kind, task.job_id, task.replacement))
+            self.ran.add(task.name)
 
     def delete(self, kind: TaskKind, job_id: uuid.UUID) -> None:
         with self._lock:

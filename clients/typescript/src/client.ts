@@ -43,9 +43,11 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
-export type CreateJobInput = Pick<MultipartCreate, "projectId" | "prompt" | "variantCount" | "aspectRatio"> & {
+export type CreateJobInput = Pick<MultipartCreate, "projectId" | "prompt" | "variantCount" | "aspectRatio" | "webhookUrl"> & {
   /** JPEG, PNG or WebP (the server checks the bytes, not the type); a `File` keeps its name. */
   image: Blob;
+  /** With `webhookUrl`: which events to POST (default succeeded, failed, canceled). docs/webhooks.md */
+  webhookEvents?: Schemas["WebhookEvents"];
   /** Makes creation safe to repeat: the same key and body give the same job. Generated when absent. */
   idempotencyKey?: string;
 };
@@ -157,6 +159,8 @@ export function createNanoBanana(options: NanoBananaOptions): NanoBanana {
       form.append("prompt", input.prompt);
       if (input.variantCount !== undefined) form.append("variantCount", String(input.variantCount));
       if (input.aspectRatio !== undefined) form.append("aspectRatio", input.aspectRatio);
+      if (input.webhookUrl !== undefined) form.append("webhookUrl", input.webhookUrl);
+      if (input.webhookEvents !== undefined) form.append("webhookEvents", input.webhookEvents.join(","));
       const key = input.idempotencyKey ?? newIdempotencyKey();
       return created<Created>({ method: "POST", path: "/jobs", body: form, signal: opts.signal }, key);
     },

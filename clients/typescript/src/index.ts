@@ -35,4 +35,11 @@ export {
 export { type ApiErrorCode, type ClientErrorCode, type ErrorCode, NanoBananaError, retryAfterSeconds } from "./errors.js";
 export type { components, paths } from "./openapi.js";
 export { type ServerSentEvent, readEvents } from "./sse.js";
+export {
+  type JobWebhook,
+  type VerifyWebhookOptions,
+  type WebhookEventName,
+  WebhookVerificationError,
+  verifyWebhook,
+} from "./webhooks.js";
 export type { FetchLike, RetryPolicy, TokenSource } from "./transport.js";

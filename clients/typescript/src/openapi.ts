@@ -177,6 +177,9 @@ export interface paths {
                         /** @default 2 */
                         variantCount?: number;
                         aspectRatio?: components["schemas"]["AspectRatio"];
+                        webhookUrl?: components["schemas"]["WebhookUrl"];
+                        /** @description comma-separated subset of running, succeeded, failed, canceled (default: the three terminal ones) */
+                        webhookEvents?: string;
                     };
                     "application/json": {
                         /** Format: uuid */
@@ -187,6 +190,8 @@ export interface paths {
                         /** @default 2 */
                         variantCount?: number;
                         aspectRatio?: components["schemas"]["AspectRatio"];
+                        webhookUrl?: components["schemas"]["WebhookUrl"];
+                        webhookEvents?: components["schemas"]["WebhookEvents"];
                     };
                 };
             };
@@ -562,6 +567,8 @@ export interface paths {
                         /** Format: uuid */
                         variantId: string;
                         prompt: string;
+                        webhookUrl?: components["schemas"]["WebhookUrl"];
+                        webhookEvents?: components["schemas"]["WebhookEvents"];
                     };
                 };
             };
@@ -728,7 +735,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_request" | "unauthenticated" | "invalid_signature" | "forbidden" | "not_found" | "method_not_allowed" | "file_too_large" | "unsupported_media_type" | "rate_limited" | "concurrency_limited" | "invalid_transition" | "idempotency_conflict" | "unavailable" | "callback_in_progress" | "internal";
+                code: "invalid_request" | "unauthenticated" | "invalid_signature" | "forbidden" | "not_found" | "method_not_allowed" | "file_too_large" | "unsupported_media_type" | "rate_limited" | "concurrency_limited" | "invalid_transition" | "idempotency_conflict" | "unavailable" | "callback_in_progress" | "internal" | "webhook_url_invalid";
                 message: string;
                 details: Record<string, never>;
                 /** @description this request's id (also the X-Request-Id header and the requestId of its log lines) */
@@ -826,7 +833,29 @@ export interface components {
             deadlineAt: components["schemas"]["Timestamp"];
             updatedAt: components["schemas"]["Timestamp"];
             variants: components["schemas"]["Variant"][];
+            /** @description where the job's events are POSTed (docs/webhooks.md) and what became of each delivery; null: none asked */
+            webhook: null | {
+                url: string;
+                events: components["schemas"]["WebhookEvents"];
+                deliveries: {
+                    event: components["schemas"]["WebhookEvent"];
+                    /** @enum {string} */
+                    state: "pending" | "delivered" | "gone" | "refused" | "failed";
+                    attempts: number;
+                    /** @description the receiver's last HTTP status */
+                    lastStatus: number | null;
+                    deliveredAt: components["schemas"]["NullableTimestamp"];
+                    /** @description why the last attempt failed or the delivery stopped */
+                    reason: string | null;
+                }[];
+            };
         };
+        /** @description Where to POST the job's events, signed per Standard Webhooks (docs/webhooks.md): https (http only for NANO_BANANA_WEBHOOK_HTTP_HOSTS), no credentials, port 443/80 unless allowed, no private or loopback address. A refused URL is 422 `webhook_url_invalid` and nothing is created. */
+        WebhookUrl: string;
+        /** @enum {string} */
+        WebhookEvent: "running" | "succeeded" | "failed" | "canceled";
+        /** @description default: succeeded, failed, canceled */
+        WebhookEvents: components["schemas"]["WebhookEvent"][];
         JobPage: {
             jobs: components["schemas"]["Job"][];
             nextCursor: string | null;

@@ -30,7 +30,10 @@ from nano_banana.domain import (
     Role,
     Variant,
     VariantUpload,
+    Webhook,
+    WebhookDelivery,
     sources_for,
+    webhook_id,
 )
 from nano_banana.errors import InvalidRequest, NotFound, Unavailable
 from nano_banana.ports import DeletedJob, JobPage, ReceiptClaim
@@ -45,12 +48,17 @@ def queries() -> dict[str, str]:
     blocks = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)
     named = {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
     fragments = {
-        f"{{{name}}}": "\n".join(line for line in named.pop(name).splitlines() if not line.startswith("--"))
-        for name in ("job_columns", "subtree")
+        name: "\n".join(line for line in named.pop(name).splitlines() if not line.startswith("--"))
+        for name in ("webhook_columns", "job_columns", "record_webhook", "subtree")
     }
-    for placeholder, fragment in fragments.items():
-        named = {name: body.replace(placeholder, fragment) for name, body in named.items()}
-    return named
+    fragments["job_columns"] = fragments["job_columns"].replace("{webhook_columns}", fragments["webhook_columns"])
+
+    def expand(body: str) -> str:
+        for name, fragment in fragments.items():
+            body = body.replace("{" + name + "}", fragment)
+        return body
+
+    return {name: expand(body) for name, body in named.items()}
 
 
 def _uuid(value: Any) -> uuid.UUID:
@@ -75,11 +83,37 @@ def _variant(v: dict[str, Any]) -> Variant:
     )
 
 
+def _delivery(d: dict[str, Any]) -> WebhookDelivery:
+    return WebhookDelivery(
+        event=str(d["event"]),
+        state=str(d["state"]),
+        attempts=int(d["attempts"]),
+        last_status=int(d["last_status"]) if d["last_status"] is not None else None,
+        delivered_at=_ts(d["delivered_at"]) if d["delivered_at"] is not None else None,
+        reason=d["reason"],
+        created_at=_ts(d["created_at"]),
+    )
+
+
+def _webhook(row: Row) -> Webhook | None:
+    if not row.get("webhook_url"):
+        return None
+    deliveries = row.get("webhook_deliveries") or []
+    if isinstance(deliveries, str):
+        deliveries = json.loads(deliveries)
+    return Webhook(
+        url=row["webhook_url"],
+        events=tuple(row.get("webhook_events") or ()),
+        deliveries=tuple(_delivery(d) for d in deliveries),
+    )
+
+
 def _job(row: Row) -> Job:
     variants = row.get("variants") or []
     if isinstance(variants, str):
         variants = json.loads(variants)
     return Job(
+        webhook=_webhook(row),
         id=row["id"],
         project_id=row["project_id"],
         user_id=row["user_id"],
@@ -106,6 +140,11 @@ def _job(row: Row) -> Job:
         note=row.get("note"),
         variants=tuple(_variant(v) for v in variants),
     )
+
+
+def _owed(job_id: uuid.UUID, status: JobStatus) -> dict[str, str]:
+    """The `record_webhook` fragment's parameters: the delivery a transition into `status` owes."""
+    return {"webhook_event": status.value, "webhook_id": webhook_id(job_id, status.value)}
 
 
 def _source_gone(new: NewJob) -> NotFound:
@@ -249,6 +288,8 @@ class PostgresJobStore:
             "request_hash": new.request_hash,
             "deadline_at": new.deadline_at,
             "message_id": new.message_id,
+            "webhook_url": new.webhook_url,
+            "webhook_events": list(new.webhook_events),
         }
 
     def create_job(self, new: NewJob) -> Job | None:
@@ -320,7 +361,8 @@ class PostgresJobStore:
 
     def claim_for_generation(self, job_id: uuid.UUID, now: datetime) -> Job | None:
         from_statuses = [s.value for s in sources_for(JobStatus.running)]
-        return self._one_job("claim_for_generation", {"id": job_id, "from_statuses": from_statuses, "now": now})
+        params = {"id": job_id, "from_statuses": from_statuses, "now": now, **_owed(job_id, JobStatus.running)}
+        return self._one_job("claim_for_generation", params)
 
     def thread_history(self, job: Job) -> list[Job]:
         if job.parent_job_id is None:
@@ -358,6 +400,7 @@ class PostgresJobStore:
             "content": assistant_text_success(len(rows_in), note),
             "first_variant_id": rows_in[0]["id"] if rows_in else None,
             "receipt": receipt,
+            **_owed(job_id, JobStatus.succeeded),
         }
         return self._one_job("complete", params)
 
@@ -383,6 +426,7 @@ class PostgresJobStore:
             "only_if_past_deadline": only_if_past_deadline,
             "content": f"Sorry, this one failed ({code}): {message[:500]}",
             "receipt": receipt,
+            **_owed(job_id, JobStatus.failed),
         }
         return self._one_job("fail", params)
 
@@ -391,6 +435,7 @@ class PostgresJobStore:
             "id": job_id,
             "from_statuses": [s.value for s in ACTIVE],
             "content": "Canceled.",
+            **_owed(job_id, JobStatus.canceled),
         }
         return self._one_job("cancel", params)
 
@@ -436,6 +481,25 @@ class PostgresJobStore:
 
     def prune_webhooks(self, before: datetime) -> None:
         self._query("prune_webhooks", {"before": before})
+
+    # ------------------------------------------------------------ outbound webhooks
+
+    def record_webhook_attempt(
+        self, job_id: uuid.UUID, event: str, *, state: str, status: int | None, reason: str | None, now: datetime
+    ) -> bool:
+        params = {
+            "job_id": job_id,
+            "delivery_event": event,
+            "state": state,
+            "status": status,
+            "reason": reason[:500] if reason else None,
+            "now": now,
+        }
+        return bool(self._query("record_webhook_attempt", params))
+
+    def unsent_webhooks(self, *, before: datetime, after: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
+        rows = self._query("unsent_webhooks", {"before": before, "after": after, "limit": limit})
+        return [(r["job_id"], r["event"]) for r in rows]
 
     # ------------------------------------------------------------ deletion, retention, purges
 

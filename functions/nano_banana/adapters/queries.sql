@@ -13,7 +13,28 @@ coalesce((
     'mime_type', v.mime_type, 'width', v.width, 'height', v.height, 'bytes', v.bytes,
     'created_at', v.created_at) order by v.index)
   from pip_ai_image_variants v where v.job_id = j.id
-), '[]'::json) as variants
+), '[]'::json) as variants,
+{webhook_columns}
+
+-- name: webhook_columns
+-- (fragment) the job's webhook and its deliveries as JSON (none looked up for a job without a webhook)
+j.webhook_url, j.webhook_events,
+case when j.webhook_url is null then '[]'::json else coalesce((
+  select json_agg(json_build_object(
+    'event', w.event, 'state', w.state, 'attempts', w.attempts, 'last_status', w.last_status,
+    'delivered_at', w.delivered_at, 'reason', w.reason, 'created_at', w.created_at) order by w.created_at, w.event)
+  from pip_ai_webhook_deliveries w where w.job_id = j.id
+), '[]'::json) end as webhook_deliveries
+
+-- name: record_webhook
+-- (fragment) a CTE recording the delivery a transition (the CTE `done`) owes, in the same statement:
+-- the obligation usecases/notifying.py drains
+webhook as (
+  insert into pip_ai_webhook_deliveries (job_id, event, webhook_id)
+  select d.id, %(webhook_event)s::text, %(webhook_id)s::text from done d
+  where d.webhook_url is not null and %(webhook_event)s::text = any(d.webhook_events)
+  on conflict do nothing
+)
 
 -- name: can_access
 select pip_ai_can_access_project(%(project_id)s, %(user_id)s) as ok
@@ -35,12 +56,14 @@ with source as (
 ), inserted as (
   insert into pip_ai_image_jobs (
     id, project_id, user_id, thread_id, parent_job_id, source_variant_id, prompt, input_path,
-    input_mime_type, input_width, input_height, variant_count, aspect_ratio, model, idempotency_key, request_hash, deadline_at)
+    input_mime_type, input_width, input_height, variant_count, aspect_ratio, model, idempotency_key, request_hash, deadline_at,
+    webhook_url, webhook_events)
   select
     %(id)s::uuid, %(project_id)s::uuid, %(user_id)s::uuid, %(thread_id)s::uuid, %(parent_job_id)s::uuid,
     %(source_variant_id)s::uuid, %(prompt)s::text, %(input_path)s::text, %(input_mime_type)s::text,
     %(input_width)s::int, %(input_height)s::int, %(variant_count)s::smallint, %(aspect_ratio)s::text, %(model)s::text,
-    %(idempotency_key)s::text, %(request_hash)s::text, %(deadline_at)s::timestamptz
+    %(idempotency_key)s::text, %(request_hash)s::text, %(deadline_at)s::timestamptz,
+    %(webhook_url)s::text, %(webhook_events)s::text[]
   where %(input_path)s::text not like 'jobs/%%' or (select found from source)
   on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
   returning *
@@ -93,10 +116,13 @@ order by j.created_at desc, j.id desc
 limit %(limit)s
 
 -- name: claim_for_generation
-update pip_ai_image_jobs j
-set status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, now()), updated_at = now()
-where j.id = %(id)s and j.status = any(%(from_statuses)s) and j.deadline_at > %(now)s
-returning {job_columns}
+with done as (
+  update pip_ai_image_jobs j
+  set status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, now()), updated_at = now()
+  where j.id = %(id)s and j.status = any(%(from_statuses)s) and j.deadline_at > %(now)s
+  returning *
+), {record_webhook}
+select {job_columns} from done j
 
 -- name: thread_history
 with recursive chain as (
@@ -126,7 +152,7 @@ with done as (
 ), receipt as (
   -- the callback delivery that caused this transition is applied in the same transaction
   update pip_ai_webhook_receipts r set state = 'applied' from done d where r.webhook_id = %(receipt)s::text
-)
+), {record_webhook}
 select j.id, j.project_id, j.user_id, j.thread_id, j.parent_job_id, j.source_variant_id, j.prompt, j.input_path,
 j.input_mime_type, j.input_width, j.input_height,
   j.input_mime_type, j.input_width, j.input_height,
@@ -135,7 +161,8 @@ j.input_mime_type, j.input_width, j.input_height,
   coalesce((select json_agg(json_build_object(
     'id', v.id, 'job_id', v.job_id, 'index', v.index, 'storage_path', v.storage_path,
     'mime_type', v.mime_type, 'width', v.width, 'height', v.height, 'bytes', v.bytes,
-    'created_at', v.created_at) order by v.index) from variants v), '[]'::json) as variants
+    'created_at', v.created_at) order by v.index) from variants v), '[]'::json) as variants,
+  {webhook_columns}
 from done j
 
 -- name: fail
@@ -151,7 +178,7 @@ with done as (
   select d.thread_id, d.id, d.project_id, d.user_id, 'assistant', %(content)s from done d
 ), receipt as (
   update pip_ai_webhook_receipts r set state = 'applied' from done d where r.webhook_id = %(receipt)s::text
-)
+), {record_webhook}
 select {job_columns} from done j
 
 -- name: cancel
@@ -163,7 +190,7 @@ with done as (
 ), message as (
   insert into pip_ai_image_messages (thread_id, job_id, project_id, user_id, role, content)
   select d.thread_id, d.id, d.project_id, d.user_id, 'assistant', %(content)s from done d
-)
+), {record_webhook}
 select {job_columns} from done j
 
 -- name: overdue_jobs
@@ -339,3 +366,19 @@ select position, updated_at from pip_ai_sweep_cursors where name = %(name)s
 -- name: set_sweep_cursor
 insert into pip_ai_sweep_cursors (name, position, updated_at) values (%(name)s, %(position)s, %(at)s)
 on conflict (name) do update set position = excluded.position, updated_at = excluded.updated_at
+
+-- name: record_webhook_attempt
+-- One attempt's outcome, a CAS on a delivery still pending (a delivery settled meanwhile stays settled).
+update pip_ai_webhook_deliveries
+set state = %(state)s, attempts = attempts + 1, last_status = %(status)s, reason = %(reason)s,
+  delivered_at = case when %(state)s = 'delivered' then %(now)s::timestamptz end, updated_at = %(now)s
+where job_id = %(job_id)s and event = %(delivery_event)s and state = 'pending'
+returning job_id
+
+-- name: unsent_webhooks
+-- The sweep: deliveries recorded before `before` that no attempt has reached (their task was never
+-- enqueued or was lost), newer than `after` (past the queue's retry window nobody sends them), oldest first.
+select job_id, event from pip_ai_webhook_deliveries
+where state = 'pending' and attempts = 0 and created_at < %(before)s and created_at > %(after)s
+order by created_at
+limit %(limit)s

@@ -59,10 +59,16 @@ class CloudTasksQueue:
         clock: Clock,
         *,
         call_timeout_s: float = 5.0,
+        webhook_url: str | None = None,
+        webhook_queue_path: str | None = None,
     ) -> None:
         self._client = client
         self._queue_path = queue_path
         self._urls: dict[TaskKind, str] = {"generate": generate_url, "expire": expire_url}
+        if webhook_url:
+            self._urls["webhook"] = webhook_url
+        # Webhook deliveries have their own queue (its own retry policy; a slow receiver delays no generation).
+        self._queue_paths: dict[TaskKind, str] = {"webhook": webhook_queue_path or queue_path}
         self._service_account = service_account_email
         self._audience = audience
         self._clock = clock
@@ -71,7 +77,7 @@ class CloudTasksQueue:
     def enqueue(self, task: Task) -> bool:
         """Create the HTTP task once: True if created, False for a name in use (a no-op).
         Raises Unavailable if Cloud Tasks is unreachable."""
-        request = {"parent": self._queue_path, "task": self._task_message(task)}
+        request = {"parent": self._queue_paths.get(task.kind, self._queue_path), "task": self._task_message(task)}
         try:
             self._client.create_task(request=request, retry=_CREATE_RETRY, timeout=self._timeout_s)
         except gexc.AlreadyExists:
@@ -86,7 +92,7 @@ class CloudTasksQueue:
 
     def is_pending(self, task: Task) -> bool:
         """GetTask: a task that ran, failed for good or was deleted is NOT_FOUND."""
-        name = self._name(task.kind, task.job_id, task.replacement)
+        name = self._task_path(task)
         try:
             self._client.get_task(name=name, retry=_CREATE_RETRY, timeout=self._timeout_s)
         except gexc.NotFound:
@@ -137,15 +143,23 @@ class CloudTasksQueue:
         _log.info("task deleted", extra={"event": "task_deleted", "jobId": str(job_id), "kind": kind})
 
     def _name(self, kind: TaskKind, job_id: uuid.UUID, replacement: int | None = None) -> str:
-        return f"{self._queue_path}/tasks/{task_name(kind, job_id, replacement)}"
+        return f"{self._queue_paths.get(kind, self._queue_path)}/tasks/{task_name(kind, job_id, replacement)}"
+
+    def _task_path(self, task: Task) -> str:
+        return f"{self._queue_paths.get(task.kind, self._queue_path)}/tasks/{task.name}"
 
     def _task_message(self, task: Task) -> dict[str, Any]:
-        url = self._urls[task.kind]
+        url = self._urls.get(task.kind)
+        if url is None:
+            raise Unavailable(f"no target URL is configured for {task.kind} tasks")
+        body: dict[str, str] = {"jobId": str(task.job_id)}
+        if task.event is not None:
+            body["webhookEvent"] = task.event
         http_request: dict[str, Any] = {
             "url": url,
             "http_method": tasks_v2.HttpMethod.POST,
             "headers": {"Content-Type": "application/json"},
-            "body": json.dumps({"jobId": str(task.job_id)}).encode(),
+            "body": json.dumps(body).encode(),
         }
         if self._service_account:
             # Without an explicit audience Cloud Tasks uses the target URL, which is what we verify.
@@ -154,7 +168,7 @@ class CloudTasksQueue:
                 oidc["audience"] = self._audience
             http_request["oidc_token"] = oidc
         message: dict[str, Any] = {
-            "name": self._name(task.kind, task.job_id, task.replacement),
+            "name": self._task_path(task),
             "http_request": http_request,
         }
         if task.schedule_at is not None:

@@ -50,7 +50,7 @@ class InlineQueue:
         self._handler = handler
 
     def enqueue(self, task: Task) -> bool:
-        name = task_name(task.kind, task.job_id, task.replacement)
+        name = task.name
         with self._cond:
             if name in self._names:
                 return False  # like Cloud Tasks' ALREADY_EXISTS: a duplicate enqueue is harmless
@@ -61,7 +61,7 @@ class InlineQueue:
     def is_pending(self, task: Task) -> bool:
         """Waiting (not deleted) or running, including between a failed delivery and its redelivery, like
         Cloud Tasks' GetTask; a name used up is remembered for the process's life."""
-        name = task_name(task.kind, task.job_id, task.replacement)
+        name = task.name
         with self._cond:
             return name in self._running or any(e[2] == name and name not in self._deleted for e in self._heap)
 

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from nano_banana.http.api import BASE_PATH, Api
 from nano_banana.http.dispatch import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, handle, route
-from nano_banana.http.rendering import error_response, render_block, render_job, render_jobs, render_variant
+from nano_banana.http.rendering import (
+    error_response,
+    job_renderer,
+    render_block,
+    render_job,
+    render_jobs,
+    render_variant,
+)
 from nano_banana.http.routes import ROUTES, Handler
 
 __all__ = [
@@ -19,6 +26,7 @@ __all__ = [
     "Handler",
     "error_response",
     "handle",
+    "job_renderer",
     "render_block",
     "render_job",
     "render_jobs",

@@ -51,6 +51,8 @@ class CreateJobBody(_Body):
     input_path: str = Field(alias="inputPath", max_length=512)
     variant_count: int | None = Field(None, alias="variantCount", ge=1, le=4)
     aspect_ratio: AspectRatio | None = Field(None, alias="aspectRatio")
+    webhook_url: str | None = Field(None, alias="webhookUrl")
+    webhook_events: tuple[str, ...] | None = Field(None, alias="webhookEvents", max_length=4)
 
 
 class SignUrlsBody(_Body):
@@ -61,6 +63,8 @@ class RefineBody(_Body):
     job_id: uuid.UUID = Field(alias="jobId")
     variant_id: uuid.UUID = Field(alias="variantId")
     prompt: str
+    webhook_url: str | None = Field(None, alias="webhookUrl")
+    webhook_events: tuple[str, ...] | None = Field(None, alias="webhookEvents", max_length=4)
 
 
 class ListQuery(_Body):
@@ -163,6 +167,15 @@ def form_int(fields: dict[str, str], name: str, default: int, low: int, high: in
     return int(value)
 
 
+WEBHOOK_FIELDS = ("webhookUrl", "webhookEvents")
+
+
+def form_events(fields: dict[str, str]) -> tuple[str, ...] | None:
+    """A multipart `webhookEvents`: comma-separated (`succeeded,failed`); absent or empty: the default."""
+    raw = fields.get("webhookEvents")
+    return tuple(e.strip() for e in raw.split(",") if e.strip())[:8] if raw else None
+
+
 def create_command(api: Api, request: Request) -> usecases.CreateJob:
     settings = api.services.settings
     key = idempotency_key(request)
@@ -175,7 +188,7 @@ def create_command(api: Api, request: Request) -> usecases.CreateJob:
             file_field="image",
             max_file_bytes=settings.max_file_bytes,
         )
-        unknown = set(form.fields) - {"projectId", "prompt", "variantCount", "aspectRatio"}
+        unknown = set(form.fields) - {"projectId", "prompt", "variantCount", "aspectRatio", *WEBHOOK_FIELDS}
         if unknown:
             raise InvalidRequest("unknown form fields", details={"fields": sorted(unknown)[:10]})
         _check_text(form.fields)
@@ -200,6 +213,8 @@ def create_command(api: Api, request: Request) -> usecases.CreateJob:
             aspect_ratio=aspect,
             upload=usecases.ImageUpload(image, info),
             idempotency_key=key,
+            webhook_url=form.fields.get("webhookUrl") or None,
+            webhook_events=form_events(form.fields),
         )
     if mimetype == "application/json":
         body = validated(CreateJobBody, json_body(request))
@@ -210,6 +225,8 @@ def create_command(api: Api, request: Request) -> usecases.CreateJob:
             aspect_ratio=body.aspect_ratio,
             input_path=body.input_path,
             idempotency_key=key,
+            webhook_url=body.webhook_url,
+            webhook_events=body.webhook_events,
         )
     raise UnsupportedMediaType(
         "send multipart/form-data (with an image) or application/json (with an inputPath)",

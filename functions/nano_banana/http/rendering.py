@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flask import Response
 
 from nano_banana import log as logs
-from nano_banana.domain import Job, JobStatus, Variant
+from nano_banana import usecases
+from nano_banana.domain import Job, JobStatus, Variant, Webhook
 from nano_banana.errors import (
     InvalidTransition,
     NanoBananaError,
@@ -18,6 +19,7 @@ from nano_banana.errors import (
 )
 from nano_banana.http.api import Api
 from nano_banana.http.bodies import BlocksQuery
+from nano_banana.signing import UrlSigner
 
 log = logging.getLogger("nano_banana")
 
@@ -92,7 +94,37 @@ def render_job(job: Job, urls: Mapping[str, str]) -> dict[str, Any]:
         "deadlineAt": _iso(job.deadline_at),
         "updatedAt": _iso(job.updated_at),
         "variants": [render_variant(v, urls) for v in job.variants],
+        "webhook": render_webhook(job.webhook),
     }
+
+
+def render_webhook(webhook: Webhook | None) -> dict[str, Any] | None:
+    """Where the job's events go and what became of each delivery (null: the job asked for none)."""
+    if webhook is None:
+        return None
+    deliveries = [
+        {
+            "event": d.event,
+            "state": d.state,
+            "attempts": d.attempts,
+            "lastStatus": d.last_status,
+            "deliveredAt": _iso(d.delivered_at),
+            "reason": d.reason,
+        }
+        for d in webhook.deliveries
+    ]
+    return {"url": webhook.url, "events": list(webhook.events), "deliveries": deliveries}
+
+
+def job_renderer(services: usecases.Services) -> Callable[[Job], dict[str, Any]]:
+    """A job as GET /jobs/{id} renders it, signed URLs included: what a completion webhook carries."""
+    signer = UrlSigner(services.blobs, ttl_s=services.settings.signed_url_ttl_s, clock=services.clock)
+
+    def render(job: Job) -> dict[str, Any]:
+        urls = signer.sign(signed_paths(job)).urls
+        return render_job(job, urls)
+
+    return render
 
 
 def _alt(prompt: str, prefix: str) -> str:

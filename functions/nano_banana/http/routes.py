@@ -93,7 +93,14 @@ def refine(api: Api, request: Request, _: dict[str, str]) -> Response:
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("send application/json", details={"contentType": request.mimetype[:100]})
     body = validated(RefineBody, json_body(request))
-    command = usecases.Refine(body.job_id, body.variant_id, body.prompt, idempotency_key(request))
+    command = usecases.Refine(
+        body.job_id,
+        body.variant_id,
+        body.prompt,
+        idempotency_key(request),
+        webhook_url=body.webhook_url,
+        webhook_events=body.webhook_events,
+    )
     created = usecases.refine(api.services, user_id, command)
     result = {
         "jobId": str(created.job.id),

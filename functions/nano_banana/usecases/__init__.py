@@ -20,6 +20,7 @@ from nano_banana.usecases.deleting import (
 )
 from nano_banana.usecases.finishing import cancel_job, complete_job, discard_outputs, expire_job, fail_job
 from nano_banana.usecases.generating import UploadGrant, grant_uploads, run_generation
+from nano_banana.usecases.notifying import deliver_webhook
 from nano_banana.usecases.reading import get_job, list_jobs, original, thread, visible_paths
 from nano_banana.usecases.services import CREATION_GRACE, LEASE_GRACE, Services
 from nano_banana.usecases.sweeping import (
@@ -53,6 +54,7 @@ __all__ = [
     "delete_job",
     "delete_orphan_inputs",
     "delete_orphan_outputs",
+    "deliver_webhook",
     "discard_outputs",
     "erase_user",
     "expire_job",

@@ -30,6 +30,8 @@ class CreateJob:
     upload: ImageUpload | None = None
     input_path: str | None = None
     idempotency_key: str | None = None
+    webhook_url: str | None = None
+    webhook_events: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class Refine:
     variant_id: uuid.UUID
     prompt: str
     idempotency_key: str | None = None
+    webhook_url: str | None = None
+    webhook_events: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

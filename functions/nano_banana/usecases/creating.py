@@ -32,6 +32,7 @@ from nano_banana.together import settle
 from nano_banana.usecases.admitting import admit
 from nano_banana.usecases.commands import Created, CreateJob, Refine, request_hash
 from nano_banana.usecases.idempotency import earlier_job, replay_or_wait
+from nano_banana.usecases.notifying import webhook_fingerprint, webhook_request
 from nano_banana.usecases.services import Services, require_access
 
 log = logging.getLogger("nano_banana")
@@ -91,6 +92,7 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
     if cmd.upload is None and not cmd.input_path:
         raise InvalidRequest("send an image file or an inputPath", details={"field": "image"})
     key = cmd.idempotency_key
+    webhook_url, webhook_events = webhook_request(svc.settings, cmd.webhook_url, cmd.webhook_events)
     fingerprint = request_hash(
         "job",
         cmd.project_id,
@@ -98,6 +100,7 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         cmd.variant_count,
         cmd.aspect_ratio,
         hashlib.sha256(cmd.upload.data).hexdigest() if cmd.upload else cmd.input_path,
+        *webhook_fingerprint(webhook_url, webhook_events),
     )
     # Round trip 1: membership ‖ the limits, read only (before any download) ‖ an earlier job with this key.
     access, earlier, admissible = settle(
@@ -143,6 +146,8 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         idempotency_key=key,
         request_hash=fingerprint,
         deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
+        webhook_url=webhook_url,
+        webhook_events=webhook_events,
     )
     return admit(svc, new, beside=beside, stores=cmd.upload is not None, reading=reading)
 
@@ -193,7 +198,10 @@ def refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
 def _refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
     prompt = _check_prompt(svc, cmd.prompt)
     key = cmd.idempotency_key
-    fingerprint = request_hash("refine", cmd.job_id, cmd.variant_id, prompt)
+    webhook_url, webhook_events = webhook_request(svc.settings, cmd.webhook_url, cmd.webhook_events)
+    fingerprint = request_hash(
+        "refine", cmd.job_id, cmd.variant_id, prompt, *webhook_fingerprint(webhook_url, webhook_events)
+    )
     # Round trip 1: the parent (and the caller's access to it) ‖ an earlier job with this key.
     got, earlier = settle(
         svc.fanout, lambda: svc.store.get_job(cmd.job_id, user_id=user_id), lambda: earlier_job(svc, user_id, key)
@@ -232,5 +240,7 @@ def _refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
         idempotency_key=key,
         request_hash=fingerprint,
         deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
+        webhook_url=webhook_url,
+        webhook_events=webhook_events,
     )
     return admit(svc, new, max_turns=svc.settings.max_thread_turns)

@@ -20,6 +20,7 @@ from nano_banana.errors import (
 )
 from nano_banana.log import redact
 from nano_banana.together import settle_each
+from nano_banana.usecases.notifying import hand_over
 from nano_banana.usecases.reading import get_job
 from nano_banana.usecases.services import Services, delete_quietly, release_slot
 
@@ -28,10 +29,12 @@ log = logging.getLogger("nano_banana")
 
 def ended(svc: Services, job: Job, event: str, **fields: object) -> None:
     """After a won transition into a terminal state, side by side (each idempotent, each failure logged,
-    none raised): free the slot (once), drop the expire task, delete the outputs no variant records."""
+    none raised): free the slot (once), drop the expire task, delete the outputs no variant records, hand
+    the webhook delivery the transition recorded to its queue."""
     cleanups: list[Callable[[], object]] = [
         lambda: release_slot(svc, job.project_id, job.id),
         lambda: _delete_unrecorded_outputs(svc, job),
+        lambda: hand_over(svc, job, job.status.value),
     ]
     if event != "job_expired":
         cleanups.append(lambda: _drop_expire_task(svc, job.id))

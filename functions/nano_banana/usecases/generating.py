@@ -38,6 +38,7 @@ from nano_banana.ports import (
 )
 from nano_banana.together import settle, settle_each
 from nano_banana.usecases.finishing import complete_job, expire_job, fail_job
+from nano_banana.usecases.notifying import hand_over
 from nano_banana.usecases.services import Services, delete_quietly
 
 log = logging.getLogger("nano_banana")
@@ -117,6 +118,8 @@ def run_generation(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool =
     if job is None:
         return None
     attempt = job.attempt
+    if job.webhook is not None and "running" in job.webhook.events:  # beside the work, never before it
+        svc.fanout.submit(hand_over, svc, job, "running")
     log.info(
         "job_started",
         extra={"event": "job_started", "jobId": str(job.id), "projectId": str(job.project_id), "attempt": attempt},

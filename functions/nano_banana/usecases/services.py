@@ -23,6 +23,7 @@ from nano_banana.ports import (
     Processor,
     Task,
     TaskQueue,
+    WebhookPoster,
 )
 from nano_banana.settings import Settings
 from nano_banana.together import pool
@@ -59,6 +60,8 @@ class Services:
     # The waits of polling loops (KEY_WAIT_S, ROW_WAIT_S): injectable, so a simulation runs them in virtual time.
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
+    # Sends completion webhooks (adapters/webhook_sender.py); None: this process delivers none.
+    webhooks: WebhookPoster | None = None
 
     @property
     def generator(self) -> ImageGenerator | None:

@@ -20,7 +20,14 @@ from nano_banana.log import timed
 from nano_banana.ports import Holding
 from nano_banana.usecases.deleting import apply_retention, finish_purges
 from nano_banana.usecases.finishing import expire_job
-from nano_banana.usecases.services import CREATION_GRACE, LEASE_GRACE, Services, delete_unreferenced, generate_task
+from nano_banana.usecases.notifying import hand_over_unsent
+from nano_banana.usecases.services import (
+    CREATION_GRACE,
+    LEASE_GRACE,
+    Services,
+    delete_unreferenced,
+    generate_task,
+)
 
 log = logging.getLogger("nano_banana")
 
@@ -227,6 +234,7 @@ def _lifecycle_steps(svc: Services, event: dict[str, object]) -> None:
         ("orphans", delete_orphan_inputs),
         ("orphanOutputs", delete_orphan_outputs),
         ("receipts", prune_receipts),
+        ("webhooksHandedOver", hand_over_unsent),
     ]
     for name, step in steps:
         try:

@@ -26,8 +26,9 @@ pytestmark = pytest.mark.postgres
 PLATFORM = Path(__file__).resolve().parents[2] / "fixtures" / "supabase_platform.sql"
 
 # What the builder reads of a job (and Realtime sends it): everything but another member's retry key and
-# request fingerprint, and when a same-key retry was answered with it (service bookkeeping).
-HIDDEN = {"idempotency_key", "request_hash", "replayed_at"}
+# request fingerprint, when a same-key retry was answered with it (service bookkeeping), and where the job's
+# webhooks go (a receiver URL may carry a token: the API shows it).
+HIDDEN = {"idempotency_key", "request_hash", "replayed_at", "webhook_url", "webhook_events"}
 
 
 @dataclass
