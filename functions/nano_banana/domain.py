@@ -95,6 +95,11 @@ def job_prefix(job_id: uuid.UUID) -> str:
     return f"jobs/{job_id}/"
 
 
+def reference_path(job_id: uuid.UUID, index: int, mime_type: str) -> str:
+    """A reference image sent with the job (multipart `reference`), stored under the job's own prefix."""
+    return f"{job_prefix(job_id)}refs/{index}.{MIME_EXT[mime_type]}"
+
+
 def output_path(job_id: uuid.UUID, attempt: int, index: int, mime_type: str) -> str:
     """Outputs are scoped by attempt so a stale worker only ever deletes its own blobs."""
     return f"{job_prefix(job_id)}{attempt}/{index}.{MIME_EXT[mime_type]}"
@@ -111,6 +116,17 @@ class Variant:
     height: int
     bytes: int
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A reference image of a job: sent to the model after the input, before the prompt."""
+
+    path: str
+    mime_type: str
+    width: int
+    height: int
+    bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +157,9 @@ class Job:
     # Set when the job succeeded with fewer variants than asked.
     note: str | None = None
     variants: tuple[Variant, ...] = ()
+    # `1K` | `2K` | `4K`; None: the model's default size.
+    resolution: str | None = None
+    references: tuple[Reference, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -182,6 +201,8 @@ class NewJob:
     request_hash: str | None
     deadline_at: datetime
     message_id: uuid.UUID = field(default_factory=new_id)
+    resolution: str | None = None
+    references: tuple[Reference, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +215,12 @@ class Turn:
 
 
 @dataclass(frozen=True, slots=True)
+class InlineImage:
+    data: bytes
+    mime_type: str
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     job_id: uuid.UUID
     prompt: str
@@ -203,6 +230,11 @@ class GenerationRequest:
     aspect_ratio: str | None
     # Earlier prompts of the thread, oldest first (empty for a first job).
     history: tuple[Turn, ...] = ()
+    # The job's model (None: the generator's own) and size (None: the model's default).
+    model: str | None = None
+    resolution: str | None = None
+    # Sent after the input image, in this order, before the prompt.
+    references: tuple[InlineImage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

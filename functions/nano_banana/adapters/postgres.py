@@ -26,6 +26,7 @@ from nano_banana.domain import (
     JobStatus,
     Message,
     NewJob,
+    Reference,
     Role,
     Variant,
     VariantUpload,
@@ -100,6 +101,11 @@ def _job(row: Row) -> Job:
         updated_at=row["updated_at"],
         note=row.get("note"),
         variants=tuple(_variant(v) for v in variants),
+        resolution=row.get("resolution"),
+        references=tuple(
+            Reference(str(r["path"]), str(r["mime_type"]), int(r["width"]), int(r["height"]), int(r["bytes"]))
+            for r in row.get("reference_images") or ()
+        ),
     )
 
 
@@ -228,6 +234,13 @@ class PostgresJobStore:
             "request_hash": new.request_hash,
             "deadline_at": new.deadline_at,
             "message_id": new.message_id,
+            "resolution": new.resolution,
+            "reference_images": json.dumps(
+                [
+                    {"path": r.path, "mime_type": r.mime_type, "width": r.width, "height": r.height, "bytes": r.bytes}
+                    for r in new.references
+                ]
+            ),
         }
 
     def create_job(self, new: NewJob) -> Job | None:

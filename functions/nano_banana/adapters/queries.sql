@@ -6,6 +6,7 @@
 j.id, j.project_id, j.user_id, j.thread_id, j.parent_job_id, j.source_variant_id, j.prompt, j.input_path,
 j.input_mime_type, j.input_width, j.input_height,
 j.status, j.error_code, j.error_message, j.note, j.variant_count, j.aspect_ratio, j.model, j.attempt,
+j.resolution, j.reference_images,
 j.created_at, j.started_at, j.finished_at, j.deadline_at, j.updated_at,
 coalesce((
   select json_agg(json_build_object(
@@ -26,11 +27,12 @@ on conflict do nothing
 with inserted as (
   insert into pip_ai_image_jobs (
     id, project_id, user_id, thread_id, parent_job_id, source_variant_id, prompt, input_path,
-    input_mime_type, input_width, input_height, variant_count, aspect_ratio, model, idempotency_key, request_hash, deadline_at)
+    input_mime_type, input_width, input_height, variant_count, aspect_ratio, model, idempotency_key, request_hash, deadline_at,
+    resolution, reference_images)
   values (
     %(id)s, %(project_id)s, %(user_id)s, %(thread_id)s, %(parent_job_id)s, %(source_variant_id)s, %(prompt)s,
     %(input_path)s, %(input_mime_type)s, %(input_width)s, %(input_height)s, %(variant_count)s, %(aspect_ratio)s, %(model)s, %(idempotency_key)s, %(request_hash)s,
-    %(deadline_at)s)
+    %(deadline_at)s, %(resolution)s, %(reference_images)s::jsonb)
   on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
   returning *
 ), message as (
@@ -111,6 +113,7 @@ select j.id, j.project_id, j.user_id, j.thread_id, j.parent_job_id, j.source_var
 j.input_mime_type, j.input_width, j.input_height,
   j.input_mime_type, j.input_width, j.input_height,
   j.status, j.error_code, j.error_message, j.note, j.variant_count, j.aspect_ratio, j.model, j.attempt,
+  j.resolution, j.reference_images,
   j.created_at, j.started_at, j.finished_at, j.deadline_at, j.updated_at,
   coalesce((select json_agg(json_build_object(
     'id', v.id, 'job_id', v.job_id, 'index', v.index, 'storage_path', v.storage_path,
@@ -280,6 +283,10 @@ where exists (
         select 1 from pip_ai_image_jobs j where j.input_path = p.path and j.id <> all(%(excluding)s::uuid[]))
    or exists (
         select 1 from pip_ai_image_variants v where v.storage_path = p.path and v.job_id <> all(%(excluding)s::uuid[]))
+   or exists (
+        select 1 from pip_ai_image_jobs j
+        where j.reference_images @> jsonb_build_array(jsonb_build_object('path', p.path))
+          and j.reference_images <> '[]'::jsonb and j.id <> all(%(excluding)s::uuid[]))
 
 -- name: due_purges
 select path from pip_ai_blob_purges where due_at <= %(now)s group by path order by min(due_at), path

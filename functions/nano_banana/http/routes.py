@@ -48,8 +48,10 @@ def _user(api: Api, request: Request) -> uuid.UUID:
 
 def create_job(api: Api, request: Request, _: dict[str, str]) -> Response:
     user_id = _user(api, request)
-    # A multipart body stays in memory until the job is stored (plus one copy while it is parsed).
-    cap = api.services.settings.max_file_bytes + FORM_OVERHEAD_BYTES
+    # A multipart body (the image and its references) stays in memory until the job is stored (plus one
+    # copy while it is parsed).
+    settings = api.services.settings
+    cap = settings.max_file_bytes + settings.max_reference_bytes + FORM_OVERHEAD_BYTES
     held = 2 * min(request.content_length or cap, cap) if request.mimetype == "multipart/form-data" else 0
     with upload_budget().hold(held):
         created = usecases.create_job(api.services, user_id, create_command(api, request))
