@@ -165,6 +165,10 @@ class Job:
     def terminal(self) -> bool:
         return self.status.terminal
 
+    @property
+    def reference_paths(self) -> tuple[str, ...]:
+        return tuple(r.path for r in self.references)
+
 
 @dataclass(frozen=True, slots=True)
 class Message:

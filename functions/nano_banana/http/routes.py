@@ -34,6 +34,7 @@ from nano_banana.http.bodies import (
 )
 from nano_banana.http.rendering import _iso, json_response, render_block, render_jobs
 from nano_banana.images import ACCEPTED, upload_budget
+from nano_banana.models import CAPABILITIES
 from nano_banana.uploads import FORM_OVERHEAD_BYTES
 
 log = logging.getLogger("nano_banana")
@@ -235,6 +236,12 @@ def public_config(api: Api, _request: Request, _params: dict[str, str]) -> Respo
             "maxActivePerProject": s.max_active_per_project,
             "maxPromptChars": s.max_prompt_chars,
             "maxThreadTurns": s.max_thread_turns,
+            # The models a job may name (the first is the default), with what each takes (models.py).
+            "models": [
+                {"name": m.name, "resolutions": list(m.resolutions), "maxReferences": m.max_references}
+                for m in map(CAPABILITIES.__getitem__, s.models)
+            ],
+            "maxReferenceBytes": s.max_reference_bytes,
         }
     )
 
