@@ -43,9 +43,14 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
-export type CreateJobInput = Pick<MultipartCreate, "projectId" | "prompt" | "variantCount" | "aspectRatio"> & {
+export type CreateJobInput = Pick<
+  MultipartCreate,
+  "projectId" | "prompt" | "variantCount" | "aspectRatio" | "model" | "resolution"
+> & {
   /** JPEG, PNG or WebP (the server checks the bytes, not the type); a `File` keeps its name. */
   image: Blob;
+  /** Reference images, sent to the model after `image` in this order (at most the model's `maxReferences`). */
+  references?: Blob[];
   /** Makes creation safe to repeat: the same key and body give the same job. Generated when absent. */
   idempotencyKey?: string;
 };
@@ -154,6 +159,12 @@ export function createNanoBanana(options: NanoBananaOptions): NanoBanana {
       form.append("prompt", input.prompt);
       if (input.variantCount !== undefined) form.append("variantCount", String(input.variantCount));
       if (input.aspectRatio !== undefined) form.append("aspectRatio", input.aspectRatio);
+      if (input.model !== undefined) form.append("model", input.model);
+      if (input.resolution !== undefined) form.append("resolution", input.resolution);
+      (input.references ?? []).forEach((ref, i) => {
+        const refName = (ref as { name?: unknown }).name;
+        form.append("reference", ref, typeof refName === "string" && refName ? refName : `reference-${i}`);
+      });
       const key = input.idempotencyKey ?? newIdempotencyKey();
       return created<Created>({ method: "POST", path: "/jobs", body: form, signal: opts.signal }, key);
     },

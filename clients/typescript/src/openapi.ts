@@ -177,6 +177,10 @@ export interface paths {
                         /** @default 2 */
                         variantCount?: number;
                         aspectRatio?: components["schemas"]["AspectRatio"];
+                        model?: components["schemas"]["ModelName"];
+                        resolution?: components["schemas"]["Resolution"];
+                        /** @description repeat the field, one file each: reference images sent to the model after the image, in this order; checked like the image; at most the model's maxReferences (GET /config), all together at most maxReferenceBytes */
+                        reference?: string[];
                     };
                     "application/json": {
                         /** Format: uuid */
@@ -187,6 +191,10 @@ export interface paths {
                         /** @default 2 */
                         variantCount?: number;
                         aspectRatio?: components["schemas"]["AspectRatio"];
+                        model?: components["schemas"]["ModelName"];
+                        resolution?: components["schemas"]["Resolution"];
+                        /** @description reference images by path, same rules as inputPath, in the order the model gets them; at most the model's maxReferences */
+                        referencePaths?: string[];
                     };
                 };
             };
@@ -822,6 +830,33 @@ export interface components {
             deadlineAt: components["schemas"]["Timestamp"];
             updatedAt: components["schemas"]["Timestamp"];
             variants: components["schemas"]["Variant"][];
+            /** @description null: the model's default size */
+            resolution: components["schemas"]["Resolution"] | null;
+            /** @description sent to the model after the input, in this order */
+            references: components["schemas"]["Reference"][];
+        };
+        Reference: {
+            /** @description jobs/{jobId}/refs/{i}.{ext} for an uploaded file; the referencePath as sent otherwise */
+            path: string;
+            /** @description signed like a variant's url */
+            url: string | null;
+            /** @enum {string} */
+            mimeType: "image/png" | "image/jpeg" | "image/webp";
+            width: number;
+            height: number;
+            bytes: number;
+        };
+        /** @description one of GET /config's models (the first is the default); any other is refused 422 */
+        ModelName: string;
+        /**
+         * @description output size (long edge 1024, 2048, 4096 at 1:1); only the sizes the model lists in GET /config, else 422 naming the model
+         * @enum {string}
+         */
+        Resolution: "1K" | "2K" | "4K";
+        ModelInfo: {
+            name: components["schemas"]["ModelName"];
+            resolutions: components["schemas"]["Resolution"][];
+            maxReferences: number;
         };
         JobPage: {
             jobs: components["schemas"]["Job"][];
@@ -889,6 +924,10 @@ export interface components {
             maxActivePerProject: number;
             maxPromptChars: number;
             maxThreadTurns: number;
+            /** @description the first is the default */
+            models: components["schemas"]["ModelInfo"][];
+            /** @description all reference files of one multipart POST /jobs together */
+            maxReferenceBytes: number;
         };
         CallbackRunningAnswer: {
             jobId: components["schemas"]["Uuid"];

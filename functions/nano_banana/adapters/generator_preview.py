@@ -60,8 +60,7 @@ def _thumbnail(data: bytes, target: tuple[int, int]) -> Image.Image:
     edge = max(8, min(target) // 5)
     with Image.open(io.BytesIO(data)) as ref:
         ref.draft("RGB", (edge, edge))
-        thumb = ImageOps.exif_transpose(ref).convert("RGB")
-    thumb.thumbnail((edge, edge))
+        thumb = ImageOps.contain(ImageOps.exif_transpose(ref).convert("RGB"), (edge, edge))
     return ImageOps.expand(thumb, border=max(1, edge // 32), fill=(255, 255, 255))
 
 
