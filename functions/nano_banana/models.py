@@ -74,6 +74,13 @@ def capabilities(name: str) -> ModelCapabilities | None:
     return CAPABILITIES.get(name)
 
 
+def image_size(model: str | None, resolution: str | None) -> str | None:
+    """What to send as `imageConfig.imageSize`: the asked size for a model that takes one, else nothing
+    (Vertex refuses the field for a model without sizes; its one size is its default)."""
+    caps = CAPABILITIES.get(model or "")
+    return resolution if caps is not None and caps.sends_image_size else None
+
+
 def check_allowlist(names: tuple[str, ...]) -> None:
     """Startup check of NANO_BANANA_MODELS: every model is in the table (its limits are known)."""
     unknown = [name for name in names if name not in CAPABILITIES]

@@ -31,7 +31,7 @@ from nano_banana.domain import GeneratedImage, GenerationRequest, GenerationResu
 from nano_banana.errors import ContentBlocked, GenerationFailed
 from nano_banana.images import for_model
 from nano_banana.log import redact
-from nano_banana.models import ModelCapabilities, capabilities
+from nano_banana.models import ModelCapabilities, capabilities, image_size
 from nano_banana.ports import Clock
 from nano_banana.retry import Backoff
 
@@ -144,8 +144,7 @@ class VertexGenerator:
     def _config(self, request: GenerationRequest, candidates: int, timeout_s: float) -> types.GenerateContentConfig:
         """The call's config: `imageConfig.imageSize` only for a model that takes it (models.py), since
         Vertex refuses it for one that does not."""
-        _, caps = self._model_of(request)
-        size = request.resolution if caps is not None and caps.sends_image_size else None
+        size = image_size(self._model_of(request)[0], request.resolution)
         image = types.ImageConfig(aspect_ratio=request.aspect_ratio, image_size=size)
         return types.GenerateContentConfig(
             response_modalities=["IMAGE"],

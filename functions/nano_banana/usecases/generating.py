@@ -191,17 +191,18 @@ def _hand_to_processor(svc: Services, job: Job, request: GenerationRequest) -> J
     assert svc.processor is not None
     ttl = _processor_url_ttl(svc, job)
     prefix = f"{job_prefix(job.id)}{job.attempt}/"
-    # The processor sends the input to the model inline, as is: give it the upright, small-enough version
-    # the Vertex adapter would send (stored next to this attempt's outputs, deleted with them).
-    input_path = job.input_path
-    data, mime = for_model(request.image, request.image_mime, max_bytes=svc.settings.vertex_inline_max_bytes)
-    if data is not request.image:
-        input_path = f"{prefix}model-input.{MIME_EXT[mime]}"
-        try:
-            svc.blobs.put(input_path, data, mime)
-        except Unavailable as exc:
-            raise TransientError("storage unavailable while preparing the model input") from exc
-        request = dataclasses.replace(request, image=data, image_mime=mime)
+    # The processor sends the images to the model inline, as they are: give it the upright, small-enough
+    # versions the Vertex adapter would send (stored next to this attempt's outputs, deleted with them).
+    input_path, image = _model_ready(
+        svc, prefix, "model-input", job.input_path, InlineImage(request.image, request.image_mime)
+    )
+    refs = [
+        _model_ready(svc, prefix, f"model-ref-{i}", ref.path, inline)
+        for i, (ref, inline) in enumerate(zip(job.references, request.references, strict=True))
+    ]
+    request = dataclasses.replace(
+        request, image=image.data, image_mime=image.mime_type, references=tuple(inline for _, inline in refs)
+    )
     work = ProcessorJob(
         job=job,
         request=request,
@@ -209,12 +210,27 @@ def _hand_to_processor(svc: Services, job: Job, request: GenerationRequest) -> J
         output_prefix=prefix,
         upload_urls=tuple(svc.blobs.signed_upload_url(f"{prefix}{i}.png", ttl_s=ttl) for i in range(job.variant_count)),
         callback_url=svc.settings.callback_url or f"{svc.settings.base_url}/api/nano-banana/callback",
+        reference_urls=tuple(svc.blobs.signed_url(path, ttl_s=ttl) for path, _ in refs),
     )
     try:
         svc.processor.submit(work, deadline=job.deadline_at)
     except ProcessorUnavailable as exc:
         return fail_job(svc, job, ErrorCode.processor_unavailable, exc.message, attempt=job.attempt)
     return job
+
+
+def _model_ready(svc: Services, prefix: str, name: str, path: str, image: InlineImage) -> tuple[str, InlineImage]:
+    """Where the processor reads an image from: its own path when the model can take it as it is, else
+    an upright, small-enough copy stored as {prefix}{name}.{ext}."""
+    data, mime = for_model(image.data, image.mime_type, max_bytes=svc.settings.vertex_inline_max_bytes)
+    if data is image.data:
+        return path, image
+    ready = f"{prefix}{name}.{MIME_EXT[mime]}"
+    try:
+        svc.blobs.put(ready, data, mime)
+    except Unavailable as exc:
+        raise TransientError("storage unavailable while preparing the model input") from exc
+    return ready, InlineImage(data, mime)
 
 
 def _processor_url_ttl(svc: Services, job: Job) -> int:
