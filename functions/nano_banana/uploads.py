@@ -10,7 +10,7 @@ from nano_banana.errors import BadRequest, FileTooLarge, InvalidRequest
 _CHUNK = 64 * 1024
 FIELD_MAX_BYTES = 16 * 1024
 FORM_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers and the small text fields
-_MAX_PARTS = 32  # 7 text fields, the image and up to 13 references, with room
+_MAX_PARTS = 32  # 6 text fields, the image and up to 13 references, with room
 
 
 @dataclass
