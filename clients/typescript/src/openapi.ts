@@ -492,6 +492,8 @@ export interface paths {
                 variantId: string;
                 type?: "image" | "image_compare";
                 layout?: "slider" | "side_by_side";
+                /** @description image_compare only: `parent` (default), the image this job was made from (for a refinement, the variant it refined); `original`, the photo its thread began with. */
+                before?: "parent" | "original";
             };
             header?: never;
             path: {
@@ -506,6 +508,8 @@ export interface paths {
                     variantId: string;
                     type?: "image" | "image_compare";
                     layout?: "slider" | "side_by_side";
+                    /** @description image_compare only: `parent` (default), the image this job was made from (for a refinement, the variant it refined); `original`, the photo its thread began with. */
+                    before?: "parent" | "original";
                 };
                 header?: never;
                 path: {
@@ -660,7 +664,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Processor callback, signed with Standard Webhooks headers (see README) */
+        /** Processor callback, signed with Standard Webhooks headers (see docs/n8n.md) */
         post: {
             parameters: {
                 query?: never;
