@@ -31,6 +31,7 @@ from nano_banana.domain import (
     Role,
     Variant,
     VariantUpload,
+    job_prefix,
     sources_for,
 )
 from nano_banana.errors import InvalidRequest, NotFound, Unavailable
@@ -127,6 +128,8 @@ def _inserted(new: NewJob, rows: list[Row]) -> Job | None:
         return _job(rows[0])
     if rows and not rows[0]["source_found"]:
         raise _source_gone(new)
+    if rows and rows[0].get("references_found") is False:
+        raise NotFound("a variant referencePaths names was deleted", details={"field": "referencePaths"})
     return None
 
 
@@ -256,6 +259,12 @@ class PostgresJobStore:
             "deadline_at": new.deadline_at,
             "message_id": new.message_id,
             "resolution": new.resolution,
+            # Variants named as references (not the job's own uploaded ones): create_job locks them.
+            "reference_variants": [
+                r.path
+                for r in new.references
+                if r.path.startswith("jobs/") and not r.path.startswith(job_prefix(new.id))
+            ],
             "reference_images": json.dumps(
                 [
                     {"path": r.path, "mime_type": r.mime_type, "width": r.width, "height": r.height, "bytes": r.bytes}

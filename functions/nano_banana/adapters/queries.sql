@@ -33,6 +33,12 @@ with source as (
   select count(*) > 0 as found from (
     select 1 from pip_ai_image_variants v where v.storage_path = %(input_path)s for key share
   ) locked
+), refs as (
+  -- The same for the variants named as reference images (referencePaths): every one still there, locked.
+  select count(distinct path) = cardinality(%(reference_variants)s::text[]) as found from (
+    select v.storage_path as path from pip_ai_image_variants v
+    where v.storage_path = any(%(reference_variants)s::text[]) for key share
+  ) locked
 ), inserted as (
   insert into pip_ai_image_jobs (
     id, project_id, user_id, thread_id, parent_job_id, source_variant_id, prompt, input_path,
@@ -44,7 +50,7 @@ with source as (
     %(input_width)s::int, %(input_height)s::int, %(variant_count)s::smallint, %(aspect_ratio)s::text, %(model)s::text,
     %(idempotency_key)s::text, %(request_hash)s::text, %(deadline_at)s::timestamptz,
     %(resolution)s::text, %(reference_images)s::jsonb
-  where %(input_path)s::text not like 'jobs/%%' or (select found from source)
+  where (%(input_path)s::text not like 'jobs/%%' or (select found from source)) and (select found from refs)
   on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
   returning *
 ), message as (
@@ -53,7 +59,8 @@ with source as (
   from inserted i
   returning id
 )
-select {job_columns}, (%(input_path)s::text not like 'jobs/%%' or (select found from source)) as source_found
+select {job_columns}, (%(input_path)s::text not like 'jobs/%%' or (select found from source)) as source_found,
+  (select found from refs) as references_found
 from (select 1) one left join inserted j on true
 
 -- name: discard_queued
