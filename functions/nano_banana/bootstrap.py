@@ -223,7 +223,7 @@ def build_generator(settings: Settings, clock: Clock) -> ImageGenerator:
 
         return VertexGenerator(
             client_factory(settings),
-            settings.model,
+            settings.models[0],  # jobs name their own model; this is for a request that names none
             clock=clock,
             max_pixels=settings.max_pixels,
             inline_max_bytes=settings.vertex_inline_max_bytes,

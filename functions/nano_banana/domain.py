@@ -95,6 +95,11 @@ def job_prefix(job_id: uuid.UUID) -> str:
     return f"jobs/{job_id}/"
 
 
+def reference_path(job_id: uuid.UUID, index: int, mime_type: str) -> str:
+    """A reference image sent with the job (multipart `reference`), stored under the job's own prefix."""
+    return f"{job_prefix(job_id)}refs/{index}.{MIME_EXT[mime_type]}"
+
+
 def output_path(job_id: uuid.UUID, attempt: int, index: int, mime_type: str) -> str:
     """Outputs are scoped by attempt so a stale worker only ever deletes its own blobs."""
     return f"{job_prefix(job_id)}{attempt}/{index}.{MIME_EXT[mime_type]}"
@@ -148,6 +153,17 @@ class Variant:
 
 
 @dataclass(frozen=True, slots=True)
+class Reference:
+    """A reference image of a job: sent to the model after the input, before the prompt."""
+
+    path: str
+    mime_type: str
+    width: int
+    height: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: uuid.UUID
     project_id: uuid.UUID
@@ -176,10 +192,17 @@ class Job:
     note: str | None = None
     variants: tuple[Variant, ...] = ()
     webhook: Webhook | None = None
+    # `1K` | `2K` | `4K`; None: the model's default size.
+    resolution: str | None = None
+    references: tuple[Reference, ...] = ()
 
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    @property
+    def reference_paths(self) -> tuple[str, ...]:
+        return tuple(r.path for r in self.references)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +242,8 @@ class NewJob:
     message_id: uuid.UUID = field(default_factory=new_id)
     webhook_url: str | None = None
     webhook_events: tuple[str, ...] = ()
+    resolution: str | None = None
+    references: tuple[Reference, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +256,12 @@ class Turn:
 
 
 @dataclass(frozen=True, slots=True)
+class InlineImage:
+    data: bytes
+    mime_type: str
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     job_id: uuid.UUID
     prompt: str
@@ -240,6 +271,11 @@ class GenerationRequest:
     aspect_ratio: str | None
     # Earlier prompts of the thread, oldest first (empty for a first job).
     history: tuple[Turn, ...] = ()
+    # The job's model (None: the generator's own) and size (None: the model's default).
+    model: str | None = None
+    resolution: str | None = None
+    # Sent after the input image, in this order, before the prompt.
+    references: tuple[InlineImage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

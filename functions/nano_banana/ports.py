@@ -316,6 +316,8 @@ class ProcessorJob:
     output_prefix: str
     upload_urls: tuple[str, ...]
     callback_url: str
+    # Signed URLs of the reference images, in order (each within the model's inline limit).
+    reference_urls: tuple[str, ...] = ()
 
 
 class Processor(Protocol):

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nano_banana.models import check_allowlist
+
 DEV_JWT_SECRET = "nano-banana-dev-secret-not-for-production-0123456789"  # noqa: S105 (local dev only; refused with a database URL)
 
 
@@ -81,6 +83,9 @@ class Settings(CoreSettings):
     # Guardrails.
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1, validation_alias="NANO_BANANA_MAX_FILE_BYTES")
     max_pixels: int = Field(50_000_000, ge=1, validation_alias="NANO_BANANA_MAX_PIXELS")
+    # All `reference` files of one multipart POST /jobs together (each also within max_file_bytes); more
+    # references go as referencePaths (uploaded one at a time). Bounds what one request holds in memory.
+    max_reference_bytes: int = Field(20 * 1024 * 1024, ge=0, validation_alias="NANO_BANANA_MAX_REFERENCE_BYTES")
     # Per-process memory for request bodies being uploaded and for decoded pixels (images.MemoryBudget).
     upload_memory_mb: int = Field(192, ge=16, validation_alias="NANO_BANANA_UPLOAD_MEMORY_MB")
     decode_memory_mb: int = Field(256, ge=16, validation_alias="NANO_BANANA_DECODE_MEMORY_MB")
@@ -121,6 +126,9 @@ class Settings(CoreSettings):
     gcp_location: str = Field("us-central1", validation_alias=_env("NANO_BANANA_LOCATION", "GOOGLE_CLOUD_LOCATION"))
     vertex_location: str = Field("global", validation_alias="NANO_BANANA_VERTEX_LOCATION")
     model: str = Field("gemini-2.5-flash-image", validation_alias="NANO_BANANA_MODEL")
+    # The models a job may ask for, comma-separated, the first the default (unset: NANO_BANANA_MODEL alone);
+    # each must be in nano_banana/models.py's capability table.
+    models_list: str = Field("", validation_alias="NANO_BANANA_MODELS")
     # Vertex AI takes images up to 7 MB inline; larger uploads (we accept 10 MB) are re-encoded to fit.
     vertex_inline_max_bytes: int = Field(7_000_000, ge=100_000, validation_alias="NANO_BANANA_VERTEX_INLINE_MAX_BYTES")
     vertex_base_url: str | None = Field(None, validation_alias="NANO_BANANA_VERTEX_BASE_URL")
@@ -167,6 +175,7 @@ class Settings(CoreSettings):
             )
         if self.queue == "cloudtasks" and not (self.generate_url and self.expire_url):
             raise ValueError("NANO_BANANA_QUEUE=cloudtasks needs NANO_BANANA_GENERATE_URL and NANO_BANANA_EXPIRE_URL")
+        check_allowlist(self.models)
         return self
 
     @field_validator("webhook_signing_secrets_list")
@@ -191,6 +200,11 @@ class Settings(CoreSettings):
             if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
                 raise ValueError(f"NANO_BANANA_CORS_ORIGINS: {origin[:100]!r} is not an origin (scheme://host[:port])")
         return value
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The allowlist of models a job may name; the first is the default."""
+        return tuple(dict.fromkeys(_comma_list(self.models_list))) or (self.model,)
 
     @property
     def cors_origins(self) -> frozenset[str]:

@@ -10,7 +10,7 @@ from nano_banana.errors import BadRequest, FileTooLarge, InvalidRequest
 _CHUNK = 64 * 1024
 FIELD_MAX_BYTES = 16 * 1024
 FORM_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers and the small text fields
-_MAX_PARTS = 16
+_MAX_PARTS = 32  # 6 text fields, the image and up to 13 references, with room
 
 
 @dataclass
@@ -19,6 +19,8 @@ class UploadedForm:
     file_field: str | None = None
     filename: str | None = None
     file: bytes = b""
+    # The files of `extra_field` (references), in the order sent.
+    extras: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -28,6 +30,7 @@ class _Part:
     header_value: bytes = b""
     name: str | None = None
     is_file: bool = False
+    is_extra: bool = False
 
 
 def _body_too_large(max_file_bytes: int) -> FileTooLarge:
@@ -43,8 +46,11 @@ def read_multipart(
     *,
     file_field: str,
     max_file_bytes: int,
+    extra_field: str | None = None,
+    max_extra_bytes: int = 0,
 ) -> UploadedForm:
-    """Parse a multipart body from `read`, keeping at most max_file_bytes of file data in memory.
+    """Parse a multipart body from `read`, keeping at most max_file_bytes of file data in memory, plus
+    max_extra_bytes for all files named `extra_field` together (each also at most max_file_bytes).
     Exactly one file part named `file_field` is accepted; text fields are capped at 16 KiB each."""
     # Imported here: only a multipart POST needs the parser, and a cold instance answering GETs skips it.
     from python_multipart.exceptions import MultipartParseError
@@ -54,13 +60,15 @@ def read_multipart(
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
         raise BadRequest("expected multipart/form-data with a boundary", details={"contentType": ctype.decode()})
-    max_body = max_file_bytes + FORM_OVERHEAD_BYTES
+    max_body = max_file_bytes + max_extra_bytes + FORM_OVERHEAD_BYTES
     if content_length is not None and content_length > max_body:
         raise _body_too_large(max_file_bytes)
 
     form = UploadedForm()
     part = _Part()
     file_buf = bytearray()
+    extra_buf = bytearray()
+    extra_total = 0
     field_buf = bytearray()
     parts = 0
 
@@ -90,7 +98,10 @@ def read_multipart(
             raise BadRequest("each part needs Content-Disposition: form-data; name=...")
         name = opts[b"name"].decode("utf-8", "replace")
         part.name, part.is_file = name, b"filename" in opts
-        if part.is_file:
+        if part.is_file and extra_field is not None and name == extra_field:
+            part.is_extra = True
+            extra_buf.clear()
+        elif part.is_file:
             if name != file_field:
                 raise InvalidRequest(f"unexpected file field {name!r}; send the image as {file_field!r}")
             if form.file_field is not None:
@@ -101,7 +112,17 @@ def read_multipart(
             raise InvalidRequest(f"field {name!r} appears twice", details={"field": name})
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        if part.is_file:
+        nonlocal extra_total
+        if part.is_extra:
+            extra_total += end - start
+            if len(extra_buf) + (end - start) > max_file_bytes or extra_total > max_extra_bytes:
+                limit = min(max_file_bytes, max_extra_bytes)
+                raise FileTooLarge(
+                    f"{extra_field} files are limited to {max_file_bytes} bytes each and {max_extra_bytes} together",
+                    details={"field": extra_field, "maxBytes": limit, "maxTotalBytes": max_extra_bytes},
+                )
+            extra_buf.extend(data[start:end])
+        elif part.is_file:
             if len(file_buf) + (end - start) > max_file_bytes:
                 raise FileTooLarge.image(max_file_bytes)
             file_buf.extend(data[start:end])
@@ -111,7 +132,9 @@ def read_multipart(
             field_buf.extend(data[start:end])
 
     def on_part_end() -> None:
-        if not part.is_file and part.name is not None:
+        if part.is_extra:
+            form.extras.append(bytes(extra_buf))
+        elif not part.is_file and part.name is not None:
             try:
                 form.fields[part.name] = field_buf.decode("utf-8")
             except UnicodeDecodeError as exc:

@@ -84,7 +84,7 @@ def test_expressions_use_only_what_n8n_expressions_have() -> None:
                 assert inner.count("{") == inner.count("}"), (node["name"], inner)
     code = {n["name"]: n["parameters"]["jsCode"] for n in wf["nodes"] if n["type"] == "n8n-nodes-base.code"}
     assert "getBinaryDataBuffer(0, 'data')" in code["Hand-off signing inputs"]
-    assert "getBinaryDataBuffer(0, 'input')" in code["Vertex request"]
+    assert "getBinaryDataBuffer(i, 'input')" in code["Vertex request"]  # the input, then each reference
 
 
 def test_retries_are_node_settings_and_every_path_calls_back() -> None:

@@ -3,6 +3,7 @@ request is signed with every configured key. No n8n process: an httpx transport 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import pytest
 
 from nano_banana import webhooks
 from nano_banana.adapters.processor_n8n import N8nProcessor
-from nano_banana.domain import GenerationRequest, Job, JobStatus
+from nano_banana.domain import GenerationRequest, InlineImage, Job, JobStatus
 from nano_banana.errors import InvalidSignature, ProcessorUnavailable
 from nano_banana.ports import ProcessorJob
 
@@ -114,3 +115,21 @@ def test_a_refusal_then_acceptance_is_a_hand_off() -> None:
     processor = _processor(lambda r: next(answers, None) or _accept(r), ["k"], seen)
     processor.submit(work, deadline=work.job.deadline_at)
     assert len(seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "size"), [("gemini-3-pro-image-preview", "2K"), ("gemini-2.5-flash-image", None)], ids=["pro", "flash"]
+)
+def test_the_hand_off_names_the_model_the_size_and_the_references(model: str, size: str | None) -> None:
+    seen: list[httpx.Request] = []
+    work = _work()
+    refs = (InlineImage(b"logo", "image/png"), InlineImage(b"style", "image/jpeg"))
+    request = dataclasses.replace(work.request, model=model, resolution="2K", references=refs)
+    work = dataclasses.replace(work, request=request, reference_urls=("http://s/ref0", "http://s/ref1"))
+    _processor(_accept, ["key"], seen).submit(work, deadline=work.job.deadline_at)
+    body = json.loads(seen[0].content)
+    assert (body["model"], body["imageSize"]) == (model, size), "Flash takes no imageSize"
+    assert body["references"] == [
+        {"url": "http://s/ref0", "mimeType": "image/png"},
+        {"url": "http://s/ref1", "mimeType": "image/jpeg"},
+    ]

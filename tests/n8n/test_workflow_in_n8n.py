@@ -325,3 +325,63 @@ def test_vertex_timeout_ends_generation_failed_before_the_deadline(
     finally:
         vertex.delay_s = 0.0
         server.stop()
+
+
+def test_references_follow_the_input_in_the_vertex_request(service: DevServer, vertex: VertexServer) -> None:
+    vertex.script = [lambda: images(1)]
+    vertex.requests.clear()
+    s = service.session()
+    photo, logo, style = png_bytes(60, 40, (10, 20, 30)), png_bytes(20, 20, (0, 0, 255)), png_bytes(30, 20, (0, 255, 0))
+    r = service.client.post(
+        "/api/nano-banana/jobs",
+        data={"projectId": s.project_id, "prompt": "put the logo on it", "variantCount": "1", "resolution": "1K"},
+        files=[
+            ("image", ("photo.png", photo, "image/png")),
+            ("reference", ("logo.png", logo, "image/png")),
+            ("reference", ("style.png", style, "image/png")),
+        ],
+        headers=s.headers,
+    )
+    assert r.status_code == 202, r.text
+    job = service.wait_for(s, r.json()["jobId"], TERMINAL, timeout_s=60)
+    assert job["status"] == "succeeded", job
+    assert len(job["references"]) == 2
+    (sent,) = vertex.requests
+    assert sent["refusal"] is None
+    assert sent["match"]["model"] == "gemini-2.5-flash-image"
+    parts = sent["body"]["contents"][-1]["parts"]
+    assert [base64.b64decode(p["inlineData"]["data"]) for p in parts[:3]] == [photo, logo, style]
+    assert parts[3] == {"text": "put the logo on it"}
+    assert "imageSize" not in sent["body"]["generationConfig"].get("imageConfig", {}), "Flash takes none"
+
+
+def test_a_hand_off_names_the_model_and_size(n8n: N8n, recorder: Callable[..., Recorder], vertex: VertexServer) -> None:
+    vertex.script = [lambda: images(1)]
+    vertex.requests.clear()
+    rec = recorder()
+    refs = [{"url": f"{rec.url}/input.png", "mimeType": "image/png"}] * 2
+    payload = _hand_off(rec, model="gemini-3-pro-image-preview", imageSize="2K", references=refs, aspectRatio="16:9")
+    assert _post(n8n, payload, NEW_KEY).status_code == 202
+    assert rec.done.wait(30)
+    assert rec.callbacks[-1]["status"] == "succeeded", rec.callbacks
+    (sent,) = vertex.requests
+    assert sent["match"]["model"] == "gemini-3-pro-image-preview"
+    assert sent["body"]["generationConfig"]["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "2K"}
+    assert len([p for p in sent["body"]["contents"][-1]["parts"] if "inlineData" in p]) == 3
+
+
+def test_a_reference_that_cannot_be_downloaded_fails_without_calling_vertex(
+    n8n: N8n, recorder: Callable[..., Recorder], vertex: VertexServer
+) -> None:
+    vertex.requests.clear()
+    rec = recorder()
+    refs = [
+        {"url": f"{rec.url}/input.png", "mimeType": "image/png"},
+        {"url": f"{rec.url}/gone.png", "mimeType": "image/png"},
+    ]
+    assert _post(n8n, _hand_off(rec, references=refs), NEW_KEY).status_code == 202
+    assert rec.done.wait(30)
+    final = rec.callbacks[-1]
+    assert (final["status"], final["error"]["code"]) == ("failed", "generation_failed")
+    time.sleep(1)  # the other branch, had it gone on, would have called Vertex by now
+    assert vertex.requests == []

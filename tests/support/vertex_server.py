@@ -9,6 +9,15 @@ Vertex AI REST reference, v1, 2025) and refuses what Vertex refuses, with Google
   Gemini API error reports, with a `google.rpc.BadRequest` field violation);
 - no `contents`, a content without `parts`, or an `inlineData` part without `data` (Vertex: "Unable to
   submit request because it has an empty inlineData parameter..."): 400 INVALID_ARGUMENT.
+- more images (inlineData parts, all contents together) than the model takes per prompt: 3 for Gemini 2.5
+  Flash Image, 14 for Gemini 3 Pro Image Preview (Vertex AI "Image understanding", supported-models
+  table: "Maximum images per prompt"); the message wording is ours;
+- `imageConfig.imageSize` for a model without sizes (Gemini 2.5 Flash Image renders 1024 px only; the
+  Vertex model page of Gemini 3 Pro Image lists 1K/2K/4K), or a size other than `1K`, `2K`, `4K`
+  (google-genai 3.3.0 `types.ImageConfig.image_size`: "Supported values are `1K`, `2K`, `4K`"); the
+  message wording is ours.
+These figures are written here again, not imported from nano_banana/models.py, so a wrong table there
+fails a test instead of agreeing with itself.
 Field names are accepted in lowerCamelCase and in snake_case, as proto JSON parsing does. Every request is
 recorded (also the refused ones, with `refusal` set); scripted answers go to the accepted ones in order.
 """
@@ -54,6 +63,9 @@ _GENERATION_CONFIG_FIELDS = {
     "speechConfig", "thinkingConfig", "imageConfig", "enableAffectiveDialog", "modelSelectionConfig",
 }  # fmt: skip
 _IMAGE_CONFIG_FIELDS = {"aspectRatio", "imageSize", "personGeneration", "imageOutputOptions", "outputMimeType"}
+# Per model (see the module docstring for the sources): images per prompt, and the imageSize values taken.
+MAX_IMAGES = {"gemini-2.5-flash-image": 3, "gemini-3-pro-image-preview": 14}
+IMAGE_SIZES = {"gemini-3-pro-image-preview": frozenset({"1K", "2K", "4K"})}
 
 
 class InvalidArgument(Exception):
@@ -78,8 +90,9 @@ def _fields(obj: Any, allowed: set[str], at: str) -> dict[str, Any]:
     return out
 
 
-def validate_request(body: Any) -> None:
-    """Raise InvalidArgument with Vertex's message when Vertex would refuse this GenerateContentRequest."""
+def validate_request(body: Any, model: str | None = None) -> None:
+    """Raise InvalidArgument with Vertex's message when Vertex would refuse this GenerateContentRequest
+    (sent to `model`: its limits apply when it is one of MAX_IMAGES)."""
     request = _fields(body, _REQUEST_FIELDS, "")
     contents = request.get("contents")
     if not contents:
@@ -102,7 +115,28 @@ def validate_request(body: Any) -> None:
                 if not blob.get("mimeType"):
                     raise InvalidArgument("Unable to submit request because it has an empty mimeType parameter.")
     config = _fields(request.get("generationConfig") or {}, _GENERATION_CONFIG_FIELDS, "generation_config")
-    _fields(config.get("imageConfig") or {}, _IMAGE_CONFIG_FIELDS, "generation_config.image_config")
+    image_config = _fields(config.get("imageConfig") or {}, _IMAGE_CONFIG_FIELDS, "generation_config.image_config")
+    if model in MAX_IMAGES:
+        _check_model_limits(model, contents, image_config)
+
+
+def _check_model_limits(model: str, contents: list[Any], image_config: dict[str, Any]) -> None:
+    count = sum(
+        1
+        for content in contents
+        for part in content.get("parts", [])
+        if isinstance(part, dict) and ("inlineData" in part or "inline_data" in part)
+    )
+    if count > MAX_IMAGES[model]:
+        raise InvalidArgument(
+            f"Unable to submit request because it has {count} images; {model} accepts at most {MAX_IMAGES[model]}."
+        )
+    size = image_config.get("imageSize")
+    if size is not None:
+        if model not in IMAGE_SIZES:
+            raise InvalidArgument(f"Unable to submit request because {model} does not support imageConfig.imageSize.")
+        if size not in IMAGE_SIZES[model]:
+            raise InvalidArgument(f"Invalid imageConfig.imageSize {size!r}; supported values are 1K, 2K and 4K.")
 
 
 def invalid(message: str) -> Answer:
@@ -182,7 +216,7 @@ class VertexServer(LocalServer):
                 refusal: str | None = None
                 try:
                     sent = json.loads(raw or b"{}")
-                    validate_request(sent)
+                    validate_request(sent, match.group("model") if match else None)
                 except ValueError:
                     refusal = "Invalid JSON payload received."
                 except InvalidArgument as exc:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from nano_banana.adapters.generator_preview import PreviewGenerator
-from nano_banana.domain import GenerationRequest
+from nano_banana.domain import GenerationRequest, InlineImage
 
 pytestmark = pytest.mark.unit
 
@@ -53,3 +53,32 @@ def test_an_asked_aspect_ratio_crops_the_inputs_size(
     size: tuple[int, int], aspect: str, expected: tuple[int, int]
 ) -> None:
     assert _sizes(_jpeg(size), aspect) == {expected}
+
+
+@pytest.mark.parametrize(
+    ("resolution", "aspect", "size"),
+    [("1K", None, (1024, 768)), ("2K", "16:9", (2048, 1152)), ("4K", "9:16", (2304, 4096))],
+)
+def test_an_asked_resolution_sets_the_long_edge(resolution: str, aspect: str | None, size: tuple[int, int]) -> None:
+    request = GenerationRequest(
+        uuid.uuid4(), "warmer", _jpeg((640, 480)), "image/jpeg", 1, aspect, resolution=resolution
+    )
+    (out,) = PreviewGenerator(0, 50_000_000).generate(request, deadline=datetime.now(UTC) + timedelta(minutes=1)).images
+    assert (out.width, out.height) == size
+
+
+def test_references_show_as_thumbnails_in_the_top_right_corner() -> None:
+    def png(color: tuple[int, int, int]) -> InlineImage:
+        buf = io.BytesIO()
+        Image.new("RGB", (50, 50), color).save(buf, "PNG")
+        return InlineImage(buf.getvalue(), "image/png")
+
+    refs = (png((255, 0, 0)), png((0, 0, 255)))
+    request = GenerationRequest(uuid.uuid4(), "warmer", _jpeg((1000, 500)), "image/jpeg", 1, None, references=refs)
+    (out,) = PreviewGenerator(0, 50_000_000).generate(request, deadline=datetime.now(UTC) + timedelta(minutes=1)).images
+    with Image.open(io.BytesIO(out.data)) as img:
+        rgb = img.convert("RGB")
+        edge = 500 // 5  # a fifth of the short edge; the first reference rightmost
+        assert rgb.getpixel((1000 - 8 - edge // 2, 8 + edge // 2)) == (255, 0, 0)
+        assert rgb.getpixel((1000 - 8 - edge - 8 - edge // 2, 8 + edge // 2)) == (0, 0, 255)
+        assert rgb.getpixel((500, 400)) != (255, 0, 0), "the rest is the edit"

@@ -43,11 +43,16 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
-export type CreateJobInput = Pick<MultipartCreate, "projectId" | "prompt" | "variantCount" | "aspectRatio" | "webhookUrl"> & {
+export type CreateJobInput = Pick<
+  MultipartCreate,
+  "projectId" | "prompt" | "variantCount" | "aspectRatio" | "webhookUrl" | "model" | "resolution"
+> & {
   /** JPEG, PNG or WebP (the server checks the bytes, not the type); a `File` keeps its name. */
   image: Blob;
   /** With `webhookUrl`: which events to POST (default succeeded, failed, canceled). docs/webhooks.md */
   webhookEvents?: Schemas["WebhookEvents"];
+  /** Reference images, sent to the model after `image` in this order (at most the model's `maxReferences`). */
+  references?: Blob[];
   /** Makes creation safe to repeat: the same key and body give the same job. Generated when absent. */
   idempotencyKey?: string;
 };
@@ -161,6 +166,12 @@ export function createNanoBanana(options: NanoBananaOptions): NanoBanana {
       if (input.aspectRatio !== undefined) form.append("aspectRatio", input.aspectRatio);
       if (input.webhookUrl !== undefined) form.append("webhookUrl", input.webhookUrl);
       if (input.webhookEvents !== undefined) form.append("webhookEvents", input.webhookEvents.join(","));
+      if (input.model !== undefined) form.append("model", input.model);
+      if (input.resolution !== undefined) form.append("resolution", input.resolution);
+      (input.references ?? []).forEach((ref, i) => {
+        const refName = (ref as { name?: unknown }).name;
+        form.append("reference", ref, typeof refName === "string" && refName ? refName : `reference-${i}`);
+      });
       const key = input.idempotencyKey ?? newIdempotencyKey();
       return created<Created>({ method: "POST", path: "/jobs", body: form, signal: opts.signal }, key);
     },

@@ -180,6 +180,10 @@ export interface paths {
                         webhookUrl?: components["schemas"]["WebhookUrl"];
                         /** @description comma-separated subset of running, succeeded, failed, canceled (default: the three terminal ones) */
                         webhookEvents?: string;
+                        model?: components["schemas"]["ModelName"];
+                        resolution?: components["schemas"]["Resolution"];
+                        /** @description repeat the field, one file each: reference images sent to the model after the image, in this order; checked like the image; at most the model's maxReferences (GET /config), all together at most maxReferenceBytes */
+                        reference?: string[];
                     };
                     "application/json": {
                         /** Format: uuid */
@@ -192,6 +196,10 @@ export interface paths {
                         aspectRatio?: components["schemas"]["AspectRatio"];
                         webhookUrl?: components["schemas"]["WebhookUrl"];
                         webhookEvents?: components["schemas"]["WebhookEvents"];
+                        model?: components["schemas"]["ModelName"];
+                        resolution?: components["schemas"]["Resolution"];
+                        /** @description reference images by path, same rules as inputPath, in the order the model gets them; at most the model's maxReferences */
+                        referencePaths?: string[];
                     };
                 };
             };
@@ -849,6 +857,10 @@ export interface components {
                     reason: string | null;
                 }[];
             };
+            /** @description null: the model's default size */
+            resolution: components["schemas"]["Resolution"] | null;
+            /** @description sent to the model after the input, in this order */
+            references: components["schemas"]["Reference"][];
         };
         /** @description Where to POST the job's events, signed per Standard Webhooks (docs/webhooks.md): https (http only for NANO_BANANA_WEBHOOK_HTTP_HOSTS), no credentials, port 443/80 unless allowed, no private or loopback address. A refused URL is 422 `webhook_url_invalid` and nothing is created. */
         WebhookUrl: string;
@@ -856,6 +868,29 @@ export interface components {
         WebhookEvent: "running" | "succeeded" | "failed" | "canceled";
         /** @description default: succeeded, failed, canceled */
         WebhookEvents: components["schemas"]["WebhookEvent"][];
+        Reference: {
+            /** @description jobs/{jobId}/refs/{i}.{ext} for an uploaded file; the referencePath as sent otherwise */
+            path: string;
+            /** @description signed like a variant's url */
+            url: string | null;
+            /** @enum {string} */
+            mimeType: "image/png" | "image/jpeg" | "image/webp";
+            width: number;
+            height: number;
+            bytes: number;
+        };
+        /** @description one of GET /config's models (the first is the default); any other is refused 422 */
+        ModelName: string;
+        /**
+         * @description output size (long edge 1024, 2048, 4096 at 1:1); only the sizes the model lists in GET /config, else 422 naming the model
+         * @enum {string}
+         */
+        Resolution: "1K" | "2K" | "4K";
+        ModelInfo: {
+            name: components["schemas"]["ModelName"];
+            resolutions: components["schemas"]["Resolution"][];
+            maxReferences: number;
+        };
         JobPage: {
             jobs: components["schemas"]["Job"][];
             nextCursor: string | null;
@@ -922,6 +957,10 @@ export interface components {
             maxActivePerProject: number;
             maxPromptChars: number;
             maxThreadTurns: number;
+            /** @description the first is the default */
+            models: components["schemas"]["ModelInfo"][];
+            /** @description all reference files of one multipart POST /jobs together */
+            maxReferenceBytes: number;
         };
         CallbackRunningAnswer: {
             jobId: components["schemas"]["Uuid"];

@@ -6,9 +6,14 @@ import hashlib
 import io
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from nano_banana.domain import GeneratedImage, GenerationRequest, GenerationResult
 from nano_banana.errors import GenerationFailed
+from nano_banana.models import LONG_EDGE
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 _TINTS = ((255, 170, 60), (80, 170, 255), (120, 220, 120), (230, 90, 200))
 _MAX_SIDE = 1024
@@ -39,6 +44,38 @@ def _box_size(box: tuple[int, int, int, int]) -> tuple[int, int]:
     return (box[2] - box[0], box[3] - box[1])
 
 
+def _sized(size: tuple[int, int], resolution: str | None) -> tuple[int, int]:
+    """`size` scaled so its long edge is the asked resolution's (as a model renders 1K/2K/4K); as it is
+    when none was asked (like a model that keeps the input's framing)."""
+    if resolution is None:
+        return size
+    scale = LONG_EDGE[resolution] / max(size)
+    return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+
+
+def _thumbnail(data: bytes, target: tuple[int, int]) -> Image.Image:
+    """A reference image as a thumbnail: a fifth of the output's short edge, upright, framed in white."""
+    from PIL import Image, ImageOps
+
+    edge = max(8, min(target) // 5)
+    with Image.open(io.BytesIO(data)) as ref:
+        ref.draft("RGB", (edge, edge))
+        thumb = ImageOps.contain(ImageOps.exif_transpose(ref).convert("RGB"), (edge, edge))
+    return ImageOps.expand(thumb, border=max(1, edge // 32), fill=(255, 255, 255))
+
+
+def _thumbnails(canvas: Image.Image, thumbs: list[Image.Image]) -> None:
+    """The references along the output's top-right corner, first rightmost, so the use of each shows."""
+    margin = max(2, min(canvas.size) // 60)
+    x = canvas.width - margin
+    for thumb in thumbs:
+        x -= thumb.width
+        if x < 0:
+            break
+        canvas.paste(thumb, (x, margin))
+        x -= margin
+
+
 class PreviewGenerator:
     def __init__(self, delay_ms: int, max_pixels: int) -> None:
         self._delay_s = delay_ms / 1000
@@ -59,12 +96,13 @@ class PreviewGenerator:
         # The edit itself is drawn on a copy at most _MAX_SIDE wide and scaled back up.
         displayed = source.size[::-1] if source.getexif().get(_ORIENTATION, 1) in _SIDEWAYS else source.size
         ratio = _ratio(request.aspect_ratio)
-        target = _box_size(_cropped(displayed, ratio))
+        target = _sized(_box_size(_cropped(displayed, ratio)), request.resolution)
         source.draft("RGB", (_MAX_SIDE, _MAX_SIDE))
         base = ImageOps.exif_transpose(source).convert("RGB")
         base.thumbnail((_MAX_SIDE, _MAX_SIDE))
         base = base.crop(_cropped(base.size, ratio))
         turn = len(request.history) + 1
+        thumbs = [_thumbnail(ref.data, target) for ref in request.references]
         seed = hashlib.sha256(request.prompt.encode()).digest()
         images = []
         for index in range(request.variant_count):
@@ -84,6 +122,7 @@ class PreviewGenerator:
             draw.text((6, edited.height - box_h // 2), prompt, fill=tint)
             if edited.size != target:
                 edited = edited.resize(target, Image.Resampling.BICUBIC)
+            _thumbnails(edited, thumbs)
             out = io.BytesIO()
             edited.save(out, "PNG", compress_level=1)  # fast: outputs as large as the input
             images.append(GeneratedImage(out.getvalue(), "image/png", edited.width, edited.height))

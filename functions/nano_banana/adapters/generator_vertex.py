@@ -31,6 +31,7 @@ from nano_banana.domain import GeneratedImage, GenerationRequest, GenerationResu
 from nano_banana.errors import ContentBlocked, GenerationFailed
 from nano_banana.images import for_model
 from nano_banana.log import redact
+from nano_banana.models import ModelCapabilities, capabilities, image_size
 from nano_banana.ports import Clock
 from nano_banana.retry import Backoff
 
@@ -85,7 +86,6 @@ class VertexGenerator:
         client_factory: Callable[[], genai.Client],
         model: str,
         *,
-        single_candidate_models: frozenset[str] = frozenset({"gemini-3-pro-image-preview"}),
         clock: Clock,
         rng: random.Random | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
@@ -96,7 +96,6 @@ class VertexGenerator:
         self._client: genai.Client | None = None
         self._lock = threading.Lock()
         self._model = model
-        self._single = single_candidate_models
         self._clock = clock
         self._rng = rng or random.Random()
         self._backoff = backoff
@@ -113,32 +112,44 @@ class VertexGenerator:
 
     # ------------------------------------------------------------ request
 
+    def _model_of(self, request: GenerationRequest) -> tuple[str, ModelCapabilities | None]:
+        name = request.model or self._model
+        return name, capabilities(name)
+
     def contents(self, request: GenerationRequest) -> list[types.Content]:
-        """Multi-turn contents: each earlier prompt of the thread, then the image with the new prompt. Images
-        go upright (EXIF orientation applied to the pixels): the model must see what the user sees."""
+        """Multi-turn contents: each earlier prompt of the thread, then the input image, the references in
+        their order and the new prompt. Images go upright (EXIF orientation applied to the pixels): the
+        model must see what the user sees; each within the model's inline limit."""
+        _, caps = self._model_of(request)
+        limit = min(self._inline_max_bytes, caps.inline_max_bytes) if caps else self._inline_max_bytes
         turns: list[types.Content] = []
         for turn in request.history:
             parts = [types.Part.from_text(text=turn.prompt)]
             if turn.image is not None and turn.image_mime:
-                parts.insert(0, self._image_part(turn.image, turn.image_mime))
+                parts.insert(0, self._image_part(turn.image, turn.image_mime, limit))
             turns.append(types.Content(role="user", parts=parts))
         final = [
-            self._image_part(request.image, request.image_mime),
+            self._image_part(request.image, request.image_mime, limit),
+            *(self._image_part(ref.data, ref.mime_type, limit) for ref in request.references),
             types.Part.from_text(text=request.prompt),
         ]
         turns.append(types.Content(role="user", parts=final))
         return turns
 
-    def _image_part(self, data: bytes, mime: str) -> types.Part:
+    def _image_part(self, data: bytes, mime: str, max_bytes: int) -> types.Part:
         """Inline image data, upright and within the model's inline limit (re-encoded smaller if over)."""
-        data, mime = for_model(data, mime, max_bytes=self._inline_max_bytes)
+        data, mime = for_model(data, mime, max_bytes=max_bytes)
         return types.Part.from_bytes(data=data, mime_type=mime)
 
-    def _config(self, candidates: int, aspect_ratio: str | None, timeout_s: float) -> types.GenerateContentConfig:
+    def _config(self, request: GenerationRequest, candidates: int, timeout_s: float) -> types.GenerateContentConfig:
+        """The call's config: `imageConfig.imageSize` only for a model that takes it (models.py), since
+        Vertex refuses it for one that does not."""
+        size = image_size(self._model_of(request)[0], request.resolution)
+        image = types.ImageConfig(aspect_ratio=request.aspect_ratio, image_size=size)
         return types.GenerateContentConfig(
             response_modalities=["IMAGE"],
             candidate_count=candidates,
-            image_config=types.ImageConfig(aspect_ratio=aspect_ratio) if aspect_ratio else None,
+            image_config=image if request.aspect_ratio or size else None,
             http_options=types.HttpOptions(timeout=max(1000, int(timeout_s * 1000))),
         )
 
@@ -183,9 +194,9 @@ class VertexGenerator:
             remaining = self._before_call(deadline)
             try:
                 return self.client.models.generate_content(
-                    model=self._model,
+                    model=self._model_of(request)[0],
                     contents=contents,
-                    config=self._config(candidates, request.aspect_ratio, remaining),
+                    config=self._config(request, candidates, remaining),
                 )
             except (genai_errors.APIError, *TIMEOUTS, *TRANSPORT_ERRORS) as exc:
                 time.sleep(self._after_failure(exc, attempt, deadline))
@@ -197,7 +208,7 @@ class VertexGenerator:
             remaining = self._before_call(deadline)
             try:
                 return await self.client.aio.models.generate_content(
-                    model=self._model, contents=contents, config=self._config(1, request.aspect_ratio, remaining)
+                    model=self._model_of(request)[0], contents=contents, config=self._config(request, 1, remaining)
                 )
             except (genai_errors.APIError, *TIMEOUTS, *TRANSPORT_ERRORS) as exc:
                 await asyncio.sleep(self._after_failure(exc, attempt, deadline))
@@ -212,7 +223,8 @@ class VertexGenerator:
     # ------------------------------------------------------------ the port
 
     def generate(self, request: GenerationRequest, *, deadline: datetime) -> GenerationResult:
-        if self._model in self._single and request.variant_count > 1:
+        _, caps = self._model_of(request)
+        if caps is not None and caps.candidates_per_call < request.variant_count:
             results = _run_coroutine(self._gather(request, deadline))
             responses = [r for r in results if isinstance(r, types.GenerateContentResponse)]
             if not responses:

@@ -27,11 +27,13 @@ from nano_banana.domain import (
     JobStatus,
     Message,
     NewJob,
+    Reference,
     Role,
     Variant,
     VariantUpload,
     Webhook,
     WebhookDelivery,
+    job_prefix,
     sources_for,
     webhook_id,
 )
@@ -139,6 +141,11 @@ def _job(row: Row) -> Job:
         updated_at=row["updated_at"],
         note=row.get("note"),
         variants=tuple(_variant(v) for v in variants),
+        resolution=row.get("resolution"),
+        references=tuple(
+            Reference(str(r["path"]), str(r["mime_type"]), int(r["width"]), int(r["height"]), int(r["bytes"]))
+            for r in row.get("reference_images") or ()
+        ),
     )
 
 
@@ -160,6 +167,8 @@ def _inserted(new: NewJob, rows: list[Row]) -> Job | None:
         return _job(rows[0])
     if rows and not rows[0]["source_found"]:
         raise _source_gone(new)
+    if rows and rows[0].get("references_found") is False:
+        raise NotFound("a variant referencePaths names was deleted", details={"field": "referencePaths"})
     return None
 
 
@@ -290,6 +299,19 @@ class PostgresJobStore:
             "message_id": new.message_id,
             "webhook_url": new.webhook_url,
             "webhook_events": list(new.webhook_events),
+            "resolution": new.resolution,
+            # Variants named as references (not the job's own uploaded ones): create_job locks them.
+            "reference_variants": [
+                r.path
+                for r in new.references
+                if r.path.startswith("jobs/") and not r.path.startswith(job_prefix(new.id))
+            ],
+            "reference_images": json.dumps(
+                [
+                    {"path": r.path, "mime_type": r.mime_type, "width": r.width, "height": r.height, "bytes": r.bytes}
+                    for r in new.references
+                ]
+            ),
         }
 
     def create_job(self, new: NewJob) -> Job | None:

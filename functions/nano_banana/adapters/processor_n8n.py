@@ -14,6 +14,7 @@ import httpx
 
 from nano_banana import webhooks
 from nano_banana.errors import ProcessorUnavailable
+from nano_banana.models import image_size
 from nano_banana.ports import Clock, ProcessorJob
 
 log = logging.getLogger("nano_banana")
@@ -68,6 +69,14 @@ class N8nProcessor:
             "uploadMethod": "PUT",
             "variantCount": request.variant_count,
             "aspectRatio": request.aspect_ratio,
+            # Per job (docs/models.md): the model to call, `imageConfig.imageSize` when the model takes
+            # one (else null), and the references to send after the input, in order.
+            "model": request.model,
+            "imageSize": image_size(request.model, request.resolution),
+            "references": [
+                {"url": url, "mimeType": ref.mime_type}
+                for url, ref in zip(work.reference_urls, request.references, strict=True)
+            ],
             "deadlineAt": job.deadline_at.isoformat().replace("+00:00", "Z"),
             "callbackUrl": work.callback_url,
             "attempt": job.attempt,

@@ -6,6 +6,7 @@
 j.id, j.project_id, j.user_id, j.thread_id, j.parent_job_id, j.source_variant_id, j.prompt, j.input_path,
 j.input_mime_type, j.input_width, j.input_height,
 j.status, j.error_code, j.error_message, j.note, j.variant_count, j.aspect_ratio, j.model, j.attempt,
+j.resolution, j.reference_images,
 j.created_at, j.started_at, j.finished_at, j.deadline_at, j.updated_at,
 coalesce((
   select json_agg(json_build_object(
@@ -53,18 +54,24 @@ with source as (
   select count(*) > 0 as found from (
     select 1 from pip_ai_image_variants v where v.storage_path = %(input_path)s for key share
   ) locked
+), refs as (
+  -- The same for the variants named as reference images (referencePaths): every one still there, locked.
+  select count(distinct path) = cardinality(%(reference_variants)s::text[]) as found from (
+    select v.storage_path as path from pip_ai_image_variants v
+    where v.storage_path = any(%(reference_variants)s::text[]) for key share
+  ) locked
 ), inserted as (
   insert into pip_ai_image_jobs (
     id, project_id, user_id, thread_id, parent_job_id, source_variant_id, prompt, input_path,
     input_mime_type, input_width, input_height, variant_count, aspect_ratio, model, idempotency_key, request_hash, deadline_at,
-    webhook_url, webhook_events)
+    webhook_url, webhook_events, resolution, reference_images)
   select
     %(id)s::uuid, %(project_id)s::uuid, %(user_id)s::uuid, %(thread_id)s::uuid, %(parent_job_id)s::uuid,
     %(source_variant_id)s::uuid, %(prompt)s::text, %(input_path)s::text, %(input_mime_type)s::text,
     %(input_width)s::int, %(input_height)s::int, %(variant_count)s::smallint, %(aspect_ratio)s::text, %(model)s::text,
     %(idempotency_key)s::text, %(request_hash)s::text, %(deadline_at)s::timestamptz,
-    %(webhook_url)s::text, %(webhook_events)s::text[]
-  where %(input_path)s::text not like 'jobs/%%' or (select found from source)
+    %(webhook_url)s::text, %(webhook_events)s::text[], %(resolution)s::text, %(reference_images)s::jsonb
+  where (%(input_path)s::text not like 'jobs/%%' or (select found from source)) and (select found from refs)
   on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
   returning *
 ), message as (
@@ -73,7 +80,8 @@ with source as (
   from inserted i
   returning id
 )
-select {job_columns}, (%(input_path)s::text not like 'jobs/%%' or (select found from source)) as source_found
+select {job_columns}, (%(input_path)s::text not like 'jobs/%%' or (select found from source)) as source_found,
+  (select found from refs) as references_found
 from (select 1) one left join inserted j on true
 
 -- name: discard_queued
@@ -157,6 +165,7 @@ select j.id, j.project_id, j.user_id, j.thread_id, j.parent_job_id, j.source_var
 j.input_mime_type, j.input_width, j.input_height,
   j.input_mime_type, j.input_width, j.input_height,
   j.status, j.error_code, j.error_message, j.note, j.variant_count, j.aspect_ratio, j.model, j.attempt,
+  j.resolution, j.reference_images,
   j.created_at, j.started_at, j.finished_at, j.deadline_at, j.updated_at,
   coalesce((select json_agg(json_build_object(
     'id', v.id, 'job_id', v.job_id, 'index', v.index, 'storage_path', v.storage_path,
@@ -330,6 +339,10 @@ where exists (
         select 1 from pip_ai_image_jobs j where j.input_path = p.path and j.id <> all(%(excluding)s::uuid[]))
    or exists (
         select 1 from pip_ai_image_variants v where v.storage_path = p.path and v.job_id <> all(%(excluding)s::uuid[]))
+   or exists (
+        select 1 from pip_ai_image_jobs j
+        where j.reference_images @> jsonb_build_array(jsonb_build_object('path', p.path))
+          and j.reference_images <> '[]'::jsonb and j.id <> all(%(excluding)s::uuid[]))
 
 -- name: due_purges
 select path from pip_ai_blob_purges where due_at <= %(now)s group by path order by min(due_at), path

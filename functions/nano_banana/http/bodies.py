@@ -18,11 +18,13 @@ from nano_banana.errors import (
     BadRequest,
     FileTooLarge,
     InvalidRequest,
+    NanoBananaError,
     NotFound,
     UnsupportedMediaType,
 )
 from nano_banana.http.api import Api
 from nano_banana.images import inspect_image, sniff
+from nano_banana.models import choose
 from nano_banana.sanitize import strip_metadata
 from nano_banana.uploads import read_multipart
 
@@ -53,6 +55,11 @@ class CreateJobBody(_Body):
     aspect_ratio: AspectRatio | None = Field(None, alias="aspectRatio")
     webhook_url: str | None = Field(None, alias="webhookUrl")
     webhook_events: tuple[str, ...] | None = Field(None, alias="webhookEvents", max_length=4)
+    model: str | None = Field(None, max_length=100)
+    resolution: str | None = Field(None, max_length=10)
+    reference_paths: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+        default_factory=list, alias="referencePaths", max_length=16
+    )
 
 
 class SignUrlsBody(_Body):
@@ -176,6 +183,21 @@ def form_events(fields: dict[str, str]) -> tuple[str, ...] | None:
     return tuple(e.strip() for e in raw.split(",") if e.strip())[:8] if raw else None
 
 
+def _checked(api: Api, data: bytes, reference: int | None = None) -> usecases.ImageUpload:
+    """An uploaded image as it will be stored: metadata (EXIF GPS, XMP, comments) and bytes after the
+    image's end stripped, then validated (type by content, size, pixels, a full decode). A reference's
+    refusal says which one (`reference`, its index)."""
+    settings = api.services.settings
+    try:
+        image = strip_metadata(data, sniff(data) or "")
+        info = inspect_image(image, max_bytes=settings.max_file_bytes, max_pixels=settings.max_pixels)
+    except NanoBananaError as exc:
+        if reference is not None:
+            exc.details.update({"field": "reference", "index": reference})
+        raise
+    return usecases.ImageUpload(image, info)
+
+
 def create_command(api: Api, request: Request) -> usecases.CreateJob:
     settings = api.services.settings
     key = idempotency_key(request)
@@ -187,8 +209,18 @@ def create_command(api: Api, request: Request) -> usecases.CreateJob:
             request.stream.read,
             file_field="image",
             max_file_bytes=settings.max_file_bytes,
+            extra_field="reference",
+            max_extra_bytes=settings.max_reference_bytes,
         )
-        unknown = set(form.fields) - {"projectId", "prompt", "variantCount", "aspectRatio", *WEBHOOK_FIELDS}
+        unknown = set(form.fields) - {
+            "projectId",
+            "prompt",
+            "variantCount",
+            "aspectRatio",
+            "model",
+            "resolution",
+            *WEBHOOK_FIELDS,
+        }
         if unknown:
             raise InvalidRequest("unknown form fields", details={"fields": sorted(unknown)[:10]})
         _check_text(form.fields)
@@ -202,19 +234,23 @@ def create_command(api: Api, request: Request) -> usecases.CreateJob:
             raise InvalidRequest(
                 "aspectRatio is not supported", details={"field": "aspectRatio", "allowed": list(ASPECT_RATIOS)}
             )
-        # Metadata (EXIF GPS, XMP, comments) and bytes after the image's end never get stored; the
-        # stripped image is what gets validated.
-        image = strip_metadata(form.file, sniff(form.file) or "")
-        info = inspect_image(image, max_bytes=settings.max_file_bytes, max_pixels=settings.max_pixels)
+        model, resolution = form.fields.get("model") or None, form.fields.get("resolution") or None
+        # The model's limits before any reference is decoded (the use case checks again, for JSON too).
+        choose(settings.models, model, resolution, len(form.extras))
+        variant_count = form_int(form.fields, "variantCount", settings.default_variant_count, 1, 4)
+        upload = _checked(api, form.file)
         return usecases.CreateJob(
             project_id=project_id,
             prompt=form.fields.get("prompt", ""),
-            variant_count=form_int(form.fields, "variantCount", settings.default_variant_count, 1, 4),
+            variant_count=variant_count,
             aspect_ratio=aspect,
-            upload=usecases.ImageUpload(image, info),
+            upload=upload,
             idempotency_key=key,
             webhook_url=form.fields.get("webhookUrl") or None,
             webhook_events=form_events(form.fields),
+            model=model,
+            resolution=resolution,
+            references=tuple(_checked(api, data, i) for i, data in enumerate(form.extras)),
         )
     if mimetype == "application/json":
         body = validated(CreateJobBody, json_body(request))
@@ -227,6 +263,9 @@ def create_command(api: Api, request: Request) -> usecases.CreateJob:
             idempotency_key=key,
             webhook_url=body.webhook_url,
             webhook_events=body.webhook_events,
+            model=body.model,
+            resolution=body.resolution,
+            reference_paths=tuple(body.reference_paths),
         )
     raise UnsupportedMediaType(
         "send multipart/form-data (with an image) or application/json (with an inputPath)",

@@ -57,7 +57,7 @@ def render_variant(v: Variant, urls: Mapping[str, str]) -> dict[str, Any]:
 
 
 def signed_paths(job: Job) -> list[str]:
-    return [job.input_path, *(v.storage_path for v in job.variants)]
+    return [job.input_path, *(r.path for r in job.references), *(v.storage_path for v in job.variants)]
 
 
 def render_jobs(api: Api, jobs: Sequence[Job]) -> list[dict[str, Any]]:
@@ -83,6 +83,7 @@ def render_job(job: Job, urls: Mapping[str, str]) -> dict[str, Any]:
         "variantCount": job.variant_count,
         "aspectRatio": job.aspect_ratio,
         "model": job.model,
+        "resolution": job.resolution,
         "attempt": job.attempt,
         "inputUrl": urls.get(job.input_path),
         "inputPath": job.input_path,
@@ -95,6 +96,17 @@ def render_job(job: Job, urls: Mapping[str, str]) -> dict[str, Any]:
         "updatedAt": _iso(job.updated_at),
         "variants": [render_variant(v, urls) for v in job.variants],
         "webhook": render_webhook(job.webhook),
+        "references": [
+            {
+                "path": r.path,
+                "url": urls.get(r.path),
+                "mimeType": r.mime_type,
+                "width": r.width,
+                "height": r.height,
+                "bytes": r.bytes,
+            }
+            for r in job.references
+        ],
     }
 
 

@@ -34,6 +34,7 @@ from nano_banana.http.bodies import (
 )
 from nano_banana.http.rendering import _iso, json_response, render_block, render_jobs
 from nano_banana.images import ACCEPTED, upload_budget
+from nano_banana.models import CAPABILITIES
 from nano_banana.uploads import FORM_OVERHEAD_BYTES
 
 log = logging.getLogger("nano_banana")
@@ -48,8 +49,10 @@ def _user(api: Api, request: Request) -> uuid.UUID:
 
 def create_job(api: Api, request: Request, _: dict[str, str]) -> Response:
     user_id = _user(api, request)
-    # A multipart body stays in memory until the job is stored (plus one copy while it is parsed).
-    cap = api.services.settings.max_file_bytes + FORM_OVERHEAD_BYTES
+    # A multipart body (the image and its references) stays in memory until the job is stored (plus one
+    # copy while it is parsed).
+    settings = api.services.settings
+    cap = settings.max_file_bytes + settings.max_reference_bytes + FORM_OVERHEAD_BYTES
     held = 2 * min(request.content_length or cap, cap) if request.mimetype == "multipart/form-data" else 0
     with upload_budget().hold(held):
         created = usecases.create_job(api.services, user_id, create_command(api, request))
@@ -243,6 +246,12 @@ def public_config(api: Api, _request: Request, _params: dict[str, str]) -> Respo
             "maxActivePerProject": s.max_active_per_project,
             "maxPromptChars": s.max_prompt_chars,
             "maxThreadTurns": s.max_thread_turns,
+            # The models a job may name (the first is the default), with what each takes (models.py).
+            "models": [
+                {"name": m.name, "resolutions": list(m.resolutions), "maxReferences": m.max_references}
+                for m in map(CAPABILITIES.__getitem__, s.models)
+            ],
+            "maxReferenceBytes": s.max_reference_bytes,
         }
     )
 

@@ -182,6 +182,13 @@ async function createJob(event) {
   form.append("prompt", prompt);
   form.append("variantCount", $("variants").value);
   if ($("aspect").value) form.append("aspectRatio", $("aspect").value);
+  const refs = Array.from($("refs").files), model = chosenModel();
+  if (model && refs.length > model.maxReferences) {
+    return showError($("form-error"), `${model.name} takes at most ${model.maxReferences} reference ${model.maxReferences === 1 ? "image" : "images"}; ${refs.length} are chosen.`);
+  }
+  if (model) form.append("model", model.name);
+  if ($("resolution").value) form.append("resolution", $("resolution").value);
+  for (const ref of refs) form.append("reference", ref);
   $("submit").disabled = true;
   try {
     // One key per press: a retried request (flaky network) cannot create the job twice.
@@ -274,6 +281,9 @@ function renderJob(job) {
       job.parentJobId ? "Refinement · " : "",
       `${job.variantCount} ${job.variantCount === 1 ? "variant" : "variants"}`,
       job.aspectRatio ? ` · ${job.aspectRatio}` : "",
+      job.model ? ` · ${job.model}` : "",
+      job.resolution ? ` ${job.resolution}` : "",
+      (job.references || []).length ? ` · ${job.references.length} ${job.references.length === 1 ? "reference" : "references"}` : "",
       ` · ${new Date(job.createdAt).toLocaleTimeString()}`),
   ];
   if (!TERMINAL.has(job.status)) {
@@ -537,6 +547,23 @@ async function refine(event) {
   }
 }
 
+// ------------------------------------------------------------ models, sizes, references
+
+function chosenModel() {
+  return ((state.config || {}).models || []).find((m) => m.name === $("model").value) || null;
+}
+
+// The sizes and the reference limit follow the chosen model (GET /config lists what each takes).
+function modelChanged() {
+  const model = chosenModel();
+  const asked = $("resolution").value;
+  $("resolution").replaceChildren(el("option", { value: "" }, "Model default"),
+    ...(model ? model.resolutions : []).map((r) => el("option", { value: r, selected: r === asked }, r)));
+  $("refs-hint").textContent = model
+    ? `Up to ${model.maxReferences} for ${model.name}, sent to the model after the photo, in this order.`
+    : "";
+}
+
 // ------------------------------------------------------------ start
 
 async function start() {
@@ -551,6 +578,9 @@ async function start() {
   $("variants").replaceChildren(...Array.from({ length: c.maxVariants || 4 }, (_, i) =>
     el("option", { value: String(i + 1), selected: i + 1 === (c.defaultVariants || 2) }, String(i + 1))));
   for (const ratio of c.aspectRatios) $("aspect").append(el("option", { value: ratio }, ratio));
+  $("model").replaceChildren(...(c.models || []).map((m, i) =>
+    el("option", { value: m.name, selected: i === 0 }, i === 0 ? `${m.name} (default)` : m.name)));
+  modelChanged();
   if (c.maxPromptChars) { $("prompt").maxLength = c.maxPromptChars; $("refine-prompt").maxLength = c.maxPromptChars; }
   await loadJobs();
   document.body.dataset.ready = "true";
@@ -568,6 +598,7 @@ function wire() {
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); pickFile(e.dataTransfer.files[0]); });
   file.addEventListener("change", () => { pickFile(file.files[0]); file.value = ""; });
   $("create").addEventListener("submit", createJob);
+  $("model").addEventListener("change", modelChanged);
   $("refine").addEventListener("submit", refine);
   $("more").addEventListener("click", () => loadJobs().catch((err) => showError($("form-error"), explain(err))));
   $("slider").addEventListener("input", (e) => setSlider(e.target.value));

@@ -27,7 +27,7 @@ from nano_banana.ports import (
     TaskKind,
 )
 from nano_banana.together import Outcome, attempt, settle, settle_each
-from nano_banana.usecases.commands import Created
+from nano_banana.usecases.commands import Created, Inspected
 from nano_banana.usecases.idempotency import earlier_job, replay_or_wait, wait_for_key
 from nano_banana.usecases.services import (
     LEASE_GRACE,
@@ -45,7 +45,7 @@ def admit(
     svc: Services,
     new: NewJob,
     *,
-    beside: Callable[[], ImageInfo | None] | None = None,
+    beside: Callable[[], ImageInfo | Inspected | None] | None = None,
     stores: bool = False,
     max_turns: int | None = None,
     reading: LimitsReading | None = None,
@@ -71,12 +71,12 @@ def admit(
             reading=on,
         )
 
-    side: Outcome[ImageInfo | None] = Outcome(None, None)
+    side: Outcome[ImageInfo | Inspected | None] = Outcome(None, None)
     if beside is None:
         reserved = attempt(lambda: reserve(reading))
     else:  # on what round trip 1 read, only the commit is left
         reserved, side = settle(svc.fanout, lambda: reserve(reading), beside)
-    stored = [new.input_path] if stores and side.ok else []
+    stored = [new.input_path, *(r.path for r in new.references)] if stores and side.ok else []
     try:
         reservation = _reservation(svc, new, reserve, reserved)
     except BaseException as exc:
@@ -90,7 +90,9 @@ def admit(
     if not side.ok:
         _undo(svc, reservation, stored)
         _raise_failure(side.error)
-    if isinstance(info := side.value, ImageInfo):
+    if isinstance(read := side.value, Inspected):
+        new = dataclasses.replace(new, references=read.references)
+    if isinstance(info := read.input if isinstance(read, Inspected) else read, ImageInfo):
         new = dataclasses.replace(new, input_mime_type=info.mime_type, input_width=info.width, input_height=info.height)
 
     def insert() -> Job | int | None:

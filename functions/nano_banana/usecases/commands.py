@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from nano_banana.domain import (
     Job,
+    Reference,
 )
 from nano_banana.images import ImageInfo
 
@@ -32,6 +33,20 @@ class CreateJob:
     idempotency_key: str | None = None
     webhook_url: str | None = None
     webhook_events: tuple[str, ...] | None = None
+    # None: the first allowed model / the model's default size.
+    model: str | None = None
+    resolution: str | None = None
+    # Reference images: sent as files (multipart) or named by path (JSON), never both.
+    references: tuple[ImageUpload, ...] = ()
+    reference_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Inspected:
+    """What reading a JSON creation's inputPath and referencePaths learnt: their types and sizes."""
+
+    input: ImageInfo
+    references: tuple[Reference, ...]
 
 
 @dataclass(frozen=True, slots=True)

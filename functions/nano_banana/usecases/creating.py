@@ -7,14 +7,16 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from nano_banana.domain import (
     JobStatus,
     NewJob,
+    Reference,
     input_path,
     new_id,
+    reference_path,
     storable_text,
 )
 from nano_banana.errors import (
@@ -25,15 +27,16 @@ from nano_banana.errors import (
     NotFound,
 )
 from nano_banana.images import ImageInfo, inspect_image, upload_budget
+from nano_banana.models import choose
 from nano_banana.ports import (
     LimitsReading,
 )
-from nano_banana.together import settle
+from nano_banana.together import settle, settle_each
 from nano_banana.usecases.admitting import admit
-from nano_banana.usecases.commands import Created, CreateJob, Refine, request_hash
+from nano_banana.usecases.commands import Created, CreateJob, Inspected, Refine, request_hash
 from nano_banana.usecases.idempotency import earlier_job, replay_or_wait
 from nano_banana.usecases.notifying import webhook_fingerprint, webhook_request
-from nano_banana.usecases.services import Services, require_access
+from nano_banana.usecases.services import Services, delete_quietly, require_access
 
 log = logging.getLogger("nano_banana")
 
@@ -55,24 +58,55 @@ def _check_prompt(svc: Services, prompt: str) -> str:
 
 
 def _may_use(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> None:
-    """The user is a member of the project, and an `inputPath` is their own upload or a project variant."""
+    """The user is a member of the project, and an `inputPath` (and each of `referencePaths`) is their own
+    upload or a project variant."""
     require_access(svc, cmd.project_id, user_id)
-    path = cmd.input_path
-    if path is None or (path.startswith(f"inputs/{user_id}/") and path.count("/") == 2):
-        return
-    if svc.store.variant_in_project(path, cmd.project_id) is None:
-        raise Forbidden(
-            "inputPath must be one of your uploads or a variant of this project", details={"field": "inputPath"}
-        )
+    named: list[tuple[str, str, int | None]] = [("inputPath", cmd.input_path, None)] if cmd.input_path else []
+    named += [("referencePaths", path, i) for i, path in enumerate(cmd.reference_paths)]
+    for field, path, index in named:
+        if path.startswith(f"inputs/{user_id}/") and path.count("/") == 2:
+            continue
+        if svc.store.variant_in_project(path, cmd.project_id) is None:
+            details: dict[str, object] = {"field": field} if index is None else {"field": field, "index": index}
+            raise Forbidden(f"{field} must name one of your uploads or a variant of this project", details=details)
 
 
 def _download_input(svc: Services, path: str) -> ImageInfo:
-    """Read an `inputPath` input to learn its type and size; its bytes count against the upload memory
-    budget while they are held (like a multipart body), and are dropped before the job is admitted."""
+    """Read an `inputPath` input (or a reference path) to learn its type and size; its bytes count
+    against the upload memory budget while they are held (like a multipart body), and are dropped
+    before the job is admitted."""
     cap = svc.settings.max_file_bytes
     with upload_budget().hold(cap):
         data = svc.blobs.get(path, max_bytes=cap)
         return inspect_image(data, max_bytes=cap, max_pixels=svc.settings.max_pixels)
+
+
+def _download_all(svc: Services, input_path: str, reference_paths: Sequence[str]) -> Inspected:
+    """The input and every reference path read at once (each within the upload memory budget); a
+    reference that is not an image is refused naming it."""
+    outcomes = settle_each(
+        svc.fanout, [functools.partial(_download_input, svc, path) for path in (input_path, *reference_paths)]
+    )
+    for index, outcome in enumerate(outcomes[1:]):
+        if isinstance(outcome.error, NanoBananaError):
+            outcome.error.details.update({"field": "referencePaths", "index": index})
+    infos = [outcome.get() for outcome in outcomes]
+    return Inspected(
+        infos[0],
+        tuple(
+            Reference(p, i.mime_type, i.width, i.height, i.bytes)
+            for p, i in zip(reference_paths, infos[1:], strict=True)
+        ),
+    )
+
+
+def _store_all(svc: Services, job_id: uuid.UUID, uploads: Sequence[tuple[str, bytes, str]]) -> None:
+    """The input and every reference file stored at once; if any put fails, the ones that succeeded are
+    deleted and the first error raised (so admit has nothing of this creation to delete)."""
+    outcomes = settle_each(svc.fanout, [functools.partial(svc.blobs.put, *upload) for upload in uploads])
+    if errors := [o.error for o in outcomes if o.error is not None]:
+        delete_quietly(svc, [path for (path, _, _), o in zip(uploads, outcomes, strict=True) if o.ok], job_id)
+        raise errors[0]
 
 
 def create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
@@ -91,6 +125,7 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
     prompt = _check_prompt(svc, cmd.prompt)
     if cmd.upload is None and not cmd.input_path:
         raise InvalidRequest("send an image file or an inputPath", details={"field": "image"})
+    model = choose(svc.settings.models, cmd.model, cmd.resolution, len(cmd.references) + len(cmd.reference_paths))
     key = cmd.idempotency_key
     webhook_url, webhook_events = webhook_request(svc.settings, cmd.webhook_url, cmd.webhook_events)
     fingerprint = request_hash(
@@ -101,6 +136,10 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         cmd.aspect_ratio,
         hashlib.sha256(cmd.upload.data).hexdigest() if cmd.upload else cmd.input_path,
         *webhook_fingerprint(webhook_url, webhook_events),
+        model,
+        cmd.resolution,
+        *(hashlib.sha256(ref.data).hexdigest() for ref in cmd.references),
+        *cmd.reference_paths,
     )
     # Round trip 1: membership ‖ the limits, read only (before any download) ‖ an earlier job with this key.
     access, earlier, admissible = settle(
@@ -120,14 +159,25 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
     else:
         reading = admissible.get()
     job_id = new_id()
+    references: tuple[Reference, ...]
     if cmd.upload is not None:
         info: ImageInfo | None = cmd.upload.info
         assert info is not None
         path = input_path(user_id, new_id(), info.mime_type)
-        beside: Callable[[], ImageInfo | None] = functools.partial(svc.blobs.put, path, cmd.upload.data, info.mime_type)
+        references = tuple(
+            Reference(
+                reference_path(job_id, i, r.info.mime_type), r.info.mime_type, r.info.width, r.info.height, r.info.bytes
+            )
+            for i, r in enumerate(cmd.references)
+        )
+        puts = [(path, cmd.upload.data, info.mime_type)]
+        puts += [(ref.path, upload.data, ref.mime_type) for ref, upload in zip(references, cmd.references, strict=True)]
+        beside: Callable[[], ImageInfo | Inspected | None] = functools.partial(_store_all, svc, job_id, puts)
     else:
         path, info = str(cmd.input_path), None
-        beside = functools.partial(_download_input, svc, path)
+        # Known once read, beside the reservation (like an inputPath's type and size).
+        references = tuple(Reference(p, "", 0, 0, 0) for p in cmd.reference_paths)
+        beside = functools.partial(_download_all, svc, path, cmd.reference_paths)
     new = NewJob(
         id=job_id,
         project_id=cmd.project_id,
@@ -142,12 +192,14 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         input_height=info.height if info else 0,
         variant_count=cmd.variant_count,
         aspect_ratio=cmd.aspect_ratio,
-        model=svc.settings.model if svc.settings.generator != "preview" else "preview",
+        model=model,
         idempotency_key=key,
         request_hash=fingerprint,
         deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
         webhook_url=webhook_url,
         webhook_events=webhook_events,
+        resolution=cmd.resolution,
+        references=references,
     )
     return admit(svc, new, beside=beside, stores=cmd.upload is not None, reading=reading)
 
@@ -242,5 +294,6 @@ def _refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
         deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
         webhook_url=webhook_url,
         webhook_events=webhook_events,
+        resolution=parent.resolution,
     )
     return admit(svc, new, max_turns=svc.settings.max_thread_turns)

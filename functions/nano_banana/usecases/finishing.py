@@ -142,8 +142,9 @@ def complete_job(
 
 def _delete_unrecorded_outputs(svc: Services, job: Job) -> None:
     """After a job ended: every output of any attempt but its variants (a failed or canceled job has
-    none; a crashed worker's outputs included; a live worker deletes its own after losing)."""
-    recorded = {v.storage_path for v in job.variants}
+    none; a crashed worker's outputs included; a live worker deletes its own after losing). The job's
+    reference images (jobs/{id}/refs/) stay: they are part of the job until it is deleted."""
+    recorded = {v.storage_path for v in job.variants} | set(job.reference_paths)
     try:  # the gate (delete_quietly) keeps anything a row references; `recorded` only saves it the work
         stale = [p for p in svc.blobs.list(job_prefix(job.id)) if p not in recorded]
     except Exception as exc:  # the transition is committed; orphans are harmless, a failed answer is not

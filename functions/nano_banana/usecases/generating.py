@@ -7,15 +7,17 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from nano_banana.domain import (
     MIME_EXT,
     ErrorCode,
     GeneratedImage,
     GenerationRequest,
+    InlineImage,
     Job,
     JobStatus,
     Turn,
@@ -36,7 +38,7 @@ from nano_banana.images import for_model, inspect_image
 from nano_banana.ports import (
     ProcessorJob,
 )
-from nano_banana.together import settle, settle_each
+from nano_banana.together import settle_each
 from nano_banana.usecases.finishing import complete_job, expire_job, fail_job
 from nano_banana.usecases.notifying import hand_over
 from nano_banana.usecases.services import Services, delete_quietly
@@ -44,7 +46,9 @@ from nano_banana.usecases.services import Services, delete_quietly
 log = logging.getLogger("nano_banana")
 
 
-def _generation_request(job: Job, image: bytes, mime: str, history: Sequence[Job]) -> GenerationRequest:
+def _generation_request(
+    job: Job, image: bytes, mime: str, history: Sequence[Job], references: Sequence[InlineImage] = ()
+) -> GenerationRequest:
     return GenerationRequest(
         job_id=job.id,
         prompt=job.prompt,
@@ -53,14 +57,18 @@ def _generation_request(job: Job, image: bytes, mime: str, history: Sequence[Job
         variant_count=job.variant_count,
         aspect_ratio=job.aspect_ratio,
         history=tuple(Turn(prompt=j.prompt) for j in history),
+        model=job.model,
+        resolution=job.resolution,
+        references=tuple(references),
     )
 
 
-def _read_input(svc: Services, job: Job) -> bytes:
-    """The job's input. A missing one is NotFound only if storage can be read at all: a key that
-    row-level security applies to sees every object as missing, and must not fail jobs for good."""
+def _read_input(svc: Services, job: Job, path: str | None = None) -> bytes:
+    """The job's input (or the reference at `path`). A missing one is NotFound only if storage can be
+    read at all: a key that row-level security applies to sees every object as missing, and must not
+    fail jobs for good."""
     try:
-        return svc.blobs.get(job.input_path, max_bytes=svc.settings.max_file_bytes)
+        return svc.blobs.get(path or job.input_path, max_bytes=svc.settings.max_file_bytes)
     except NotFound:
         svc.blobs.check_access()
         raise
@@ -124,15 +132,21 @@ def run_generation(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool =
         "job_started",
         extra={"event": "job_started", "jobId": str(job.id), "projectId": str(job.project_id), "attempt": attempt},
     )
-    read, history = settle(svc.fanout, lambda: _read_input(svc, job), lambda: svc.store.thread_history(job))
+    # The history, the input and every reference at once (a reference is read like the input).
+    reads: list[Callable[[], bytes | Sequence[Job]]] = [lambda: svc.store.thread_history(job)]
+    reads += [functools.partial(_read_input, svc, job, path) for path in (job.input_path, *job.reference_paths)]
+    history, *images = settle_each(svc.fanout, reads)
     try:
-        image = read.get()
+        blobs = [cast(bytes, read.get()) for read in images]
     except NotFound:
-        return fail_job(svc, job, ErrorCode.input_unavailable, "the input image is missing", attempt=attempt)
+        what = "the input image" if images[0].error is not None else "a reference image"
+        return fail_job(svc, job, ErrorCode.input_unavailable, f"{what} is missing", attempt=attempt)
     except Unavailable as exc:  # an outage, a lock, or our own storage configuration: redelivered (503)
         raise TransientError(f"storage unavailable while reading the input: {exc.message}") from exc
+    image = blobs[0]
     mime = inspect_image(image, max_bytes=svc.settings.max_file_bytes, max_pixels=svc.settings.max_pixels).mime_type
-    request = _generation_request(job, image, mime, history.get())
+    references = [InlineImage(data, r.mime_type) for data, r in zip(blobs[1:], job.references, strict=True)]
+    request = _generation_request(job, image, mime, cast(Sequence[Job], history.get()), references)
     if svc.processor is not None:
         return _hand_to_processor(svc, job, request)
     assert svc.generator is not None
@@ -184,17 +198,18 @@ def _hand_to_processor(svc: Services, job: Job, request: GenerationRequest) -> J
     assert svc.processor is not None
     ttl = _processor_url_ttl(svc, job)
     prefix = f"{job_prefix(job.id)}{job.attempt}/"
-    # The processor sends the input to the model inline, as is: give it the upright, small-enough version
-    # the Vertex adapter would send (stored next to this attempt's outputs, deleted with them).
-    input_path = job.input_path
-    data, mime = for_model(request.image, request.image_mime, max_bytes=svc.settings.vertex_inline_max_bytes)
-    if data is not request.image:
-        input_path = f"{prefix}model-input.{MIME_EXT[mime]}"
-        try:
-            svc.blobs.put(input_path, data, mime)
-        except Unavailable as exc:
-            raise TransientError("storage unavailable while preparing the model input") from exc
-        request = dataclasses.replace(request, image=data, image_mime=mime)
+    # The processor sends the images to the model inline, as they are: give it the upright, small-enough
+    # versions the Vertex adapter would send (stored next to this attempt's outputs, deleted with them).
+    input_path, image = _model_ready(
+        svc, prefix, "model-input", job.input_path, InlineImage(request.image, request.image_mime)
+    )
+    refs = [
+        _model_ready(svc, prefix, f"model-ref-{i}", ref.path, inline)
+        for i, (ref, inline) in enumerate(zip(job.references, request.references, strict=True))
+    ]
+    request = dataclasses.replace(
+        request, image=image.data, image_mime=image.mime_type, references=tuple(inline for _, inline in refs)
+    )
     work = ProcessorJob(
         job=job,
         request=request,
@@ -202,12 +217,27 @@ def _hand_to_processor(svc: Services, job: Job, request: GenerationRequest) -> J
         output_prefix=prefix,
         upload_urls=tuple(svc.blobs.signed_upload_url(f"{prefix}{i}.png", ttl_s=ttl) for i in range(job.variant_count)),
         callback_url=svc.settings.callback_url or f"{svc.settings.base_url}/api/nano-banana/callback",
+        reference_urls=tuple(svc.blobs.signed_url(path, ttl_s=ttl) for path, _ in refs),
     )
     try:
         svc.processor.submit(work, deadline=job.deadline_at)
     except ProcessorUnavailable as exc:
         return fail_job(svc, job, ErrorCode.processor_unavailable, exc.message, attempt=job.attempt)
     return job
+
+
+def _model_ready(svc: Services, prefix: str, name: str, path: str, image: InlineImage) -> tuple[str, InlineImage]:
+    """Where the processor reads an image from: its own path when the model can take it as it is, else
+    an upright, small-enough copy stored as {prefix}{name}.{ext}."""
+    data, mime = for_model(image.data, image.mime_type, max_bytes=svc.settings.vertex_inline_max_bytes)
+    if data is image.data:
+        return path, image
+    ready = f"{prefix}{name}.{MIME_EXT[mime]}"
+    try:
+        svc.blobs.put(ready, data, mime)
+    except Unavailable as exc:
+        raise TransientError("storage unavailable while preparing the model input") from exc
+    return ready, InlineImage(data, mime)
 
 
 def _processor_url_ttl(svc: Services, job: Job) -> int:

@@ -13,8 +13,9 @@ import psycopg
 import pytest
 
 from nano_banana.adapters.postgres import PostgresJobStore
-from nano_banana.domain import ACTIVE, JobStatus, VariantUpload, output_path
+from nano_banana.domain import ACTIVE, JobStatus, Reference, VariantUpload, output_path, reference_path
 from nano_banana.embedded_pg import EmbeddedPostgres
+from nano_banana.errors import NotFound
 from tests.support.new_jobs import new_job
 
 pytestmark = pytest.mark.postgres
@@ -434,3 +435,34 @@ def test_event_streams_listen_through_a_session_capable_url(given: str, expected
     from nano_banana.adapters.pg_notify import session_conninfo
 
     assert session_conninfo(given) == expected
+
+
+def test_references_are_stored_read_back_kept_and_a_deleted_variant_refused(pg_store: PostgresJobStore) -> None:
+    project, user = uuid.uuid4(), uuid.uuid4()
+    source = pg_store.create_job(new_job(project, user))
+    assert source is not None
+    assert pg_store.claim_for_generation(source.id, now()) is not None
+    done = pg_store.complete(source.id, 1, uploads(source.id, 1), None, now=now())
+    assert done is not None
+    variant = done.variants[0].storage_path
+    job_id = uuid.uuid4()
+    own = Reference(reference_path(job_id, 0, "image/png"), "image/png", 20, 10, 99)
+    named = Reference(variant, "image/png", 64, 48, 100)
+    job = pg_store.create_job(new_job(project, user, id=job_id, resolution="2K", references=(own, named)))
+    assert job is not None
+    assert (job.resolution, job.references) == ("2K", (own, named))
+    got = pg_store.get_job(job_id)
+    assert got is not None
+    assert got.references == (own, named)
+    # A blob a job names as a reference is kept by every deletion path (the gate reads referenced_paths).
+    assert pg_store.referenced_paths([variant, own.path, "jobs/x/1/0.png"], excluding=[source.id]) == {
+        variant,
+        own.path,
+    }
+    # A variant that no longer exists (deleted while the job was being created) refuses the insert.
+    gone = Reference(f"jobs/{uuid.uuid4()}/1/0.png", "image/png", 64, 48, 100)
+    refused = new_job(project, user, references=(gone,))
+    with pytest.raises(NotFound) as info:
+        pg_store.create_job(refused)
+    assert info.value.details == {"field": "referencePaths"}
+    assert pg_store.get_job(refused.id) is None

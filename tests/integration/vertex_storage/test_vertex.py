@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import random
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from google.genai import types
 from google.oauth2.credentials import Credentials
 
 from nano_banana.adapters.generator_vertex import VertexGenerator
-from nano_banana.domain import GenerationRequest, Turn
+from nano_banana.domain import GenerationRequest, InlineImage, Turn
 from nano_banana.errors import ContentBlocked, GenerationFailed
 from nano_banana.retry import Backoff
 from tests.support import vertex_server as vs
@@ -257,3 +258,66 @@ def test_an_image_over_the_inline_limit_is_sent_smaller(
         assert abs(img.width / img.height - 1.5) < 0.02
         assert img.width < 600
         assert ("A" in img.mode) == (mode == "RGBA")
+
+
+def _decoded(part: dict[str, object]) -> bytes:
+    blob = part["inlineData"]
+    assert isinstance(blob, dict)
+    data = str(blob["data"])
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+def test_references_follow_the_input_before_the_prompt_and_the_size_is_sent(server: vs.VertexServer) -> None:
+    server.script = [lambda: vs.images(1)]
+    logo, style = png_bytes(color=(0, 0, 255)), png_bytes(color=(0, 255, 0))
+    asked = dataclasses.replace(
+        request(1),
+        model="gemini-3-pro-image-preview",
+        resolution="2K",
+        references=(InlineImage(logo, "image/png"), InlineImage(style, "image/png")),
+    )
+    # The generator's own model is the default; the request's model is the one called.
+    assert len(generator(server).generate(asked, deadline=soon()).images) == 1
+    (sent,) = server.requests
+    assert sent["refusal"] is None
+    assert sent["match"]["model"] == "gemini-3-pro-image-preview"
+    parts = sent["body"]["contents"][-1]["parts"]
+    assert [_decoded(p) for p in parts[:3]] == [png_bytes(), logo, style]
+    assert parts[3] == {"text": "make it golden hour"}
+    assert sent["body"]["generationConfig"]["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "2K"}
+
+
+def test_a_model_without_sizes_is_sent_none(server: vs.VertexServer) -> None:
+    asked = dataclasses.replace(request(2, aspect=None), model="gemini-2.5-flash-image", resolution="1K")
+    assert len(generator(server).generate(asked, deadline=soon()).images) == 2
+    (sent,) = server.requests
+    assert sent["refusal"] is None
+    assert "imageConfig" not in sent["body"]["generationConfig"]
+
+
+def test_the_stand_in_refuses_what_vertex_refuses(server: vs.VertexServer) -> None:
+    """Too many images for the model, and an imageSize for a model without sizes: 400, not retried."""
+    refs = tuple(InlineImage(png_bytes(color=(i, 0, 0)), "image/png") for i in range(3))
+    too_many = dataclasses.replace(request(1), model="gemini-2.5-flash-image", references=refs)
+    with pytest.raises(GenerationFailed) as info:
+        generator(server).generate(too_many, deadline=soon())
+    assert "(400)" in info.value.message
+    assert "at most 3" in info.value.message
+    client = generator(server).client
+    with pytest.raises(genai.errors.ClientError) as refused:
+        client.models.generate_content(
+            model="gemini-2.5-flash-image",
+            contents="a banana",
+            config=types.GenerateContentConfig(image_config=types.ImageConfig(image_size="2K")),
+        )
+    assert refused.value.code == 400
+    assert [r["refusal"] is not None for r in server.requests] == [True, True]
+    assert "does not support imageConfig.imageSize" in str(server.requests[-1]["refusal"])
+    # Within the limits both pass: 3 images for Flash, a size for Pro.
+    server.script = [lambda: vs.images(1)]
+    assert generator(server).generate(dataclasses.replace(too_many, references=refs[:2]), deadline=soon()).images
+    assert client.models.generate_content(
+        model="gemini-3-pro-image-preview",
+        contents="a banana",
+        config=types.GenerateContentConfig(image_config=types.ImageConfig(image_size="4K")),
+    ).candidates
