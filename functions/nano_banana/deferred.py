@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from nano_banana.ports import Limits, LimitsReading, Reservation, Task, TaskKind, TaskQueue
+from nano_banana.ports import BudgetUse, Limits, LimitsReading, Reservation, Task, TaskKind, TaskQueue
 
 T = TypeVar("T")
 
@@ -53,8 +53,12 @@ class DeferredLimits:
     def built(self) -> bool:
         return self._limits.built
 
-    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
-        return self._limits.get().check(user_id=user_id, project_id=project_id, idempotency_key=idempotency_key)
+    def check(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None, images: int = 0
+    ) -> LimitsReading:
+        return self._limits.get().check(
+            user_id=user_id, project_id=project_id, idempotency_key=idempotency_key, images=images
+        )
 
     def reserve(
         self,
@@ -65,6 +69,8 @@ class DeferredLimits:
         lease_expires_at: datetime,
         idempotency_key: str | None = None,
         reading: LimitsReading | None = None,
+        images: int = 0,
+        monthly_images: int | None = None,
     ) -> Reservation:
         return self._limits.get().reserve(
             user_id=user_id,
@@ -73,6 +79,8 @@ class DeferredLimits:
             lease_expires_at=lease_expires_at,
             idempotency_key=idempotency_key,
             reading=reading,
+            images=images,
+            monthly_images=monthly_images,
         )
 
     def give_back(self, reservation: Reservation) -> None:
@@ -80,6 +88,12 @@ class DeferredLimits:
 
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
         self._limits.get().release_slot(project_id=project_id, job_id=job_id)
+
+    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, created_at: datetime, images: int) -> None:
+        self._limits.get().settle_images(project_id=project_id, job_id=job_id, created_at=created_at, images=images)
+
+    def month_usage(self, project_id: uuid.UUID, at: datetime) -> BudgetUse:
+        return self._limits.get().month_usage(project_id, at)
 
     def release_claim(
         self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, idempotency_key: str

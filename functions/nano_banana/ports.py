@@ -35,8 +35,24 @@ Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetUse:
+    """A project's images in one UTC month: `used` by jobs that ended (settled to the images they stored),
+    `reserved` by jobs still running; `limit` None = no budget (still counted)."""
+
+    month: str  # "YYYY-MM"
+    used: int
+    reserved: int
+    limit: int | None = None
+
+    @property
+    def counted(self) -> int:
+        return self.used + self.reserved
+
+
+@dataclass(frozen=True, slots=True)
 class Reservation:
-    """What one admitted job holds: one entry in the user's rate window, one project lease."""
+    """What one admitted job holds: one entry in the user's rate window, one project lease, and its
+    images in the project's month (when reserved with `images`)."""
 
     user_id: uuid.UUID
     project_id: uuid.UUID
@@ -45,6 +61,9 @@ class Reservation:
     lease_expires_at: datetime
     # The hashed Idempotency-Key this job claimed in the same commit (None: the request had no key).
     claim: str | None = None
+    # The images reserved in the project's month, and that month after the reservation (None: none reserved).
+    images: int = 0
+    budget: BudgetUse | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +87,16 @@ class KeyClaimed(Exception):
 
 class Limits(Protocol):
     """Rate window per user and concurrency leases per project, checked and reserved atomically, and
-    the user's Idempotency-Key claims (stored hashed, never as sent), taken in the same commit."""
+    the user's Idempotency-Key claims (stored hashed, never as sent), taken in the same commit; with
+    `images`, the project's monthly image budget too (one entry per job in the project's UTC month)."""
 
-    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
+    def check(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None, images: int = 0
+    ) -> LimitsReading:
         """Read-only: raise RateLimited / ConcurrencyLimited exactly as `reserve` would now, reserving
         nothing (one read). Passes when `idempotency_key` is claimed: that request decides at `reserve`
         (a retry of a job being created is answered with that job, never with 429). Returns what it read,
-        for `reserve`."""
+        for `reserve` (with `images`, the project's month too; the budget itself is decided by `reserve`)."""
         ...
 
     def reserve(
@@ -86,18 +108,32 @@ class Limits(Protocol):
         lease_expires_at: datetime,
         idempotency_key: str | None = None,
         reading: LimitsReading | None = None,
+        images: int = 0,
+        monthly_images: int | None = None,
     ) -> Reservation:
         """Admit one job and claim its Idempotency-Key (if any) in one commit, or raise KeyClaimed (the
-        key is claimed by another unexpired job: checked first), RateLimited / ConcurrencyLimited, or
-        Unavailable (after bounded jittered retries on contention); any of them reserves nothing.
-        Reserving again for the same job_id is idempotent and returns the same reservation. A claim
-        expires with the lease. With `reading` (from `check`), the first attempt decides on it and
-        only commits."""
+        key is claimed by another unexpired job: checked first), RateLimited / BudgetExceeded /
+        ConcurrencyLimited, or Unavailable (after bounded jittered retries on contention); any of them
+        reserves nothing. With `images` > 0 the job also reserves that many images in the project's UTC
+        month, in the same commit; BudgetExceeded when they would take the month past `monthly_images`
+        (None: no budget, the images are still counted). Reserving again for the same job_id is
+        idempotent and returns the same reservation. A claim expires with the lease. With `reading`
+        (from `check`), the first attempt decides on it and only commits."""
         ...
 
     def give_back(self, reservation: Reservation) -> None:
-        """Undo a reservation whose job was never created: removes the rate entry, the lease and the
-        key claim (so a retry with that key may create the job). Idempotent."""
+        """Undo a reservation whose job was never created: removes the rate entry, the lease, the key
+        claim (so a retry with that key may create the job) and the month's images. Idempotent."""
+        ...
+
+    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, created_at: datetime, images: int) -> None:
+        """The job ended having stored `images`: its month's entry becomes that count (reserved -> settled;
+        a failed job settles to 0). The month is the one the job reserved in (around `created_at`).
+        Idempotent: settling again writes the same count."""
+        ...
+
+    def month_usage(self, project_id: uuid.UUID, at: datetime) -> BudgetUse:
+        """The project's images in the UTC month of `at` (one read; `limit` is left None)."""
         ...
 
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
