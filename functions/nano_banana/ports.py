@@ -330,6 +330,11 @@ class JobStore(Protocol):
 
     def add_member(self, project_id: uuid.UUID, user_id: uuid.UUID) -> None: ...
 
+    def project_budget(self, project_id: uuid.UUID) -> int | None:
+        """The project's monthly image budget from pip_ai_project_budgets (0: none for this project);
+        None when the project has no row (the default applies)."""
+        ...
+
     def create_job(self, new: NewJob) -> Job | None:
         """Insert a queued job and its user message in one transaction.
         Returns None when (user_id, idempotency_key) already exists."""

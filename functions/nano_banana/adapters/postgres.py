@@ -206,6 +206,10 @@ class PostgresJobStore:
     def add_member(self, project_id: uuid.UUID, user_id: uuid.UUID) -> None:
         self._query("add_member", {"project_id": project_id, "user_id": user_id})
 
+    def project_budget(self, project_id: uuid.UUID) -> int | None:
+        rows = self._query("project_budget", {"project_id": project_id})
+        return int(rows[0]["monthly_images"]) if rows else None
+
     # ------------------------------------------------------------ jobs
 
     def _new_job_params(self, new: NewJob) -> dict[str, Any]:

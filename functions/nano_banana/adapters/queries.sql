@@ -22,6 +22,9 @@ select pip_ai_can_access_project(%(project_id)s, %(user_id)s) as ok
 insert into pip_ai_project_members (project_id, user_id) values (%(project_id)s, %(user_id)s)
 on conflict do nothing
 
+-- name: project_budget
+select monthly_images from pip_ai_project_budgets where project_id = %(project_id)s
+
 -- name: create_job
 with inserted as (
   insert into pip_ai_image_jobs (

@@ -29,6 +29,7 @@ from nano_banana.together import Outcome, attempt, settle, settle_each
 from nano_banana.usecases.commands import Created
 from nano_banana.usecases.idempotency import earlier_job, matching, wait_for_key
 from nano_banana.usecases.services import LEASE_GRACE, Services, delete_quietly, expire_task, generate_task
+from nano_banana.usecases.usage import note_budget
 
 log = logging.getLogger("nano_banana")
 
@@ -41,13 +42,15 @@ def admit(
     stores: bool = False,
     max_turns: int | None = None,
     reading: LimitsReading | None = None,
+    monthly_images: int | None = None,
 ) -> Created:
     """Round trips 2-3: reserve the limits and claim the key (one commit) ‖ `beside` (store the uploaded
     input, `stores`, or read an `inputPath` for its type and size: the limits were checked in round trip
     1, so nothing expensive ran for a request they refuse); then insert the job ‖ enqueue generate ‖
     enqueue expire. A generate task that arrives before its row commits waits for it (run_generation).
     Any failure undoes what succeeded: the row goes (it was never scheduled), the tasks and the input go,
-    the reservation and the claim are given back."""
+    the reservation, the claim and the images are given back. The reservation takes `variant_count` images
+    from the project's month in the same commit (`monthly_images`: its budget, None for none)."""
 
     def reserve(on: LimitsReading | None = None) -> Reservation:
         return svc.limits.reserve(
@@ -57,6 +60,8 @@ def admit(
             lease_expires_at=new.deadline_at + LEASE_GRACE,
             idempotency_key=new.idempotency_key,
             reading=on,
+            images=new.variant_count,
+            monthly_images=monthly_images,
         )
 
     side: Outcome[ImageInfo | None] = Outcome(None, None)
@@ -112,6 +117,7 @@ def admit(
     if not (generate.ok and expire.ok) and _roll_back(svc, reservation, stored, job):
         _drop_tasks(svc, new.id, enqueued)
         _raise_failure(generate.error, expire.error, reason=ErrorCode.enqueue_failed.value)
+    note_budget(reservation)
     return Created(job=job, message_id=new.message_id, replayed=False)
 
 

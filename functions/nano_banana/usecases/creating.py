@@ -33,6 +33,7 @@ from nano_banana.usecases.admitting import admit
 from nano_banana.usecases.commands import Created, CreateJob, Refine, request_hash
 from nano_banana.usecases.idempotency import earlier_job, replay_or_wait
 from nano_banana.usecases.services import Services, require_access
+from nano_banana.usecases.usage import monthly_limit
 
 log = logging.getLogger("nano_banana")
 
@@ -99,12 +100,15 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         cmd.aspect_ratio,
         hashlib.sha256(cmd.upload.data).hexdigest() if cmd.upload else cmd.input_path,
     )
-    # Round trip 1: membership ‖ the limits, read only (before any download) ‖ an earlier job with this key.
-    access, earlier, admissible = settle(
+    # Round trip 1: membership ‖ the limits, read only (before any download) ‖ an earlier job with this key
+    # ‖ the project's monthly budget (cached: usually no query).
+    images = cmd.variant_count
+    access, earlier, admissible, budget = settle(
         svc.fanout,
         lambda: _may_use(svc, user_id, cmd),
         lambda: earlier_job(svc, user_id, key),
-        lambda: svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key),
+        lambda: svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key, images=images),
+        lambda: monthly_limit(svc, cmd.project_id),
     )
     access.get()
     reading: LimitsReading | None = None
@@ -113,7 +117,7 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         if (replay := replay_or_wait(svc, user_id, key, fingerprint, found)) is not None:
             return Created(job=replay, message_id=None, replayed=True)
         # That job's creation rolled back while we waited: the limits are read again before any download.
-        reading = svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key)
+        reading = svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key, images=images)
     else:
         reading = admissible.get()
     job_id = new_id()
@@ -144,7 +148,7 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         request_hash=fingerprint,
         deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
     )
-    return admit(svc, new, beside=beside, stores=cmd.upload is not None, reading=reading)
+    return admit(svc, new, beside=beside, stores=cmd.upload is not None, reading=reading, monthly_images=budget.get())
 
 
 def _log_created(created: Created, started: float, **fields: object) -> Created:
@@ -233,4 +237,6 @@ def _refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
         request_hash=fingerprint,
         deadline_at=svc.clock() + timedelta(seconds=svc.settings.timeout_s),
     )
-    return admit(svc, new, max_turns=svc.settings.max_thread_turns)
+    return admit(
+        svc, new, max_turns=svc.settings.max_thread_turns, monthly_images=monthly_limit(svc, parent.project_id)
+    )

@@ -22,15 +22,18 @@ from nano_banana.log import redact
 from nano_banana.together import settle_each
 from nano_banana.usecases.reading import get_job
 from nano_banana.usecases.services import Services, delete_quietly, release_slot
+from nano_banana.usecases.usage import settle
 
 log = logging.getLogger("nano_banana")
 
 
 def ended(svc: Services, job: Job, event: str, **fields: object) -> None:
     """After a won transition into a terminal state, side by side (each idempotent, each failure logged,
-    none raised): free the slot (once), drop the expire task, delete the outputs no variant records."""
+    none raised): free the slot (once), settle the month's images to those stored, drop the expire task,
+    delete the outputs no variant records."""
     cleanups: list[Callable[[], object]] = [
         lambda: release_slot(svc, job.project_id, job.id),
+        lambda: settle(svc, job),
         lambda: _delete_unrecorded_outputs(svc, job),
     ]
     if event != "job_expired":
@@ -96,8 +99,10 @@ def expire_job(svc: Services, job_id: uuid.UUID, *, by: str = "expire_task") -> 
         return job
     current = svc.store.get_job(job_id)
     if current is not None and current.terminal:
-        # Its transition may have crashed before giving the lease back; releasing again is harmless.
-        release_slot(svc, current.project_id, current.id)
+        # Its transition may have crashed before giving the lease back or settling; again is harmless.
+        settle_each(
+            svc.fanout, [lambda: release_slot(svc, current.project_id, current.id), lambda: settle(svc, current)]
+        )
         return None
     if current is not None and current.deadline_at > now:
         raise TransientError("the deadline has not passed yet by this clock")

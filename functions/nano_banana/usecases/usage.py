@@ -1,0 +1,99 @@
+"""What a project spends: its monthly image budget (read, cached, reported as it crosses 80 % and 100 %)
+and the settlement of a job's reservation to the images it stored."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from nano_banana.domain import Job, JobStatus
+from nano_banana.ports import Reservation
+from nano_banana.usecases.services import Services
+
+log = logging.getLogger("nano_banana")
+
+BUDGET_TTL_S = 30.0
+"""How long an instance trusts a project's budget it read: an edit of pip_ai_project_budgets applies
+within this time (docs/operations.md)."""
+
+THRESHOLDS = (80, 100)
+"""Percentages of a project's month at which `budget_threshold` is logged (once each, by the creation
+that crosses it)."""
+
+
+@dataclass
+class _Budgets:
+    """Per instance: project -> (its budget or None, when read)."""
+
+    read: dict[uuid.UUID, tuple[int | None, float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def monthly_limit(svc: Services, project_id: uuid.UUID) -> int | None:
+    """The project's monthly image budget (None: none): its row in pip_ai_project_budgets, else
+    NANO_BANANA_PROJECT_MONTHLY_IMAGES; 0 means none. One short query per project per BUDGET_TTL_S."""
+    budgets = svc.extras.setdefault("budgets", _Budgets())
+    assert isinstance(budgets, _Budgets)
+    now = time.monotonic()
+    with budgets.lock:
+        cached = budgets.read.get(project_id)
+    if cached is not None and now - cached[1] < BUDGET_TTL_S:
+        return cached[0]
+    override = svc.store.project_budget(project_id)
+    value = override if override is not None else svc.settings.project_monthly_images
+    limit = value or None
+    with budgets.lock:
+        if len(budgets.read) > 10_000:
+            budgets.read.clear()
+        budgets.read[project_id] = (limit, now)
+    return limit
+
+
+def note_budget(reservation: Reservation) -> None:
+    """Log `budget_threshold` when this reservation took the project's month across 80 % or 100 % of its
+    budget (the alert in monitoring.tf counts them)."""
+    use = reservation.budget
+    if use is None or use.limit is None or reservation.images <= 0:
+        return
+    before, after = use.counted - reservation.images, use.counted
+    for percent in THRESHOLDS:
+        mark = use.limit * percent / 100
+        if before < mark <= after:
+            log.warning(
+                "budget_threshold",
+                extra={
+                    "event": "budget_threshold",
+                    "projectId": str(reservation.project_id),
+                    "jobId": str(reservation.job_id),
+                    "month": use.month,
+                    "percent": percent,
+                    "limit": use.limit,
+                    "used": use.used,
+                    "reserved": use.reserved,
+                },
+            )
+
+
+def stored_images(job: Job) -> int:
+    """What a job that ended counts against its month: the images it stored (a failed, canceled or expired
+    job stored none)."""
+    return len(job.variants) if job.status is JobStatus.succeeded else 0
+
+
+def settle(svc: Services, job: Job) -> bool:
+    """Settle the job's month entry to the images it stored (idempotent). A failure is logged, never raised:
+    the entry stays reserved (the month counts the images asked for: never too few) until settled again."""
+    try:
+        svc.limits.settle_images(
+            project_id=job.project_id, job_id=job.id, created_at=job.created_at, images=stored_images(job)
+        )
+    except Exception:
+        log.exception(
+            "could not settle a job's images",
+            extra={"event": "settle_failed", "jobId": str(job.id), "projectId": str(job.project_id)},
+        )
+        return False
+    return True

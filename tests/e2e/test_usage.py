@@ -1,0 +1,86 @@
+"""Monthly image budgets end to end on `nano-banana dev`: real HTTP, real Postgres, the in-process limits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.support.devserver import DevServer, Session
+from tests.support.openapi import validate_error
+
+pytestmark = pytest.mark.e2e
+
+StartServer = Callable[..., DevServer]
+
+
+def _seconds_to_next_month() -> float:
+    now = datetime.now(UTC)
+    start = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+    return (start - now).total_seconds()
+
+
+def _refused(server: DevServer, s: Session, variant_count: int) -> dict[str, object]:
+    r = server.create_job(s, variant_count=variant_count)
+    assert r.status_code == 429, r.text
+    validate_error(r.json(), "budget_exceeded")
+    assert abs(int(r.headers["Retry-After"]) - _seconds_to_next_month()) < 60, "Retry-After: the next month's start"
+    assert r.headers["RateLimit-Limit"] == "4"
+    details: dict[str, object] = r.json()["error"]["details"]
+    return details
+
+
+def test_budget_of_four_admits_two_jobs_of_two_and_refuses_the_third(dev_server_factory: StartServer) -> None:
+    server = dev_server_factory(NANO_BANANA_PROJECT_MONTHLY_IMAGES="4", NANO_BANANA_MAX_ACTIVE_PER_PROJECT="10")
+    s = server.session()
+    jobs = [server.create_job(s, variant_count=2) for _ in range(2)]
+    assert [r.status_code for r in jobs] == [202, 202]
+    for r in jobs:
+        done = server.wait_for(s, r.json()["jobId"], {"succeeded"})
+        assert len(done["variants"]) == 2
+    deadline = time.monotonic() + 5
+    while (details := _refused(server, s, 2))["used"] != 4:  # settled just after the terminal transitions
+        assert time.monotonic() < deadline, details
+        time.sleep(0.1)
+    assert {k: details[k] for k in ("limit", "used", "reserved")} == {"limit": 4, "used": 4, "reserved": 0}
+    assert _refused(server, s, 1)["used"] == 4, "not even one image more"
+    assert server.job_count(s) == 2, "nothing stored for a refused creation"
+
+
+def test_twenty_concurrent_creations_with_budget_four_admit_exactly_four(dev_server_factory: StartServer) -> None:
+    server = dev_server_factory(
+        NANO_BANANA_PROJECT_MONTHLY_IMAGES="4",
+        NANO_BANANA_MAX_ACTIVE_PER_PROJECT="100",
+        NANO_BANANA_RATE_PER_HOUR="100",
+    )
+    s = server.session()
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        codes = sorted(r.status_code for r in pool.map(lambda _: server.create_job(s, variant_count=1), range(20)))
+    assert codes == [202] * 4 + [429] * 16
+    assert server.job_count(s) == 4
+
+
+def test_a_failed_jobs_images_come_back(dev_server_factory: StartServer) -> None:
+    """Budget 2: a job of 2 that times out settles to 0, so the next job of 2 fits."""
+    server = dev_server_factory(
+        NANO_BANANA_PROJECT_MONTHLY_IMAGES="2",
+        NANO_BANANA_TIMEOUT_S="1",
+        NANO_BANANA_PREVIEW_DELAY_MS="3000",
+        NANO_BANANA_MAX_ACTIVE_PER_PROJECT="10",
+    )
+    s = server.session()
+    first = server.create_job(s, variant_count=2)
+    assert first.status_code == 202
+    r = server.create_job(s, variant_count=1)
+    assert r.status_code == 429, "the running job holds both images"
+    assert r.json()["error"]["details"]["reserved"] == 2
+    failed = server.wait_for(s, first.json()["jobId"], {"failed"}, timeout_s=10)
+    assert failed["errorCode"] == "timeout"
+    deadline = time.monotonic() + 5
+    while (again := server.create_job(s, variant_count=2)).status_code == 429:  # settled just after the transition
+        assert time.monotonic() < deadline, again.text
+        time.sleep(0.1)
+    assert again.status_code == 202
