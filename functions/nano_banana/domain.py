@@ -114,6 +114,17 @@ class Variant:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """What a job's model call(s) used: token counts as the model reports them (`usageMetadata`; None where
+    it did not say) and the time spent in the call(s)."""
+
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    generation_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: uuid.UUID
     project_id: uuid.UUID
@@ -141,6 +152,7 @@ class Job:
     # Set when the job succeeded with fewer variants than asked.
     note: str | None = None
     variants: tuple[Variant, ...] = ()
+    usage: ModelUsage = ModelUsage()
 
     @property
     def terminal(self) -> bool:
@@ -218,6 +230,7 @@ class GenerationResult:
     images: tuple[GeneratedImage, ...]
     # Set when fewer images than asked came back (the job still succeeds).
     note: str | None = None
+    usage: ModelUsage = ModelUsage()
 
 
 @dataclass(frozen=True, slots=True)

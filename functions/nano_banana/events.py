@@ -135,7 +135,24 @@ COMMON_FIELDS: frozenset[str] = frozenset(
     }
 )
 
-_TERMINAL = frozenset({"jobId", "projectId", "status", "errorCode", "durationMs"})
+_TERMINAL = frozenset(
+    {
+        "jobId",
+        "projectId",
+        "status",
+        "errorCode",
+        "durationMs",
+        # what the job used (usecases/usage.py): the log-based metrics count images and tokens by model
+        "model",
+        "images",
+        "promptTokens",
+        "outputTokens",
+        "totalTokens",
+        "queuedMs",
+        "generationMs",
+        "totalMs",
+    }
+)
 
 # The fields of the events that monitoring reads (terraform/monitoring.tf), besides COMMON_FIELDS.
 FIELDS: Mapping[Event, frozenset[str]] = {

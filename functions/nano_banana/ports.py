@@ -22,6 +22,7 @@ from nano_banana.domain import (
     Job,
     JobStatus,
     Message,
+    ModelUsage,
     NewJob,
     Variant,
     VariantUpload,
@@ -387,10 +388,12 @@ class JobStore(Protocol):
         *,
         now: datetime,
         receipt: str | None = None,
+        usage: ModelUsage | None = None,
     ) -> Job | None:
         """running(attempt) -> succeeded with its variants and assistant message, one transaction, if the
         deadline has not passed. None if the CAS lost (canceled, timed out or superseded meanwhile).
-        With `receipt`, that webhook receipt becomes applied in the same transaction."""
+        With `receipt`, that webhook receipt becomes applied in the same transaction. The row records
+        `usage` and the images stored."""
         ...
 
     def fail(
@@ -404,10 +407,11 @@ class JobStore(Protocol):
         now: datetime | None = None,
         only_if_past_deadline: bool = False,
         receipt: str | None = None,
+        usage: ModelUsage | None = None,
     ) -> Job | None:
         """-> failed (with assistant message) if the status is in from_statuses (and attempt matches,
         and, when asked, the deadline has passed). None if the CAS lost. With `receipt`, that webhook
-        receipt becomes applied in the same transaction."""
+        receipt becomes applied in the same transaction. The row records `usage` (what it says) and 0 images."""
         ...
 
     def cancel(self, job_id: uuid.UUID) -> Job | None:

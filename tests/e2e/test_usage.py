@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from tests.support.devserver import DevServer, Session
-from tests.support.openapi import validate_error
+from tests.support.openapi import validate, validate_error
 
 pytestmark = pytest.mark.e2e
 
 StartServer = Callable[..., DevServer]
+
+
+def _log_lines(server: DevServer) -> list[dict[str, Any]]:
+    lines = []
+    for text in server.logs().splitlines():
+        with contextlib.suppress(ValueError):
+            if isinstance(line := json.loads(text), dict):
+                lines.append(line)
+    return lines
 
 
 def _seconds_to_next_month() -> float:
@@ -84,3 +96,30 @@ def test_a_failed_jobs_images_come_back(dev_server_factory: StartServer) -> None
         assert time.monotonic() < deadline, again.text
         time.sleep(0.1)
     assert again.status_code == 202
+
+
+def test_a_job_shows_its_usage_and_timings_and_logs_them(dev_server_factory: StartServer) -> None:
+    server = dev_server_factory(NANO_BANANA_PREVIEW_DELAY_MS="300")
+    s = server.session()
+    job_id = server.create_job(s, variant_count=2).json()["jobId"]
+    job = server.wait_for(s, job_id, {"succeeded"})
+    validate(job, "Job")
+    assert job["usage"] == {
+        "model": "preview",
+        "images": 2,
+        "promptTokens": None,  # the preview generator is no model: it reports no tokens
+        "outputTokens": None,
+        "totalTokens": None,
+    }
+    timings = job["timings"]
+    assert timings["generationMs"] >= 300, "the preview's delay is spent in the generator"
+    assert 0 <= timings["queuedMs"] < timings["totalMs"]
+    assert timings["totalMs"] >= timings["queuedMs"] + timings["generationMs"]
+    deadline = time.monotonic() + 5
+    while not (lines := [e for e in _log_lines(server) if e.get("event") == "job_succeeded"]):
+        assert time.monotonic() < deadline, "no job_succeeded line"
+        time.sleep(0.1)
+    (line,) = lines
+    assert (line["model"], line["images"], line["totalTokens"]) == ("preview", 2, None)
+    assert line["generationMs"] == timings["generationMs"]
+    assert line["totalMs"] == timings["totalMs"]

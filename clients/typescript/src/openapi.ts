@@ -724,7 +724,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_request" | "unauthenticated" | "invalid_signature" | "forbidden" | "not_found" | "method_not_allowed" | "file_too_large" | "unsupported_media_type" | "rate_limited" | "concurrency_limited" | "invalid_transition" | "idempotency_conflict" | "unavailable" | "callback_in_progress" | "internal";
+                code: "invalid_request" | "unauthenticated" | "invalid_signature" | "forbidden" | "not_found" | "method_not_allowed" | "file_too_large" | "unsupported_media_type" | "rate_limited" | "concurrency_limited" | "budget_exceeded" | "invalid_transition" | "idempotency_conflict" | "unavailable" | "callback_in_progress" | "internal";
                 message: string;
                 details: Record<string, never>;
                 /** @description this request's id (also the X-Request-Id header and the requestId of its log lines) */
@@ -822,6 +822,26 @@ export interface components {
             deadlineAt: components["schemas"]["Timestamp"];
             updatedAt: components["schemas"]["Timestamp"];
             variants: components["schemas"]["Variant"][];
+            usage: components["schemas"]["JobUsage"];
+            timings: components["schemas"]["JobTimings"];
+        };
+        /** @description what the job used (docs/usage.md): the images it stored and the model's token counts, null where the model did not report them (the preview generator reports none) */
+        JobUsage: {
+            model: string;
+            /** @description images stored (what the monthly budget counts once the job ended) */
+            images: number;
+            promptTokens: number | null;
+            /** @description output (candidates) tokens: about 1,290 per image */
+            outputTokens: number | null;
+            totalTokens: number | null;
+        };
+        JobTimings: {
+            /** @description created -> started (null until it started) */
+            queuedMs: number | null;
+            /** @description in the model call(s), or as the processor reported it */
+            generationMs: number | null;
+            /** @description created -> ended (null until it ended) */
+            totalMs: number | null;
         };
         JobPage: {
             jobs: components["schemas"]["Job"][];
@@ -923,6 +943,13 @@ export interface components {
                 code: string;
                 message: string;
             };
+            /** @description optional, on `succeeded` or `failed`: what the model call(s) used (Vertex usageMetadata: promptTokenCount, candidatesTokenCount, totalTokenCount) and took; recorded on the job */
+            usage?: {
+                promptTokens?: number | null;
+                outputTokens?: number | null;
+                totalTokens?: number | null;
+                generationMs?: number | null;
+            };
         };
     };
     responses: {
@@ -943,7 +970,7 @@ export interface components {
             };
             content?: never;
         };
-        /** @description rate_limited or concurrency_limited */
+        /** @description rate_limited, concurrency_limited, or budget_exceeded (the project's images for this UTC month would pass its budget: `Retry-After` is the start of the next month, `details` {limit, used, reserved, month}) */
         Limited: {
             headers: {
                 "Retry-After": number;

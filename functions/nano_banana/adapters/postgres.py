@@ -25,6 +25,7 @@ from nano_banana.domain import (
     Job,
     JobStatus,
     Message,
+    ModelUsage,
     NewJob,
     Role,
     Variant,
@@ -70,6 +71,16 @@ def _variant(v: dict[str, Any]) -> Variant:
     )
 
 
+def _usage_params(usage: ModelUsage | None) -> dict[str, int | None]:
+    used = usage or ModelUsage()
+    return {
+        "prompt_tokens": used.prompt_tokens,
+        "output_tokens": used.output_tokens,
+        "total_tokens": used.total_tokens,
+        "generation_ms": used.generation_ms,
+    }
+
+
 def _job(row: Row) -> Job:
     variants = row.get("variants") or []
     if isinstance(variants, str):
@@ -100,6 +111,9 @@ def _job(row: Row) -> Job:
         updated_at=row["updated_at"],
         note=row.get("note"),
         variants=tuple(_variant(v) for v in variants),
+        usage=ModelUsage(
+            row.get("prompt_tokens"), row.get("output_tokens"), row.get("total_tokens"), row.get("generation_ms")
+        ),
     )
 
 
@@ -304,6 +318,7 @@ class PostgresJobStore:
         *,
         now: datetime,
         receipt: str | None = None,
+        usage: ModelUsage | None = None,
     ) -> Job | None:
         rows_in = [
             {
@@ -326,6 +341,7 @@ class PostgresJobStore:
             "content": assistant_text_success(len(rows_in), note),
             "first_variant_id": rows_in[0]["id"] if rows_in else None,
             "receipt": receipt,
+            **_usage_params(usage),
         }
         return self._one_job("complete", params)
 
@@ -340,6 +356,7 @@ class PostgresJobStore:
         now: datetime | None = None,
         only_if_past_deadline: bool = False,
         receipt: str | None = None,
+        usage: ModelUsage | None = None,
     ) -> Job | None:
         params = {
             "id": job_id,
@@ -351,6 +368,7 @@ class PostgresJobStore:
             "only_if_past_deadline": only_if_past_deadline,
             "content": f"Sorry, this one failed ({code}): {message[:500]}",
             "receipt": receipt,
+            **_usage_params(usage),
         }
         return self._one_job("fail", params)
 

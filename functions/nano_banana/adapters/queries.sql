@@ -7,6 +7,7 @@ j.id, j.project_id, j.user_id, j.thread_id, j.parent_job_id, j.source_variant_id
 j.input_mime_type, j.input_width, j.input_height,
 j.status, j.error_code, j.error_message, j.note, j.variant_count, j.aspect_ratio, j.model, j.attempt,
 j.created_at, j.started_at, j.finished_at, j.deadline_at, j.updated_at,
+j.prompt_tokens, j.output_tokens, j.total_tokens, j.generation_ms,
 coalesce((
   select json_agg(json_build_object(
     'id', v.id, 'job_id', v.job_id, 'index', v.index, 'storage_path', v.storage_path,
@@ -94,7 +95,9 @@ select {job_columns} from chain j order by j.depth desc
 -- name: complete
 with done as (
   update pip_ai_image_jobs
-  set status = 'succeeded', finished_at = now(), updated_at = now(), note = %(note)s
+  set status = 'succeeded', finished_at = now(), updated_at = now(), note = %(note)s,
+    images = jsonb_array_length(%(uploads)s::jsonb), prompt_tokens = %(prompt_tokens)s::int,
+    output_tokens = %(output_tokens)s::int, total_tokens = %(total_tokens)s::int, generation_ms = %(generation_ms)s::int
   where id = %(id)s and status = 'running' and attempt = %(attempt)s and deadline_at > %(now)s
   returning *
 ), variants as (
@@ -115,6 +118,7 @@ j.input_mime_type, j.input_width, j.input_height,
   j.input_mime_type, j.input_width, j.input_height,
   j.status, j.error_code, j.error_message, j.note, j.variant_count, j.aspect_ratio, j.model, j.attempt,
   j.created_at, j.started_at, j.finished_at, j.deadline_at, j.updated_at,
+  j.prompt_tokens, j.output_tokens, j.total_tokens, j.generation_ms,
   coalesce((select json_agg(json_build_object(
     'id', v.id, 'job_id', v.job_id, 'index', v.index, 'storage_path', v.storage_path,
     'mime_type', v.mime_type, 'width', v.width, 'height', v.height, 'bytes', v.bytes,
@@ -124,7 +128,10 @@ from done j
 -- name: fail
 with done as (
   update pip_ai_image_jobs
-  set status = 'failed', error_code = %(code)s, error_message = %(message)s, finished_at = now(), updated_at = now()
+  set status = 'failed', error_code = %(code)s, error_message = %(message)s, finished_at = now(), updated_at = now(),
+    images = 0, prompt_tokens = coalesce(%(prompt_tokens)s::int, prompt_tokens),
+    output_tokens = coalesce(%(output_tokens)s::int, output_tokens), total_tokens = coalesce(%(total_tokens)s::int, total_tokens),
+    generation_ms = coalesce(%(generation_ms)s::int, generation_ms)
   where id = %(id)s and status = any(%(from_statuses)s)
     and (%(attempt)s::int is null or attempt = %(attempt)s::int)
     and (not %(only_if_past_deadline)s or deadline_at <= %(now)s)
@@ -140,7 +147,7 @@ select {job_columns} from done j
 -- name: cancel
 with done as (
   update pip_ai_image_jobs
-  set status = 'canceled', finished_at = now(), updated_at = now()
+  set status = 'canceled', finished_at = now(), updated_at = now(), images = 0
   where id = %(id)s and status = any(%(from_statuses)s)
   returning *
 ), message as (

@@ -18,6 +18,7 @@ from nano_banana.errors import (
 )
 from nano_banana.http.api import Api
 from nano_banana.http.bodies import BlocksQuery
+from nano_banana.usecases.usage import timings, usage
 
 log = logging.getLogger("nano_banana")
 
@@ -92,6 +93,8 @@ def render_job(job: Job, urls: Mapping[str, str]) -> dict[str, Any]:
         "deadlineAt": _iso(job.deadline_at),
         "updatedAt": _iso(job.updated_at),
         "variants": [render_variant(v, urls) for v in job.variants],
+        "usage": usage(job),
+        "timings": timings(job),
     }
 
 

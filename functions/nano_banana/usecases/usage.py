@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from nano_banana.domain import Job, JobStatus
 from nano_banana.ports import Reservation
@@ -75,6 +76,37 @@ def note_budget(reservation: Reservation) -> None:
                     "reserved": use.reserved,
                 },
             )
+
+
+def _ms(start: datetime | None, end: datetime | None) -> int | None:
+    return round((end - start).total_seconds() * 1000) if start is not None and end is not None else None
+
+
+def timings(job: Job) -> dict[str, int | None]:
+    """queuedMs (created -> started), generationMs (the model call(s)), totalMs (created -> ended); None
+    where the job has not got there (or the model was never called)."""
+    return {
+        "queuedMs": _ms(job.created_at, job.started_at),
+        "generationMs": job.usage.generation_ms,
+        "totalMs": _ms(job.created_at, job.finished_at),
+    }
+
+
+def usage(job: Job) -> dict[str, object]:
+    """What the job used: its model, the images it stored and the model's token counts (None where the
+    model did not report them)."""
+    return {
+        "model": job.model,
+        "images": len(job.variants),
+        "promptTokens": job.usage.prompt_tokens,
+        "outputTokens": job.usage.output_tokens,
+        "totalTokens": job.usage.total_tokens,
+    }
+
+
+def usage_fields(job: Job) -> dict[str, object]:
+    """`usage` and `timings` flattened for a log line (the metrics count images and tokens by model)."""
+    return usage(job) | timings(job)
 
 
 def stored_images(job: Job) -> int:
