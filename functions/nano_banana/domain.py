@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from nano_banana.errors import InvalidTransition
 
@@ -111,6 +111,18 @@ class Variant:
     height: int
     bytes: int
     created_at: datetime
+
+
+def month_of(moment: datetime) -> str:
+    """The UTC calendar month a moment falls in: "YYYY-MM" (a project's image budget is per such month)."""
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-{utc.month:02d}"
+
+
+def next_month(moment: datetime) -> datetime:
+    """The start of the UTC month after the moment's."""
+    utc = moment.astimezone(UTC)
+    return datetime(utc.year + utc.month // 12, utc.month % 12 + 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

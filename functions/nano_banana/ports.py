@@ -13,7 +13,7 @@ import builtins
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal, Protocol
 
 from nano_banana.domain import (
@@ -306,6 +306,21 @@ ReceiptClaim = Literal["claimed", "processing", "applied"]
 
 
 @dataclass(frozen=True, slots=True)
+class UsageBucket:
+    """A project's jobs created on one UTC day (`day` None: over the whole range asked)."""
+
+    day: date | None
+    jobs: int
+    by_status: dict[str, int]
+    images: int
+    prompt_tokens: int
+    output_tokens: int
+    total_tokens: int
+    p50_ms: float | None  # totalMs percentiles over the jobs that ended (None: none ended)
+    p95_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class JobPage:
     jobs: list[Job]
     next_cursor: str | None
@@ -330,6 +345,11 @@ class JobStore(Protocol):
     def can_access(self, project_id: uuid.UUID, user_id: uuid.UUID) -> bool: ...
 
     def add_member(self, project_id: uuid.UUID, user_id: uuid.UUID) -> None: ...
+
+    def usage_days(self, project_id: uuid.UUID, start: datetime, end: datetime) -> list[UsageBucket]:
+        """The project's jobs created in [start, end) by UTC day (days without jobs left out), then one
+        bucket over the whole range (day None). One query."""
+        ...
 
     def project_budget(self, project_id: uuid.UUID) -> int | None:
         """The project's monthly image budget from pip_ai_project_budgets (0: none for this project);

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -123,3 +125,74 @@ def test_a_job_shows_its_usage_and_timings_and_logs_them(dev_server_factory: Sta
     assert (line["model"], line["images"], line["totalTokens"]) == ("preview", 2, None)
     assert line["generationMs"] == timings["generationMs"]
     assert line["totalMs"] == timings["totalMs"]
+
+
+def test_usage_agrees_with_the_rows_and_is_for_members_only(dev_server_factory: StartServer) -> None:
+    server = dev_server_factory(
+        NANO_BANANA_PROJECT_MONTHLY_IMAGES="10",
+        NANO_BANANA_MAX_ACTIVE_PER_PROJECT="10",
+        NANO_BANANA_PREVIEW_DELAY_MS="200",
+    )
+    s = server.session()
+    made = [server.create_job(s, variant_count=n).json()["jobId"] for n in (1, 2, 3)]
+    for job_id in made[:2]:
+        server.wait_for(s, job_id, {"succeeded"})
+    canceled = server.client.post(f"/api/nano-banana/jobs/{made[2]}/cancel", headers=s.headers)
+    assert canceled.status_code in {200, 409}
+    jobs = [server.wait_for(s, job_id, {"succeeded", "canceled"}) for job_id in made]
+    time.sleep(0.3)  # the last settlement follows its transition
+    today = datetime.now(UTC).date()
+    r = server.client.get(
+        "/api/nano-banana/usage",
+        params={"projectId": s.project_id, "from": (today - timedelta(days=2)).isoformat(), "to": today.isoformat()},
+        headers=s.headers,
+    )
+    assert r.status_code == 200, r.text
+    usage = r.json()
+    validate(usage, "Usage")
+    images = sum(len(j["variants"]) for j in jobs)
+    statuses = Counter(j["status"] for j in jobs)
+    assert usage["totals"]["jobs"] == {
+        "total": 3,
+        "queued": 0,
+        "running": 0,
+        "succeeded": statuses["succeeded"],
+        "failed": 0,
+        "canceled": statuses["canceled"],
+    }
+    assert usage["totals"]["images"] == images
+    assert [d["date"] for d in usage["days"]] == [(today - timedelta(days=i)).isoformat() for i in (2, 1, 0)]
+    assert [d["jobs"]["total"] for d in usage["days"]] == [0, 0, 3]
+    assert usage["days"][2]["images"] == images
+    totals = sorted(j["timings"]["totalMs"] for j in jobs)
+    assert totals[0] <= usage["totals"]["totalMs"]["p50"] <= totals[-1]
+    assert usage["budget"] | {"resetsAt": None} == {
+        "month": today.strftime("%Y-%m"),
+        "limit": 10,
+        "used": images,
+        "reserved": 0,
+        "remaining": 10 - images,
+        "resetsAt": None,
+    }
+
+    outsider = server.token_for(uuid.uuid4())
+    refused = server.client.get("/api/nano-banana/usage", params={"projectId": s.project_id}, headers=outsider.headers)
+    assert refused.status_code == 403
+    validate_error(refused.json(), "forbidden")
+    for params in (
+        {"from": (today - timedelta(days=92)).isoformat(), "to": today.isoformat()},  # 93 days
+        {"from": today.isoformat(), "to": (today - timedelta(days=1)).isoformat()},
+        {"from": "yesterday"},
+    ):
+        bad = server.client.get(
+            "/api/nano-banana/usage", params={"projectId": s.project_id, **params}, headers=s.headers
+        )
+        assert bad.status_code == 422, params
+        validate_error(bad.json(), "invalid_request")
+    quarter = server.client.get(
+        "/api/nano-banana/usage",
+        params={"projectId": s.project_id, "from": (today - timedelta(days=91)).isoformat(), "to": today.isoformat()},
+        headers=s.headers,
+    )
+    assert quarter.status_code == 200
+    assert len(quarter.json()["days"]) == 92

@@ -226,6 +226,56 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/nano-banana/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A project's usage by UTC day, and its month against the image budget (members only)
+         * @description Jobs by status, images stored, tokens and totalMs percentiles per UTC creation day from `from` to `to` (both included; default: this month so far; at most 92 days, else 422), their totals over the range, and the current UTC month's images against the project's budget (docs/usage.md).
+         */
+        get: {
+            parameters: {
+                query: {
+                    projectId: string;
+                    /** @description first UTC day (YYYY-MM-DD) */
+                    from?: string;
+                    /** @description last UTC day, included */
+                    to?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the usage */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Usage"];
+                    };
+                };
+                304: components["responses"]["NotModified"];
+                401: components["responses"]["Error"];
+                403: components["responses"]["Error"];
+                422: components["responses"]["Error"];
+                503: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/nano-banana/jobs/{jobId}": {
         parameters: {
             query?: never;
@@ -842,6 +892,56 @@ export interface components {
             generationMs: number | null;
             /** @description created -> ended (null until it ended) */
             totalMs: number | null;
+        };
+        UsageBucket: {
+            jobs: {
+                total: number;
+                queued: number;
+                running: number;
+                succeeded: number;
+                failed: number;
+                canceled: number;
+            };
+            /** @description images stored by the jobs created that day */
+            images: number;
+            /** @description summed over the jobs whose model reported them */
+            tokens: {
+                prompt: number;
+                output: number;
+                total: number;
+            };
+            /** @description created -> ended, over the jobs that ended (null: none did) */
+            totalMs: {
+                p50: number | null;
+                p95: number | null;
+            };
+        };
+        Usage: {
+            projectId: components["schemas"]["Uuid"];
+            /** Format: date */
+            from: string;
+            /** Format: date */
+            to: string;
+            totals: components["schemas"]["UsageBucket"];
+            /** @description every day of the range, oldest first (days without jobs as zeros) */
+            days: {
+                /** Format: date */
+                date: string;
+                jobs: components["schemas"]["UsageBucket"]["jobs"];
+                images: components["schemas"]["UsageBucket"]["images"];
+                tokens: components["schemas"]["UsageBucket"]["tokens"];
+                totalMs: components["schemas"]["UsageBucket"]["totalMs"];
+            }[];
+            /** @description the current UTC month: images settled by jobs that ended (used) and held by jobs still running (reserved) */
+            budget: {
+                month: string;
+                /** @description null: no budget */
+                limit: number | null;
+                used: number;
+                reserved: number;
+                remaining: number | null;
+                resetsAt: components["schemas"]["Timestamp"];
+            };
         };
         JobPage: {
             jobs: components["schemas"]["Job"][];

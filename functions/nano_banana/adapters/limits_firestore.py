@@ -53,11 +53,11 @@ from nano_banana.adapters.limits_memory import (
     check_admission,
     decide,
     key_claim,
-    month_of,
     reservation_of,
     settle_months,
     to_epoch,
 )
+from nano_banana.domain import month_of
 from nano_banana.errors import Unavailable
 from nano_banana.log import warming
 from nano_banana.ports import BudgetUse, Clock, LimitsReading, Reservation

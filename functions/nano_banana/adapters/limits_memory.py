@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from nano_banana.domain import month_of, next_month
 from nano_banana.errors import BudgetExceeded, ConcurrencyLimited, RateLimited
 from nano_banana.ports import BudgetUse, Clock, KeyClaimed, LimitsReading, Reservation
 
@@ -132,18 +133,6 @@ def check_admission(
         )
     except KeyClaimed:
         return
-
-
-def month_of(moment: datetime) -> str:
-    """The UTC calendar month a moment falls in: "YYYY-MM"."""
-    utc = moment.astimezone(UTC)
-    return f"{utc.year:04d}-{utc.month:02d}"
-
-
-def next_month(moment: datetime) -> datetime:
-    """The start of the UTC month after the moment's."""
-    utc = moment.astimezone(UTC)
-    return datetime(utc.year + utc.month // 12, utc.month % 12 + 1, 1, tzinfo=UTC)
 
 
 # A job settles in the month it reserved in; the row's created_at (the database's clock) may fall on the

@@ -33,7 +33,7 @@ from nano_banana.domain import (
     sources_for,
 )
 from nano_banana.errors import InvalidRequest, Unavailable
-from nano_banana.ports import DeletedJob, JobPage, ReceiptClaim
+from nano_banana.ports import DeletedJob, JobPage, ReceiptClaim, UsageBucket
 
 Row = dict[str, Any]
 
@@ -219,6 +219,23 @@ class PostgresJobStore:
 
     def add_member(self, project_id: uuid.UUID, user_id: uuid.UUID) -> None:
         self._query("add_member", {"project_id": project_id, "user_id": user_id})
+
+    def usage_days(self, project_id: uuid.UUID, start: datetime, end: datetime) -> list[UsageBucket]:
+        rows = self._query("usage_days", {"project_id": project_id, "start": start, "end": end})
+        return [
+            UsageBucket(
+                day=r["day"],
+                jobs=int(r["jobs"]),
+                by_status={s.value: int(r[s.value]) for s in JobStatus},
+                images=int(r["images"]),
+                prompt_tokens=int(r["prompt_tokens"]),
+                output_tokens=int(r["output_tokens"]),
+                total_tokens=int(r["total_tokens"]),
+                p50_ms=float(r["p50_ms"]) if r["p50_ms"] is not None else None,
+                p95_ms=float(r["p95_ms"]) if r["p95_ms"] is not None else None,
+            )
+            for r in rows
+        ]
 
     def project_budget(self, project_id: uuid.UUID) -> int | None:
         rows = self._query("project_budget", {"project_id": project_id})

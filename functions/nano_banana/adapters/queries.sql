@@ -23,6 +23,29 @@ select pip_ai_can_access_project(%(project_id)s, %(user_id)s) as ok
 insert into pip_ai_project_members (project_id, user_id) values (%(project_id)s, %(user_id)s)
 on conflict do nothing
 
+-- name: usage_days
+-- GET /usage: a project's jobs by UTC creation day (and, the row whose day is null, over the whole range),
+-- one range scan of pip_ai_image_jobs_usage_idx. totalMs percentiles over the jobs that ended.
+select (j.created_at at time zone 'UTC')::date as day,
+  count(*) as jobs,
+  count(*) filter (where j.status = 'queued') as queued,
+  count(*) filter (where j.status = 'running') as running,
+  count(*) filter (where j.status = 'succeeded') as succeeded,
+  count(*) filter (where j.status = 'failed') as failed,
+  count(*) filter (where j.status = 'canceled') as canceled,
+  coalesce(sum(j.images), 0)::bigint as images,
+  coalesce(sum(j.prompt_tokens), 0)::bigint as prompt_tokens,
+  coalesce(sum(j.output_tokens), 0)::bigint as output_tokens,
+  coalesce(sum(j.total_tokens), 0)::bigint as total_tokens,
+  percentile_cont(0.5) within group (order by extract(epoch from j.finished_at - j.created_at) * 1000)
+    filter (where j.finished_at is not null) as p50_ms,
+  percentile_cont(0.95) within group (order by extract(epoch from j.finished_at - j.created_at) * 1000)
+    filter (where j.finished_at is not null) as p95_ms
+from pip_ai_image_jobs j
+where j.project_id = %(project_id)s and j.created_at >= %(start)s and j.created_at < %(end)s
+group by grouping sets (((j.created_at at time zone 'UTC')::date), ())
+order by day nulls last
+
 -- name: project_budget
 select monthly_images from pip_ai_project_budgets where project_id = %(project_id)s
 

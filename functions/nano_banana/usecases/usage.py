@@ -1,5 +1,5 @@
-"""What a project spends: its monthly image budget (read, cached, reported as it crosses 80 % and 100 %)
-and the settlement of a job's reservation to the images it stored."""
+"""What a project spends: its monthly image budget (read, cached, reported as it crosses 80 % and 100 %),
+the settlement of a job's reservation to the images it stored, what each job used, and GET /usage."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as midnight
 
-from nano_banana.domain import Job, JobStatus
-from nano_banana.ports import Reservation
-from nano_banana.usecases.services import Services
+from nano_banana.domain import Job, JobStatus, next_month
+from nano_banana.errors import InvalidRequest
+from nano_banana.ports import BudgetUse, Reservation, UsageBucket
+from nano_banana.together import settle as side_by_side
+from nano_banana.usecases.services import Services, require_access
 
 log = logging.getLogger("nano_banana")
 
@@ -129,3 +132,64 @@ def settle(svc: Services, job: Job) -> bool:
         )
         return False
     return True
+
+
+MAX_DAYS = 92
+"""The longest range GET /usage answers (a quarter)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectUsage:
+    """GET /usage: every UTC day of [first, last] (days without jobs as zeros), the totals over the range,
+    and the project's current month against its budget."""
+
+    project_id: uuid.UUID
+    first: date
+    last: date
+    days: list[UsageBucket]
+    totals: UsageBucket
+    budget: BudgetUse
+    resets_at: datetime
+
+
+def _empty(day: date | None) -> UsageBucket:
+    return UsageBucket(day, 0, {s.value: 0 for s in JobStatus}, 0, 0, 0, 0, None, None)
+
+
+def project_usage(
+    svc: Services, user_id: uuid.UUID, project_id: uuid.UUID, first: date | None, last: date | None
+) -> ProjectUsage:
+    """A member's view of the project's usage over UTC days `first`..`last` (default: this month so far),
+    at most MAX_DAYS. One round trip: membership ‖ the usage query ‖ the month's budget state."""
+    now = svc.clock().astimezone(UTC)
+    last = last or now.date()
+    first = first or last.replace(day=1)
+    if first > last:
+        raise InvalidRequest("`from` must not be after `to`", details={"field": "from"})
+    if (last - first).days + 1 > MAX_DAYS:
+        raise InvalidRequest(f"a usage range is at most {MAX_DAYS} days", details={"field": "to", "maxDays": MAX_DAYS})
+    start = datetime.combine(first, midnight.min, UTC)
+    end = datetime.combine(last + timedelta(days=1), midnight.min, UTC)
+    access, rows, month, limit = side_by_side(
+        svc.fanout,
+        lambda: require_access(svc, project_id, user_id),
+        lambda: svc.store.usage_days(project_id, start, end),
+        lambda: svc.limits.month_usage(project_id, now),
+        lambda: monthly_limit(svc, project_id),
+    )
+    access.get()
+    found = {bucket.day: bucket for bucket in rows.get()}
+    days = [
+        found.get(first + timedelta(days=i)) or _empty(first + timedelta(days=i))
+        for i in range((last - first).days + 1)
+    ]
+    used = month.get()
+    return ProjectUsage(
+        project_id=project_id,
+        first=first,
+        last=last,
+        days=days,
+        totals=found.get(None) or _empty(None),
+        budget=BudgetUse(used.month, used.used, used.reserved, limit.get()),
+        resets_at=next_month(now),
+    )

@@ -28,3 +28,8 @@ alter table public.pip_ai_image_jobs
 create index if not exists pip_ai_image_jobs_usage_idx
   on public.pip_ai_image_jobs (project_id, created_at)
   include (status, started_at, finished_at, images, prompt_tokens, output_tokens, total_tokens);
+
+-- Jobs that ended before this migration: the images they stored (the variants they kept).
+update public.pip_ai_image_jobs j
+  set images = (select count(*) from public.pip_ai_image_variants v where v.job_id = j.id)
+  where j.images is null and j.status in ('succeeded', 'failed', 'canceled');

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from nano_banana.adapters.postgres import PostgresJobStore
-from nano_banana.domain import VariantUpload
+from nano_banana.domain import ModelUsage, VariantUpload
 from nano_banana.embedded_pg import EmbeddedPostgres
 from nano_banana.errors import BudgetExceeded, Unavailable
-from nano_banana.ports import BudgetUse
+from nano_banana.ports import BudgetUse, UsageBucket
 from nano_banana.usecases import finishing
 from tests.integration.postgres.test_creation import Stack, _png
 
@@ -115,3 +115,42 @@ def test_budget_threshold_is_logged_at_80_and_100_percent(
     crossed = [vars(r) for r in caplog.records if getattr(r, "event", None) == "budget_threshold"]
     assert [(e["percent"], e["limit"], e["used"], e["reserved"]) for e in crossed] == [(80, 4, 0, 4), (100, 4, 0, 4)]
     assert {e["projectId"] for e in crossed} == {str(stack.project)}
+
+
+def test_usage_days_agree_with_the_rows(pg_store: PostgresJobStore, embedded_pg: EmbeddedPostgres) -> None:
+    """Jobs on two UTC days (created_at moved back a day for some), ended in each way: the buckets count
+    them by status, sum their images and tokens, and the totals bucket covers the range."""
+    stack = _budgeted(pg_store, 0)
+    half = stack.create().job
+    failed = stack.create().job
+    stack.create()  # stays queued
+    claimed = stack.store.claim_for_generation(half.id, datetime.now(UTC))
+    assert claimed is not None
+    path = f"jobs/{half.id}/1/0.png"
+    stack.blobs.put(path, _png(), "image/png")
+    used = ModelUsage(prompt_tokens=268, output_tokens=1290, total_tokens=1558, generation_ms=900)
+    finishing.complete_job(
+        stack.svc, claimed, claimed.attempt, [VariantUpload(0, path, "image/png", 8, 8, 10)], None, usage=used
+    )
+    finishing.fail_job(stack.svc, failed, "generation_failed", "x", usage=ModelUsage(prompt_tokens=268))
+    with psycopg.connect(embedded_pg.uri, autocommit=True) as conn:
+        conn.execute(
+            "update pip_ai_image_jobs set created_at = created_at - interval '1 day' where id = %s", (failed.id,)
+        )
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    buckets = stack.store.usage_days(stack.project, today - timedelta(days=3), today + timedelta(days=1))
+    by_day = {b.day: b for b in buckets}
+    assert set(by_day) == {today.date(), (today - timedelta(days=1)).date(), None}
+    now, before, total = by_day[today.date()], by_day[(today - timedelta(days=1)).date()], by_day[None]
+    assert (now.jobs, now.by_status["succeeded"], now.by_status["queued"], now.images) == (2, 1, 1, 1)
+    assert (now.prompt_tokens, now.output_tokens, now.total_tokens) == (268, 1290, 1558)
+    assert (before.jobs, before.by_status["failed"], before.images, before.prompt_tokens) == (1, 1, 0, 268)
+    assert (total.jobs, total.images, total.prompt_tokens) == (3, 1, 536)
+    assert now.p50_ms is not None
+    assert now.p50_ms == now.p95_ms, "one job ended that day"
+    assert total.p50_ms is not None
+    assert stack.store.usage_days(stack.project, today + timedelta(days=1), today + timedelta(days=2)) == [
+        UsageBucket(
+            None, 0, dict.fromkeys(["queued", "running", "succeeded", "failed", "canceled"], 0), 0, 0, 0, 0, None, None
+        )
+    ], "an empty range: only the (empty) totals"
