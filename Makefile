@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: dev test lint typecheck pytest install system-deps client-deps checkov-venv tasks-emulator n8n n8n-next clean bench
+.PHONY: dev test deps lint typecheck pytest install system-deps client-deps checkov-venv tasks-emulator provider-schema n8n n8n-next clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,13 +16,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Debian packages the tests use (Chromium for the browser tests). Idempotent; needs root.
+## Debian packages the tests use (Chromium for the browser tests, jq for docs/deploy.md's erasure recipe).
+## Idempotent; needs root.
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
-	  echo "installing Debian's chromium for the browser tests"; \
-	  if [ "$$(id -u)" != "0" ]; then echo "run as root or: sudo apt-get install -y chromium"; exit 1; fi; \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v jq >/dev/null 2>&1 || missing="$$missing jq"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's$$missing for the tests"; \
+	  if [ "$$(id -u)" != "0" ]; then echo "run as root or: sudo apt-get install -y$$missing"; exit 1; fi; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 $$missing >/dev/null; \
 	fi
 
 ## The TypeScript client's dev dependencies (tsc, openapi-typescript), exactly as locked; again only when the lockfile changes.
@@ -52,6 +56,19 @@ $(TASKS_EMULATOR): infra/tasks_emulator/requirements.txt
 
 tasks-emulator: $(TASKS_EMULATOR)
 
+## The hashicorp/google provider's schema for tests/infra/test_provider_schema.py (terraform cannot download
+## providers here, so no validate/plan): cdktn-provider-google's wheel (CDK Terrain's prebuilt bindings) carries
+## it as a jsii assembly. The release pinned in infra/provider_schema/requirements.txt (by hash) is the one built
+## from the hashicorp/google version terraform/versions.tf pins. Downloaded once from PyPI (65 MB), never installed.
+PROVIDER_SCHEMA := .provider-schema/.downloaded
+$(PROVIDER_SCHEMA): infra/provider_schema/requirements.txt $(STAMP)
+	rm -rf .provider-schema
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
+	  -r infra/provider_schema/requirements.txt -d .provider-schema
+	@touch $(PROVIDER_SCHEMA)
+
+provider-schema: $(PROVIDER_SCHEMA)
+
 ## n8n 1.123.0 from the npm registry for the `n8n` tests (infra/n8n/runtime pins it with a lockfile; the
 ## xlsx override keeps npm off the CDN n8n's own pin points at). Installed once into .n8n/; needs Node 20.
 N8N_STAMP := .n8n/.installed
@@ -75,7 +92,7 @@ $(N8N_NEXT_STAMP): infra/n8n/runtime-next/package.json infra/n8n/runtime-next/pa
 	@command -v npm >/dev/null 2>&1 || { echo "installing n8n 2.x needs npm (Debian: apt-get install nodejs npm)"; exit 1; }
 	@command -v g++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" != "0" ]; then echo "building sqlite3 for n8n 2.x needs g++ and make: sudo apt-get install -y build-essential"; exit 1; fi; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 build-essential >/dev/null; }
 	@mkdir -p $(N8N_NEXT)
 	cp infra/n8n/runtime-next/package.json infra/n8n/runtime-next/package-lock.json $(N8N_NEXT)/
 	cd $(N8N_NEXT) && npm ci --no-audit --no-fund --loglevel=error --ignore-scripts
@@ -95,14 +112,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict functions
 
-pytest: $(STAMP) system-deps $(CHECKOV) $(TASKS_EMULATOR) $(CLIENT_DEPS) $(N8N_STAMP) $(N8N_NEXT_STAMP)
+DEPS := $(STAMP) system-deps $(CHECKOV) $(TASKS_EMULATOR) $(PROVIDER_SCHEMA) $(CLIENT_DEPS) $(N8N_STAMP) $(N8N_NEXT_STAMP)
+
+## Everything the tests use, installed side by side: each install waits mostly on the network or the disk,
+## so on a fresh machine they take about as long as the longest one (n8n 2.x with its sqlite3 build) instead
+## of their sum. Each install's output is printed in one piece when it ends; apt waits for dpkg's lock.
+deps:
+	@$(MAKE) --no-print-directory -j6 --output-sync=target $(DEPS)
+
+pytest: $(DEPS)
 	@set +e; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; \
 	if [ $$rc -ne 0 ] || [ -n "$(PYTEST_ARGS)" ]; then exit $$rc; fi; \
 	echo "second pass: the shipped n8n workflow in n8n 2.41.1 on Node 24"; \
 	NANO_BANANA_N8N=next $(BIN)/pytest tests/n8n/test_workflow_in_n8n.py
 
-test: lint typecheck pytest
+test: deps
+	@$(MAKE) --no-print-directory lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
@@ -116,4 +142,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 
 clean:
-	rm -rf $(VENV) .venv-checkov .venv-tasks-emulator .n8n .n8n-next clients/typescript/node_modules clients/typescript/build .data test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .venv-tasks-emulator .provider-schema .n8n .n8n-next clients/typescript/node_modules clients/typescript/build .data test-artifacts .pytest_cache .mypy_cache .ruff_cache

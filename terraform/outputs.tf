@@ -37,3 +37,13 @@ output "secret_ids" {
   description = "Add the secret values to these (gcloud secrets versions add <id> --data-file=-)."
   value       = { for k, s in google_secret_manager_secret.service : k => s.secret_id }
 }
+
+output "function_names" {
+  description = "Each function's name (<name_prefix>-<role>): gcloud functions describe <name> --gen2 --region <region>."
+  value       = { for role, fn in google_cloudfunctions2_function.fn : role => fn.name }
+}
+
+output "region" {
+  description = "The region of the functions, the queue and the scheduler job."
+  value       = var.region
+}

@@ -1,4 +1,5 @@
-"""`nano-banana`: the all-in-one local server (`dev`), `dev-token`, `migrate`, and `erase-user`.
+"""`nano-banana`: the all-in-one local server (`dev`), `dev-token`, `migrate`, and `erase-user` (which runs on
+whatever stack the environment configures: the production one with the deployed functions' settings).
 
 `dev` serves every function in one process on the embedded defaults: the API, the callback, the task
 handlers, signed local blob URLs, and the studio page. Dev-only routes (the studio's sign-in, blob
@@ -13,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 import uuid
 from pathlib import Path
@@ -229,9 +231,103 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# What decides which stack erase-user touches (Settings fields; --help lists their env vars). Read on their
+# own, before anything else is validated or built, so a refusal comes before any connection attempt.
+ERASURE_TARGETS = (
+    "database_url",
+    "data_dir",
+    "storage",
+    "supabase_url",
+    "bucket",
+    "limits",
+    "gcp_project",
+    "firestore_database",
+    "firestore_collection_prefix",
+    "queue",
+    "tasks_queue",
+    "gcp_location",
+)
+# Read too, and required with a database URL / Supabase Storage (the settings refuse to start without them).
+ERASURE_SECRETS = ("jwt_secret", "supabase_service_key")
+
+
+def env_names(field: str) -> list[str]:
+    """The environment variables a Settings field is read from (its validation aliases)."""
+    from pydantic import AliasChoices
+
+    from nano_banana.settings import Settings
+
+    alias = Settings.model_fields[field].validation_alias
+    return [str(a) for a in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)]
+
+
+def erasure_targets() -> Any:
+    """Only the ERASURE_TARGETS settings, from the environment: nothing is connected to or created."""
+    from pydantic import create_model
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    from nano_banana.settings import Settings
+
+    class Base(BaseSettings):
+        model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True, frozen=True)
+
+    fields: Any = {
+        name: (Settings.model_fields[name].annotation, Settings.model_fields[name]) for name in ERASURE_TARGETS
+    }
+    return create_model("ErasureTargets", __base__=Base, **fields)()
+
+
+def describe_backends(targets: Any) -> dict[str, str]:
+    """Where erase-user will delete: the database host (never its credentials), Storage, limits, queue."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    if targets.database_url is None:
+        database = f"the embedded local Postgres in {targets.data_dir / 'postgres'}"
+    else:
+        try:
+            info = conninfo_to_dict(targets.database_url.get_secret_value())
+            host = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
+        except ProgrammingError:  # not a connection string: connecting says so later
+            host = "(unparsable URL)"
+        database = f"Postgres at {host}"
+    if targets.storage == "supabase":
+        storage = f"Supabase Storage, bucket {targets.bucket} at {targets.supabase_url}"
+    else:
+        storage = f"local blobs in {targets.data_dir / 'blobs'}"
+    if targets.limits == "firestore":
+        project = targets.gcp_project or "the credentials' project"
+        emulator = os.environ.get("FIRESTORE_EMULATOR_HOST")
+        limits = (
+            f"Firestore database {targets.firestore_database} of {project}, "
+            f"{targets.firestore_collection_prefix}_* collections" + (f" (emulator at {emulator})" if emulator else "")
+        )
+    else:
+        limits = "in memory (this process only: no rate window anywhere else is deleted)"
+    if targets.queue == "cloudtasks":
+        queue = f"Cloud Tasks queue {targets.tasks_queue} in {targets.gcp_location}"
+    else:
+        queue = "inline (this process only)"
+    return {"database": database, "storage": storage, "limits": limits, "queue": queue}
+
+
+def _half_erasure(targets: Any) -> list[str]:
+    """The local defaults an erasure on a real database would silently leave untouched."""
+    if targets.database_url is None:
+        return []
+    left = []
+    if targets.storage == "local":
+        left.append(f"Storage is the local default ({'/'.join(env_names('storage'))} is not supabase)")
+    if targets.limits == "memory":
+        left.append(f"limits are the local default ({'/'.join(env_names('limits'))} is not firestore)")
+    return left
+
+
 def erase_user(args: argparse.Namespace) -> int:
     """Delete everything of one user's, on whatever stack the environment configures (the deployed one
     with the functions' settings), and print what went as JSON."""
+    from pydantic import ValidationError
+
     from nano_banana import bootstrap, usecases
     from nano_banana.settings import load_settings
 
@@ -240,12 +336,36 @@ def erase_user(args: argparse.Namespace) -> int:
     except ValueError:
         print("--user must be a UUID", file=sys.stderr)
         return 2
+    try:
+        targets = erasure_targets()
+    except ValidationError as exc:
+        print(f"erase-user: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    backends = describe_backends(targets)
+    print("erase-user will touch:", file=sys.stderr)
+    for name, where in backends.items():
+        print(f"  {name}: {where}", file=sys.stderr)
+    left = _half_erasure(targets)
+    if left and not args.local_storage:
+        print(
+            f"erase-user: refusing: the database is not the local embedded one, but {' and '.join(left)}: the "
+            "rows would go and the user's images and rate window would stay. Run it with the deployed "
+            "functions' settings (docs/deploy.md, \"Erasing a user's data\"), or pass --local-storage if local "
+            "Storage and limits are intended (a test database). Nothing was changed or connected to.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"erase-user: invalid settings: {exc}", file=sys.stderr)
+        return 2
     # The report owns stdout. Everything else written to it while the stack runs (log lines, including the
     # ones emitted while bootstrap builds the adapters, and whatever a client library prints) goes to stderr.
     sys.stdout.flush()
     report_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    settings = load_settings()
     shared_pg = settings.embedded and (settings.data_dir / "postgres" / "postmaster.pid").exists()
     rt = bootstrap.build(settings)
     if shared_pg:  # `make dev` owns the embedded server: leave it running
@@ -258,6 +378,7 @@ def erase_user(args: argparse.Namespace) -> int:
     report = {
         "userId": str(user_id),
         "dryRun": erasure.dry_run,
+        "backends": backends,
         "jobs": len(erasure.job_ids),
         "jobIds": [str(j) for j in erasure.job_ids],
         "blobs": len(erasure.blobs),
@@ -273,8 +394,32 @@ def erase_user(args: argparse.Namespace) -> int:
     return 3 if erasure.deferred else 0
 
 
+def _erase_user_epilog() -> str:
+    def names(fields: tuple[str, ...]) -> str:
+        return ", ".join("/".join(env_names(f)) for f in fields)
+
+    return (
+        "It runs on whatever stack the environment configures: for a deployed service, the deployed functions'\n"
+        'environment and secrets (docs/deploy.md, "Erasing a user\'s data"). Before anything connects it prints\n'
+        "(stderr) the database host, Storage backend and bucket, limits backend and queue it will touch; the JSON\n"
+        "report (stdout) names them too.\n\n"
+        + textwrap.fill(f"Settings that decide what it touches: {names(ERASURE_TARGETS)}.", 104)
+        + "\n"
+        + textwrap.fill(f"Also read: {names(ERASURE_SECRETS)}, and the rest of the functions' settings (README).", 104)
+        + "\n\n"
+        "With a database URL (not the local embedded Postgres) it refuses (exit 2), before connecting, while\n"
+        "Storage or limits are the local defaults, unless --local-storage says so on purpose.\n"
+        "Exit codes: 0 done, 2 refused or bad input, 3 rows deleted but some images left for the sweep."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nano-banana", description="Nano Banana job service, locally.")
+    parser = argparse.ArgumentParser(
+        prog="nano-banana",
+        description="Nano Banana job service: the local server and its tools (dev, dev-token, migrate), and "
+        "erase-user, which runs on whatever stack the environment configures (the production one with the "
+        "deployed functions' settings).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dev", help="serve everything on the embedded defaults").set_defaults(run=serve)
     token = sub.add_parser("dev-token", help="make a user a project member and print a bearer token")
@@ -283,9 +428,20 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12 h)")
     token.set_defaults(run=dev_token)
     sub.add_parser("migrate", help="apply infra/supabase/migrations").set_defaults(run=migrate)
-    erase = sub.add_parser("erase-user", help="delete a user's jobs, images and rate window; prints what went")
+    erase = sub.add_parser(
+        "erase-user",
+        help="delete a user's jobs, images and rate window (production too); prints what went",
+        description="Delete a user's jobs, threads, images, uploads and rate window; print what went as JSON.",
+        epilog=_erase_user_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     erase.add_argument("--user", required=True, help="the user's id (the token's sub)")
     erase.add_argument("--dry-run", action="store_true", help="report what would be deleted; change nothing")
+    erase.add_argument(
+        "--local-storage",
+        action="store_true",
+        help="a database URL with local Storage and/or in-memory limits is intended (a test database)",
+    )
     erase.set_defaults(run=erase_user)
     args = parser.parse_args(argv)
     return int(args.run(args))

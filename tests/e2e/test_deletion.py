@@ -230,6 +230,8 @@ def test_erase_user_twice_and_dry_run(start: StartServer) -> None:
 
     dry = erase(server, s.user_id, "--dry-run")
     assert dry["dryRun"] is True
+    assert dry["backends"]["database"].startswith("the embedded local Postgres in ")
+    assert dry["backends"]["storage"].startswith("local blobs in ")
     assert sorted(dry["jobIds"]) == sorted([mine["id"], their_refinement["id"]])
     assert set(dry["paths"]) == set(image_paths(mine)) | set(image_paths(their_refinement))
     assert local_blobs(server) == before, "a dry run changes nothing"
@@ -272,6 +274,9 @@ def test_erase_user_on_the_production_adapters(cloud_server: Callable[..., tuple
 
         report = erase(server, s.user_id)
         assert (report["jobIds"], sorted(report["paths"])) == ([job["id"]], sorted(image_paths(job)))
+        assert report["backends"]["storage"] == f"Supabase Storage, bucket pip-ai-images at {storage.url}"
+        assert report["backends"]["limits"].startswith("Firestore database (default) of test-project")
+        assert report["backends"]["queue"].startswith("Cloud Tasks queue ")
         assert not rate.get().exists, "the rate document is gone"
         assert not [k for k in storage.objects if job["id"] in k or k.startswith(f"inputs/{s.user_id}/")]
         assert server.client.get(f"/api/nano-banana/jobs/{job['id']}", headers=s.headers).status_code == 404

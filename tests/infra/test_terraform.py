@@ -20,8 +20,9 @@ from typing import Any
 import hcl2
 import pytest
 import yaml
-from pydantic import AliasChoices, SecretStr
+from pydantic import SecretStr
 
+from nano_banana.dev import env_names
 from nano_banana.settings import Settings
 
 pytestmark = pytest.mark.infra
@@ -134,11 +135,6 @@ def evaluate(expression: str, variables: dict[str, Any]) -> Any:
         raise AssertionError(f"unsupported expression {ast.dump(node)} in {expression}")
 
     return walk(ast.parse(source, mode="eval"))
-
-
-def env_names(field: str) -> list[str]:
-    alias = Settings.model_fields[field].validation_alias
-    return [str(a) for a in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)]
 
 
 def secret_fields() -> set[str]:
@@ -581,7 +577,7 @@ def test_deploy_guide_matches_the_module() -> None:
     for secret_id in default("secret_ids").values():
         assert f"gcloud secrets versions add {secret_id}" in guide, secret_id
     for required in (
-        "supabase db push",
+        "supabase --workdir infra db push",
         "pip-ai-images",
         "pip_ai_image_jobs",
         "pip_ai_image_variants",
@@ -596,3 +592,26 @@ def test_deploy_guide_matches_the_module() -> None:
         name = api.strip().strip('"]})\n ')
         if name:
             assert name in guide, f"{name} is not named in docs/deploy.md"
+
+
+def test_deploy_guide_counts_and_tools() -> None:
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    apis = string_list(tf()["locals"]["apis"])
+    assert f"| {len(apis)} APIs |" in guide
+    tools = guide[guide.index("## 0. Tools") : guide.index("## 1.")]
+    code = "\n".join(re.findall(r"```sh\n(.*?)```", guide, flags=re.DOTALL))
+    for tool in ("gcloud", "terraform", "supabase", "curl", "jq", "openssl"):
+        if re.search(rf"(^|[\s|(]){tool} ", code, flags=re.MULTILINE) or f"`{tool} " in guide:
+            assert tool in tools.lower(), f"docs/deploy.md uses {tool} but does not list it under Tools"
+
+
+def test_supabase_cli_commands_point_at_the_migrations() -> None:
+    """The Supabase CLI reads <workdir>/supabase/migrations, the workdir being --workdir or the nearest
+    directory upwards with supabase/config.toml (supabase/cli internal/utils/misc.go: ChangeWorkDir,
+    getProjectRoot). Ours are in infra/supabase/migrations, and no supabase/ at the root may shadow them."""
+    assert sorted((ROOT / "infra" / "supabase" / "migrations").glob("*_*.sql"))
+    assert not (ROOT / "supabase").exists()
+    for page in ("docs/deploy.md", "docs/operations.md", "README.md"):
+        text = (ROOT / page).read_text()
+        for command in re.findall(r"\bsupabase ((?:--\S+ \S+ )*(?:db|migration|link)\b[^`\n]*)", text):
+            assert command.startswith("--workdir infra "), f"{page}: supabase {command}"
