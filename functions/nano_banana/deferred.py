@@ -89,8 +89,8 @@ class DeferredLimits:
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
         self._limits.get().release_slot(project_id=project_id, job_id=job_id)
 
-    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, created_at: datetime, images: int) -> None:
-        self._limits.get().settle_images(project_id=project_id, job_id=job_id, created_at=created_at, images=images)
+    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, reserved_at: datetime, images: int) -> None:
+        self._limits.get().settle_images(project_id=project_id, job_id=job_id, reserved_at=reserved_at, images=images)
 
     def month_usage(self, project_id: uuid.UUID, at: datetime) -> BudgetUse:
         return self._limits.get().month_usage(project_id, at)

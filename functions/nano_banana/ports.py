@@ -127,10 +127,10 @@ class Limits(Protocol):
         claim (so a retry with that key may create the job) and the month's images. Idempotent."""
         ...
 
-    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, created_at: datetime, images: int) -> None:
+    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, reserved_at: datetime, images: int) -> None:
         """The job ended having stored `images`: its month's entry becomes that count (reserved -> settled;
-        a failed job settles to 0). The month is the one the job reserved in (around `created_at`).
-        Idempotent: settling again writes the same count."""
+        a failed job settles to 0). The month is the one the job reserved in: `reserved_at` is when, within
+        minutes, by the clock the reservation used. Idempotent: settling again writes the same count."""
         ...
 
     def month_usage(self, project_id: uuid.UUID, at: datetime) -> BudgetUse:

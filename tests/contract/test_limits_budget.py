@@ -143,8 +143,8 @@ def test_settling_keeps_what_was_stored_and_is_idempotent(make_limits: MakeLimit
     with pytest.raises(BudgetExceeded):
         _reserve_images(limits, clock, project=project, images=1, budget=4)
     for _ in range(2):
-        limits.settle_images(project_id=project, job_id=half.job_id, created_at=clock(), images=1)
-        limits.settle_images(project_id=project, job_id=failed.job_id, created_at=clock(), images=0)
+        limits.settle_images(project_id=project, job_id=half.job_id, reserved_at=clock(), images=1)
+        limits.settle_images(project_id=project, job_id=failed.job_id, reserved_at=clock(), images=0)
     assert limits.month_usage(project, clock()) == BudgetUse(MONTH, used=1, reserved=0)
     _reserve_images(limits, clock, project=project, images=3, budget=4)  # 1 + 3: the failed job's 2 came back
     with pytest.raises(BudgetExceeded) as refused:
@@ -200,7 +200,7 @@ def test_a_job_settles_in_the_month_it_reserved_in(make_limits: MakeLimits, cloc
     clock.now = datetime(2030, 1, 31, 23, 59, 59, tzinfo=UTC)
     held = _reserve_images(limits, clock, project=project, images=2, budget=4)
     february = datetime(2030, 2, 1, 0, 0, 1, tzinfo=UTC)
-    limits.settle_images(project_id=project, job_id=held.job_id, created_at=february, images=2)
+    limits.settle_images(project_id=project, job_id=held.job_id, reserved_at=february, images=2)
     assert limits.month_usage(project, T0) == BudgetUse(MONTH, used=2, reserved=0)
     assert limits.month_usage(project, february) == BudgetUse("2030-02", used=0, reserved=0)
 
@@ -227,7 +227,7 @@ def test_firestore_budget_costs_no_extra_round_trip(
     reading = limits.check(user_id=user, project_id=project, images=2)
     held = _reserve_images(limits, clock, user=user, project=project, images=2, budget=4, reading=reading)
     assert ops == Counter({"BatchGetDocuments": 1, "documents read": 3, "Commit": 1, "documents written": 3})
-    limits.settle_images(project_id=project, job_id=held.job_id, created_at=clock(), images=1)
+    limits.settle_images(project_id=project, job_id=held.job_id, reserved_at=clock(), images=1)
     assert ops == Counter({"BatchGetDocuments": 1, "documents read": 3, "Commit": 2, "documents written": 4})
     doc = firestore_client.collection(f"{limits._months.id}").document(f"{project}_{MONTH}").get().to_dict()
     assert doc == {"reserved": {}, "settled": {str(held.job_id): 1}}

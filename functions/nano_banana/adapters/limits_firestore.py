@@ -284,12 +284,12 @@ class FirestoreLimits:
             project_id=reservation.project_id,
         )
 
-    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, created_at: datetime, images: int) -> None:
+    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, reserved_at: datetime, images: int) -> None:
         """The job's entry becomes `settled: images` (its reserved entry deleted) in one merge commit, no
         read; a job created within minutes of a month's start first reads both months to settle in the
         one it reserved in. Idempotent."""
         key = str(job_id)
-        months = settle_months(created_at)
+        months = settle_months(reserved_at)
 
         def attempt() -> None:
             month = months[0]

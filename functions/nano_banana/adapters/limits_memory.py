@@ -135,15 +135,16 @@ def check_admission(
         return
 
 
-# A job settles in the month it reserved in; the row's created_at (the database's clock) may fall on the
-# other side of a month's start than the reservation (this process's clock): both months are looked at.
+# A job settles in the month it reserved in; the moment a settlement is given may be minutes off the
+# reservation's (another instance's clock, a timeout setting changed since): within this, both months
+# around a month's start are looked at.
 SETTLE_SKEW = timedelta(minutes=5)
 
 
-def settle_months(created_at: datetime) -> list[str]:
-    """The months a job created at `created_at` may have reserved in (its own first)."""
-    own = month_of(created_at)
-    return [own, *sorted({month_of(created_at - SETTLE_SKEW), month_of(created_at + SETTLE_SKEW)} - {own})]
+def settle_months(reserved_at: datetime) -> list[str]:
+    """The months a job reserved at about `reserved_at` may have reserved in (the likeliest first)."""
+    own = month_of(reserved_at)
+    return [own, *sorted({month_of(reserved_at - SETTLE_SKEW), month_of(reserved_at + SETTLE_SKEW)} - {own})]
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,11 +307,11 @@ class MemoryLimits:
             decision, user_id=user_id, project_id=project_id, job_id=job_id, claim=claim, images=images
         )
 
-    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, created_at: datetime, images: int) -> None:
+    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, reserved_at: datetime, images: int) -> None:
         """The job's entry in the month it reserved in becomes `images`, settled. Idempotent."""
         key = str(job_id)
         with self._lock:
-            months = settle_months(created_at)
+            months = settle_months(reserved_at)
             month = next((m for m in months if key in _joined(self._months.get((project_id, m)))), months[0])
             reserved, settled = self._months.setdefault((project_id, month), ({}, {}))
             reserved.pop(key, None)

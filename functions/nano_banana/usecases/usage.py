@@ -120,10 +120,13 @@ def stored_images(job: Job) -> int:
 
 def settle(svc: Services, job: Job) -> bool:
     """Settle the job's month entry to the images it stored (idempotent). A failure is logged, never raised:
-    the entry stays reserved (the month counts the images asked for: never too few) until settled again."""
+    the entry stays reserved (the month counts the images asked for: never too few) until settled again.
+    The month is found from the job's deadline less the timeout: the creation's clock, the one its
+    reservation used (the row's created_at is the database's)."""
+    reserved_at = job.deadline_at - timedelta(seconds=svc.settings.timeout_s)
     try:
         svc.limits.settle_images(
-            project_id=job.project_id, job_id=job.id, created_at=job.created_at, images=stored_images(job)
+            project_id=job.project_id, job_id=job.id, reserved_at=reserved_at, images=stored_images(job)
         )
     except Exception:
         log.exception(
