@@ -196,3 +196,16 @@ def test_usage_agrees_with_the_rows_and_is_for_members_only(dev_server_factory: 
     )
     assert quarter.status_code == 200
     assert len(quarter.json()["days"]) == 92
+
+
+def test_usage_refuses_days_out_of_range_with_422(dev_server: DevServer) -> None:
+    s = dev_server.session()
+    for params in ({"from": "0001-01-01", "to": "0001-01-31"}, {"from": "9999-12-01", "to": "9999-12-31"}):
+        r = dev_server.client.get(
+            "/api/nano-banana/usage", params={"projectId": s.project_id, **params}, headers=s.headers
+        )
+        assert r.status_code == 422, r.text
+        validate_error(r.json(), "invalid_request")
+    r = dev_server.client.get("/api/nano-banana/usage", params={"projectId": s.project_id}, headers=s.headers)
+    assert r.status_code == 200
+    assert r.json()["from"] == datetime.now(UTC).date().replace(day=1).isoformat(), "the default: this month so far"

@@ -140,6 +140,9 @@ def settle(svc: Services, job: Job) -> bool:
 MAX_DAYS = 92
 """The longest range GET /usage answers (a quarter)."""
 
+EARLIEST, LATEST = date(2000, 1, 1), date(9000, 12, 31)
+"""The days GET /usage accepts (no job lies outside; the arithmetic on them never overflows)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ProjectUsage:
@@ -167,6 +170,9 @@ def project_usage(
     now = svc.clock().astimezone(UTC)
     last = last or now.date()
     first = first or last.replace(day=1)
+    for name, day in (("from", first), ("to", last)):
+        if not EARLIEST <= day <= LATEST:
+            raise InvalidRequest(f"`{name}` must lie between {EARLIEST} and {LATEST}", details={"field": name})
     if first > last:
         raise InvalidRequest("`from` must not be after `to`", details={"field": "from"})
     if (last - first).days + 1 > MAX_DAYS:
