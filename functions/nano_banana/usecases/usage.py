@@ -120,18 +120,21 @@ def stored_images(job: Job) -> int:
 
 def settle(svc: Services, job: Job) -> bool:
     """Settle the job's month entry to the images it stored (idempotent). A failure is logged, never raised:
-    the entry stays reserved (the month counts the images asked for: never too few) until settled again.
-    The month is found from the job's deadline less the timeout: the creation's clock, the one its
-    reservation used (the row's created_at is the database's)."""
-    reserved_at = job.deadline_at - timedelta(seconds=svc.settings.timeout_s)
+    the entry stays reserved (the month counts the images asked for: never too few) until settled again."""
+    return settle_to(svc, job.project_id, job.id, job.deadline_at, stored_images(job))
+
+
+def settle_to(svc: Services, project_id: uuid.UUID, job_id: uuid.UUID, deadline_at: datetime, images: int) -> bool:
+    """`settle` for a job known by its ids and deadline (a deleted row: 0 images). The month is found from
+    the deadline less the timeout: the creation's clock, the one its reservation used (the row's
+    created_at is the database's)."""
+    reserved_at = deadline_at - timedelta(seconds=svc.settings.timeout_s)
     try:
-        svc.limits.settle_images(
-            project_id=job.project_id, job_id=job.id, reserved_at=reserved_at, images=stored_images(job)
-        )
+        svc.limits.settle_images(project_id=project_id, job_id=job_id, reserved_at=reserved_at, images=images)
     except Exception:
         log.exception(
             "could not settle a job's images",
-            extra={"event": "settle_failed", "jobId": str(job.id), "projectId": str(job.project_id)},
+            extra={"event": "settle_failed", "jobId": str(job_id), "projectId": str(project_id)},
         )
         return False
     return True

@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from nano_banana import usecases
 from nano_banana.adapters.postgres import PostgresJobStore
-from nano_banana.domain import ModelUsage, VariantUpload
+from nano_banana.domain import JobStatus, ModelUsage, VariantUpload
 from nano_banana.embedded_pg import EmbeddedPostgres
 from nano_banana.errors import BudgetExceeded, Unavailable
-from nano_banana.ports import BudgetUse, UsageBucket
-from nano_banana.usecases import finishing
+from nano_banana.ports import BudgetUse, DeletedJob, UsageBucket
+from nano_banana.usecases import deleting, finishing
 from tests.integration.postgres.test_creation import Stack, _png
 
 pytestmark = pytest.mark.postgres
@@ -154,3 +155,17 @@ def test_usage_days_agree_with_the_rows(pg_store: PostgresJobStore, embedded_pg:
             None, 0, dict.fromkeys(["queued", "running", "succeeded", "failed", "canceled"], 0), 0, 0, 0, 0, None, None
         )
     ], "an empty range: only the (empty) totals"
+
+
+def test_a_job_deleted_while_active_gives_its_images_back(pg_store: PostgresJobStore) -> None:
+    """A deleted job stored nothing: whether the deletion canceled it (its terminal transition settles) or
+    found it still active (a refinement created after the cancel step), its images come back."""
+    stack = _budgeted(pg_store, 4)
+    canceled = stack.create().job
+    raced = stack.create().job
+    assert _usage(stack).reserved == 4
+    usecases.delete_job(stack.svc, stack.user, canceled.id)
+    assert _usage(stack) == BudgetUse(_month(), used=0, reserved=2)
+    gone = DeletedJob(raced.id, raced.project_id, raced.user_id, JobStatus.queued, raced.input_path, raced.deadline_at)
+    deleting._release_deleted(stack.svc, gone)
+    assert _usage(stack) == BudgetUse(_month(), used=0, reserved=0)
