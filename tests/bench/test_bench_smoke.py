@@ -105,3 +105,13 @@ def test_usage() -> None:
     assert "usage query over 92 days: 92 day buckets, 2000 jobs" in out
     assert re.search(r"query time over 2 runs: p50 [\d.]+ ms", out)
     assert "the 200 ms target here" in out
+
+
+def test_contention_with_a_budget() -> None:
+    out = run(
+        "contention.py",
+        *("--requests", "40", "--users", "10", "--projects", "2", "--rate", "100", "--slots", "100"),
+        *("--budget", "5", "--images", "2", "--instances", "2"),
+    )
+    assert "admitted 4 (expected 4)" in out
+    assert "images reserved per project [4, 4]; budget violations: 0" in out
