@@ -1,9 +1,11 @@
-"""What one sweep costs as history grows: real (embedded) Postgres, in-memory limits counting lease reads.
+"""What one sweep costs as history grows: real (embedded) Postgres, in-memory limits counting the limits
+documents the reconciliation reads.
 
 Builds `--history` ended jobs whose leases expired long ago, `--recent` jobs ended within the lease
 grace spread over `--projects` projects (`--leaked` of them still holding a lease), and `--queued` jobs
 queued past the requeue grace whose generate task is still waiting. Prints the sweep's Postgres round
-trips, lease reads and releases, and its time, for two history sizes (bounded = independent of history).
+trips, limits documents read (only those holding a lease or claim) and releases, and its time, for two
+history sizes (bounded = independent of history).
 Usage: .venv/bin/python bench/sweep.py [--history 5000] [--recent 200] [--projects 50] [--leaked 10]
 """
 
@@ -28,7 +30,7 @@ from nano_banana.adapters.postgres import PostgresJobStore
 from nano_banana.domain import NewJob
 from nano_banana.embedded_pg import EmbeddedPostgres
 from nano_banana.migrations import apply_migrations
-from nano_banana.ports import Task
+from nano_banana.ports import Holding, HoldingKind, HoldingsPage, Task
 from nano_banana.settings import Settings
 from tests.support.memory_blobs import MemoryBlobStore
 from tests.support.new_jobs import new_job
@@ -41,13 +43,14 @@ class CountingLimits(MemoryLimits):
     reads = 0
     releases = 0
 
-    def active_jobs(self, project_id: uuid.UUID) -> list[uuid.UUID]:
-        self.reads += 1
-        return super().active_jobs(project_id)
+    def holdings(self, kind: HoldingKind, *, offset: int, limit: int) -> HoldingsPage:
+        page = super().holdings(kind, offset=offset, limit=limit)
+        self.reads += page.documents
+        return page
 
-    def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
+    def drop(self, holding: Holding) -> bool:
         self.releases += 1
-        super().release_slot(project_id=project_id, job_id=job_id)
+        return super().drop(holding)
 
 
 def _job(project: uuid.UUID, deadline: datetime) -> NewJob:
@@ -132,10 +135,9 @@ def main() -> None:
     for m, n in ((small, args.history // 10), (large, args.history)):
         print(
             f"history {n:6d} ended jobs: sweep {m['ms']:7.1f} ms, Postgres round trips {m['trips']:.0f}, "
-            f"lease reads {m['reads']:.0f} (projects with recent ends: {args.projects}), "
+            f"limits documents read {m['reads']:.0f} (projects holding a lease: {args.leaked}), "
             f"releases {m['releases']:.0f} (leaked: {args.leaked}), queue creates {m['queue_calls']:.0f}"
         )
-    print(f"lease reads per recently ended job: {large['reads'] / max(args.recent, 1):.2f}")
     print(f"round trips large/small history: {large['trips'] / max(small['trips'], 1):.2f}")
     print(f"sweep time large/small history: {large['ms'] / max(small['ms'], 0.001):.2f}")
 

@@ -17,7 +17,8 @@ from nano_banana.migrations import apply_migrations
 pytest_plugins = ["tests.support.hygiene", "tests.support.devserver", "tests.support.firestore"]
 
 TABLES = (
-    "pip_ai_image_messages, pip_ai_image_variants, pip_ai_image_jobs, pip_ai_project_members, pip_ai_webhook_receipts"
+    "pip_ai_image_messages, pip_ai_image_variants, pip_ai_image_jobs, pip_ai_project_members, pip_ai_webhook_receipts,"
+    " pip_ai_sweep_cursors"
 )
 
 

@@ -23,7 +23,17 @@ from nano_banana import log as logs
 from nano_banana.auth import TokenVerifier
 from nano_banana.deferred import DeferredLimits, DeferredQueue, Once
 from nano_banana.http import Api
-from nano_banana.ports import BlobStore, Clock, ImageGenerator, JobStore, Limits, Processor, Task, TaskQueue
+from nano_banana.ports import (
+    BlobStore,
+    Clock,
+    ImageGenerator,
+    JobStore,
+    Limits,
+    Processor,
+    Task,
+    TaskHandler,
+    TaskQueue,
+)
 from nano_banana.settings import Settings
 from nano_banana.signing import UrlSigner
 from nano_banana.tickets import StreamTickets
@@ -225,12 +235,19 @@ def build_processor(settings: Settings, clock: Clock) -> Processor:
     return N8nProcessor(settings.n8n_webhook_url, settings.callback_secrets, clock=clock)
 
 
-def dispatch(services: usecases.Services, task: Task) -> None:
-    """What an in-process queue delivers to: the same use cases the task entry points call."""
+def dispatch(services: usecases.Services, task: Task, *, first_delivery: bool = False) -> None:
+    """What an in-process queue delivers to: the same use cases the task entry points call, told what
+    Cloud Tasks' X-CloudTasks-TaskRetryCount tells them (a first delivery's generate task that finds no row
+    yet raises, so the queue delivers it again and it stays pending meanwhile, as with Cloud Tasks)."""
     if task.kind == "generate":
-        usecases.run_generation(services, task.job_id)
+        usecases.run_generation(services, task.job_id, retry_if_missing=first_delivery)
     else:
         usecases.expire_job(services, task.job_id)
+
+
+def task_handler(services: usecases.Services) -> TaskHandler:
+    """The handler an in-process queue calls with each delivery and its retry count."""
+    return lambda task, retries: dispatch(services, task, first_delivery=retries == 0)
 
 
 def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
@@ -267,7 +284,7 @@ def build(settings: Settings, *, clock: Clock = utc_now) -> Runtime:
         closers=closers,
     )
     if (bind := getattr(queue, "bind", None)) is not None:
-        bind(lambda task: dispatch(services, task))
+        bind(task_handler(services))
     if "embedded_postgres" in extras:
         closers.append(extras["embedded_postgres"].stop)  # last: after the pool closed
     verifier = TokenVerifier(

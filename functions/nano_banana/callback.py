@@ -1,9 +1,10 @@
 """The `callback` function: an external processor (n8n) reports a job's progress, signed.
 
 Order matters: cap the body, verify the signature over the raw bytes, then parse; claim the webhook id
-(a replay of an applied delivery is acknowledged and ignored, a duplicate of one still being applied is
-told to retry), apply the same CAS transitions as the in-house generator (the transition marks the
-receipt applied in its own transaction), and release the claim if nothing was applied.
+(a replay of an applied delivery is acknowledged and ignored, a duplicate of one still being applied waits
+for its outcome: it applies itself if that one failed, else is told to retry), apply the same CAS
+transitions as the in-house generator (the transition marks the receipt applied in its own transaction),
+and release the claim if nothing was applied.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Literal
@@ -186,22 +188,39 @@ def handle(svc: usecases.Services, request: Request) -> Response:
         return _handle(svc, request)
 
 
-def _claim(svc: usecases.Services, webhook_id: str, now: datetime) -> bool:
-    """Claim the delivery (True); False for a replay of an applied one; CallbackInProgress (503) for a
-    duplicate of one still being applied: it is not done, and may still fail."""
-    stale_before = now - timedelta(seconds=svc.settings.callback_claim_ttl_s)
-    claim = svc.store.claim_webhook(webhook_id, now=now, stale_before=stale_before)
-    if claim == "applied":
-        log.info("callback replay ignored", extra={"event": "callback_replay", "webhookId": webhook_id})
-        return False
-    if claim == "processing":
-        log.info("callback still being applied", extra={"event": "callback_in_progress", "webhookId": webhook_id})
-        raise CallbackInProgress(
-            "this delivery is still being applied; retry shortly",
-            retry_after_s=min(5, svc.settings.callback_claim_ttl_s),
-            details={"webhookId": webhook_id[:100]},
-        )
-    return True
+# A duplicate of a delivery still being applied waits this long (at most the claim TTL) for its outcome:
+# applied -> acknowledged; released (it failed) or gone stale -> this one applies. n8n's callback node
+# retries 3 times 1 s apart and ignores Retry-After, so answering 503 at once left nobody to deliver again
+# when the first delivery then failed; two waiting retries span the claim TTL (30 s).
+IN_FLIGHT_WAIT_S = 15.0
+
+
+_IN_FLIGHT_POLL_S = 0.25
+
+
+def _claim(svc: usecases.Services, webhook_id: str) -> datetime | None:
+    """Claim the delivery (returns the claim's time); None for a replay of an applied one. A duplicate of
+    one still being applied waits for its outcome (IN_FLIGHT_WAIT_S), then CallbackInProgress (503): it
+    is not done, and may still fail."""
+    ttl = timedelta(seconds=svc.settings.callback_claim_ttl_s)
+    wait_until = time.monotonic() + min(IN_FLIGHT_WAIT_S, ttl.total_seconds())
+    while True:
+        now = svc.clock()
+        claim = svc.store.claim_webhook(webhook_id, now=now, stale_before=now - ttl)
+        if claim == "claimed":
+            return now
+        if claim == "applied":
+            log.info("callback replay ignored", extra={"event": "callback_replay", "webhookId": webhook_id})
+            return None
+        if time.monotonic() + _IN_FLIGHT_POLL_S > wait_until:
+            break
+        time.sleep(_IN_FLIGHT_POLL_S)
+    log.info("callback still being applied", extra={"event": "callback_in_progress", "webhookId": webhook_id})
+    raise CallbackInProgress(
+        "this delivery is still being applied; retry shortly",
+        retry_after_s=1,
+        details={"webhookId": webhook_id[:100]},
+    )
 
 
 def _release(svc: usecases.Services, webhook_id: str, claimed_at: datetime) -> None:
@@ -248,8 +267,8 @@ def _handle(svc: usecases.Services, request: Request) -> Response:
             raise InvalidRequest("the callback body is not valid", details={"fields": fields}) from exc
         if body.status == "running":  # changes no state: not recorded
             return _answer(_apply(svc, body, receipt=None))
-        claimed_at = svc.clock()
-        if not _claim(svc, webhook_id, claimed_at):
+        claimed_at = _claim(svc, webhook_id)
+        if claimed_at is None:
             return _answer({"duplicate": True})
         try:
             result = _apply(svc, body, receipt=webhook_id)

@@ -14,7 +14,18 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from nano_banana.ports import BudgetUse, Limits, LimitsReading, Reservation, Task, TaskKind, TaskQueue
+from nano_banana.ports import (
+    BudgetUse,
+    Holding,
+    HoldingKind,
+    HoldingsPage,
+    Limits,
+    LimitsReading,
+    Reservation,
+    Task,
+    TaskKind,
+    TaskQueue,
+)
 
 T = TypeVar("T")
 
@@ -107,6 +118,12 @@ class DeferredLimits:
 
     def forget_user(self, user_id: uuid.UUID) -> None:
         self._limits.get().forget_user(user_id)
+
+    def holdings(self, kind: HoldingKind, *, offset: int, limit: int) -> HoldingsPage:
+        return self._limits.get().holdings(kind, offset=offset, limit=limit)
+
+    def drop(self, holding: Holding) -> bool:
+        return self._limits.get().drop(holding)
 
 
 class DeferredQueue:

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import textwrap
@@ -161,7 +162,8 @@ def serve(args: argparse.Namespace) -> int:
         f"\n  Nano Banana is running at {url}/  (studio page)\n"
         f"  API: {url}/api/nano-banana/...   health: {url}/healthz\n"
         f"  Data: {settings.data_dir.resolve()}  (embedded Postgres, local blobs)\n"
-        f"  A token for curl: .venv/bin/nano-banana dev-token --user <uuid> --project <uuid>\n"
+        f"  A token for curl: NANO_BANANA_DATA_DIR={shlex.quote(str(settings.data_dir.resolve()))} "
+        f".venv/bin/nano-banana dev-token --user <uuid> --project <uuid>\n"
         f"  Ctrl-C stops the server and Postgres.\n",
         file=sys.stderr,
         flush=True,
@@ -196,6 +198,18 @@ def dev_token(args: argparse.Namespace) -> int:
     else:
         pgdata = settings.data_dir / "postgres"
         was_running = (pgdata / "postmaster.pid").exists()
+        explicit = "NANO_BANANA_DATA_DIR" in os.environ
+        if not was_running and (not explicit or not (pgdata / "PG_VERSION").exists()):
+            # Minting into a database no server uses makes a token the running server answers with 403
+            # ("not a member"): refuse, and say where the server's database is to be found.
+            where = "the data dir" if explicit else "the default data dir (NANO_BANANA_DATA_DIR unset)"
+            print(
+                f"nano-banana dev-token: no dev server's database is running in {where} "
+                f"{pgdata.parent.resolve()}. Start `make dev` first, or set NANO_BANANA_DATA_DIR to the "
+                "`Data:` directory the dev server's banner prints (the banner shows the whole command).",
+                file=sys.stderr,
+            )
+            return 2
         pg = EmbeddedPostgres(pgdata)
         conninfo = pg.uri
         apply_migrations(conninfo)

@@ -66,6 +66,14 @@ class FileTooLarge(NanoBananaError):
     status = 413
     code = "file_too_large"
 
+    @classmethod
+    def image(cls, max_bytes: int, **details: Any) -> FileTooLarge:
+        """An upload over the image limit: the message names the same number as `details.maxBytes`."""
+        return cls(
+            f"the image is larger than the limit of {max_bytes} bytes ({max_bytes / 2**20:g} MiB)",
+            details={"maxBytes": max_bytes, **details},
+        )
+
 
 class UnsupportedMediaType(NanoBananaError):
     status = 415

@@ -21,7 +21,7 @@ class Event(enum.StrEnum):
     job_created = "job_created"  # a job was created (or a refinement): jobId, projectId, status
     job_rejected = "job_rejected"  # a creation that made no job: code, status, reason (enqueue_failed: rolled back)
     job_replayed = "job_replayed"  # an Idempotency-Key replay answered with the existing job
-    job_discard_failed = "job_discard_failed"  # a failed creation's queued row could not be deleted
+    job_discard_failed = "job_discard_failed"  # a failed creation cannot tell if its row exists: outcome_unknown
     claim_release_failed = "claim_release_failed"  # a deleted job's Idempotency-Key stays claimed until its lease ends
     job_started = "job_started"
     task_without_job = "task_without_job"  # a generate task found no row after ROW_WAIT_S: acknowledged
@@ -34,7 +34,7 @@ class Event(enum.StrEnum):
     jobs_deleted = "jobs_deleted"
     user_erased = "user_erased"
     purge_deferred = "purge_deferred"
-    give_back_failed = "give_back_failed"
+    give_back_failed = "give_back_failed"  # a failed creation's reservation stays (the sweep reclaims it)
     input_cleanup_failed = "input_cleanup_failed"
     expire_delete_failed = "expire_delete_failed"
     blob_cleanup_failed = "blob_cleanup_failed"
@@ -46,7 +46,8 @@ class Event(enum.StrEnum):
     sweep_step_failed = "sweep_step_failed"
     generate_requeued = "generate_requeued"
     requeue_failed = "requeue_failed"
-    slot_reclaimed = "slot_reclaimed"
+    slot_reclaimed = "slot_reclaimed"  # the sweep gave back a lease no live job holds (ended, deleted, never inserted)
+    claim_reclaimed = "claim_reclaimed"  # the sweep gave back an Idempotency-Key claim whose job has no row
     reclaim_failed = "reclaim_failed"
     orphans_deleted = "orphans_deleted"
     # ---- HTTP (http/)
@@ -167,7 +168,17 @@ FIELDS: Mapping[Event, frozenset[str]] = {
     Event.release_failed: frozenset({"jobId"}),
     Event.budget_threshold: frozenset({"projectId", "jobId", "month", "percent", "limit", "used", "reserved"}),
     Event.sweep: frozenset(
-        {"expired", "requeued", "slotsReclaimed", "purged", "retained", "orphans", "receipts", "durationMs"}
+        {
+            "expired",
+            "requeued",
+            "slotsReclaimed",
+            "purged",
+            "retained",
+            "orphans",
+            "orphanOutputs",
+            "receipts",
+            "durationMs",
+        }
     ),
     Event.listener_reconnected: frozenset(),
     Event.listener_down: frozenset({"attempt", "reason"}),

@@ -110,7 +110,7 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
     from PIL import Image
 
     if len(data) > max_bytes:
-        raise FileTooLarge(f"image is larger than {max_bytes} bytes", details={"maxBytes": max_bytes})
+        raise FileTooLarge.image(max_bytes)
     if not data:
         raise InvalidRequest("image is empty", details={"field": "image"})
     mime = sniff(data)

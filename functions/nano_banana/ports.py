@@ -86,6 +86,28 @@ class KeyClaimed(Exception):
         self.holder = holder
 
 
+HoldingKind = Literal["lease", "claim"]
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """One unexpired project lease or Idempotency-Key claim, named by its job: derived state the sweep
+    reconciles against the job rows (`Limits.holdings`)."""
+
+    kind: HoldingKind
+    owner: uuid.UUID  # the project (a lease) or the user (a claim)
+    job_id: uuid.UUID
+    expires_at: datetime
+    claim: str | None = None  # a claim's hashed key
+
+
+@dataclass(frozen=True, slots=True)
+class HoldingsPage:
+    holdings: list[Holding]
+    # Documents (projects or users) the page read: the next page starts this many further on.
+    documents: int
+
+
 class Limits(Protocol):
     """Rate window per user and concurrency leases per project, checked and reserved atomically, and
     the user's Idempotency-Key claims (stored hashed, never as sent), taken in the same commit; with
@@ -157,6 +179,17 @@ class Limits(Protocol):
         """Erase the user's rate window (their document of admission times). Idempotent."""
         ...
 
+    def holdings(self, kind: HoldingKind, *, offset: int, limit: int) -> HoldingsPage:
+        """The unexpired leases (or key claims) of at most `limit` projects (or users) holding any, from
+        `offset` in the adapter's order: one bounded read. The sweep pages through them to give back
+        what no live job row holds."""
+        ...
+
+    def drop(self, holding: Holding) -> bool:
+        """Give back one holding if its job still holds it (a claim another job took meanwhile stays).
+        Idempotent; True if it removed one."""
+        ...
+
 
 # ---------------------------------------------------------------- task queue
 
@@ -199,8 +232,9 @@ class TaskQueue(Protocol):
         ...
 
 
-TaskHandler = Callable[[Task], None]
-"""What a queue delivers to (in-process queues call the use case directly)."""
+TaskHandler = Callable[[Task, int], None]
+"""What an in-process queue delivers to (it calls the use case directly): the task, and how many times it was
+delivered before (0: the first delivery), as Cloud Tasks' X-CloudTasks-TaskRetryCount header says."""
 
 
 # ---------------------------------------------------------------- blobs
@@ -358,12 +392,21 @@ class JobStore(Protocol):
 
     def create_job(self, new: NewJob) -> Job | None:
         """Insert a queued job and its user message in one transaction.
-        Returns None when (user_id, idempotency_key) already exists."""
+        Returns None when (user_id, idempotency_key) already exists. A definite refusal raises, never
+        Unavailable: NotFound when the job or variant it is made from is gone (a job whose input is a
+        variant is inserted only while that variant exists, and holds it until it commits: a deletion's
+        purge then sees the reference), InvalidRequest when a row breaks a constraint."""
         ...
 
     def discard_queued(self, job_id: uuid.UUID) -> bool:
         """Delete a job (with its user message) that is still `queued`: a creation rolled back before its
-        tasks were scheduled. False if it is no longer queued (a task claimed it) or gone. A CAS."""
+        tasks were scheduled. False if it is no longer queued (a task claimed it), was handed out by
+        `mark_replayed`, or is gone. A CAS."""
+        ...
+
+    def mark_replayed(self, job_id: uuid.UUID) -> Job | None:
+        """Hand the job out to an Idempotency-Key replay: from now on `discard_queued` spares it. None if it
+        is gone (its creation discarded it first). A CAS against `discard_queued`."""
         ...
 
     def create_refinement(self, new: NewJob, *, max_turns: int) -> Job | int | None:
@@ -446,12 +489,8 @@ class JobStore(Protocol):
         """Queued jobs whose deadline lies in (now, deadline_before]: not started within the grace."""
         ...
 
-    def projects_with_recent_ends(self, deadline_after: datetime, limit: int) -> list[uuid.UUID]:
-        """Projects with an ended job whose deadline is after deadline_after (its lease may be held)."""
-        ...
-
-    def ended_among(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Those of the ids whose job is in a terminal state."""
+    def job_statuses(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobStatus]:
+        """The state of each of the ids that still has a row (a deleted or never inserted job is absent)."""
         ...
 
     def messages(self, thread_id: uuid.UUID) -> list[tuple[Message, Job]]:
@@ -489,11 +528,13 @@ class JobStore(Protocol):
         by_input: bool = False,
         late_uploads_s: float,
         extra_purges: Sequence[str] = (),
+        expired_before: datetime | None = None,
     ) -> list[DeletedJob]:
         """Delete the jobs of `job_subtree` with their variants and messages in one transaction, which
         also records their blobs to purge (each job's output prefix, its input, `extra_purges`; due now,
         and again `late_uploads_s` after the deadline of a job whose worker may still be alive). Serialised
-        with refinements per thread."""
+        with refinements in every thread the subtree reaches. With `expired_before` (retention), only
+        the roots whose thread, read under those locks, has no active job and none finished since."""
         ...
 
     def referenced_paths(self, paths: Sequence[str], *, excluding: Sequence[uuid.UUID] = ()) -> set[str]:

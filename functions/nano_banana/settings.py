@@ -53,7 +53,7 @@ class CoreSettings(BaseSettings):
 
 
 class Settings(CoreSettings):
-    """Every setting, with the defaults `make dev` runs on. Names are the env vars in README."""
+    """Every setting, with the defaults `make dev` runs on. Names are the env vars in docs/configuration.md."""
 
     # Which implementation of each port runs (the database: CoreSettings.database_url).
     # Where event streams LISTEN (one connection per process). Unset: the database URL, with Supabase's

@@ -30,6 +30,12 @@ class _Part:
     is_file: bool = False
 
 
+def _body_too_large(max_file_bytes: int) -> FileTooLarge:
+    """A body past the image limit plus room for the form fields: said in terms of the image limit (the
+    number a client can act on), with the body cap beside it."""
+    return FileTooLarge.image(max_file_bytes, maxBodyBytes=max_file_bytes + FORM_OVERHEAD_BYTES)
+
+
 def read_multipart(
     content_type: str | None,
     content_length: int | None,
@@ -50,7 +56,7 @@ def read_multipart(
         raise BadRequest("expected multipart/form-data with a boundary", details={"contentType": ctype.decode()})
     max_body = max_file_bytes + FORM_OVERHEAD_BYTES
     if content_length is not None and content_length > max_body:
-        raise FileTooLarge(f"request body is larger than {max_body} bytes", details={"maxBytes": max_file_bytes})
+        raise _body_too_large(max_file_bytes)
 
     form = UploadedForm()
     part = _Part()
@@ -97,7 +103,7 @@ def read_multipart(
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if part.is_file:
             if len(file_buf) + (end - start) > max_file_bytes:
-                raise FileTooLarge(f"image is larger than {max_file_bytes} bytes", details={"maxBytes": max_file_bytes})
+                raise FileTooLarge.image(max_file_bytes)
             file_buf.extend(data[start:end])
         else:
             if len(field_buf) + (end - start) > FIELD_MAX_BYTES:
@@ -136,9 +142,7 @@ def read_multipart(
         while chunk := read(_CHUNK):
             received += len(chunk)
             if received > max_body:
-                raise FileTooLarge(
-                    f"request body is larger than {max_body} bytes", details={"maxBytes": max_file_bytes}
-                )
+                raise _body_too_large(max_file_bytes)
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:

@@ -35,7 +35,7 @@ def test_overhead() -> None:
 def test_sweep() -> None:
     out = run("sweep.py", "--history", "20", "--recent", "10", "--projects", "5", "--leaked", "2", "--queued", "2")
     assert "releases 2 (leaked: 2), queue creates 0" in out
-    assert "lease reads 5 " in out
+    assert "limits documents read 2 " in out
 
 
 def test_coldstart() -> None:

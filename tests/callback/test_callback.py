@@ -296,3 +296,35 @@ def test_oversized_callback_is_413_before_verification(n8n_stack: Start) -> None
     r = httpx.post(_callback_url(server), content=body, headers=fake_sign(body, SECRET))
     assert r.status_code == 413
     assert httpx.get(_callback_url(server)).status_code == 405
+
+
+def test_a_repeated_success_report_for_a_deleted_job_keeps_a_variant_another_job_uses(n8n_stack: Start) -> None:
+    """Issue 24, finding 1 (data loss). J2 is made from J1's variant (`inputPath`); deleting J1 keeps that
+    variant (J2 uses it). n8n then reports J1's success again (a re-run of the execution): before, the 404
+    path deleted every path the report named, J2's input included; now deletion goes through the gate."""
+    server, fake = n8n_stack()
+    s = server.session()
+    first = server.wait_for(s, server.create_job(s, variant_count=2).json()["jobId"], {"succeeded"})
+    used = first["variants"][0]["storagePath"]
+    r = server.client.post(
+        "/api/nano-banana/jobs",
+        json={"projectId": s.project_id, "prompt": "from the first", "inputPath": used, "variantCount": 1},
+        headers=s.headers,
+    )
+    assert r.status_code == 202, r.text
+    second = server.wait_for(s, r.json()["jobId"], {"succeeded"})
+    assert second["inputPath"] == used
+    sent = next(p for p in fake.received if p["jobId"] == first["id"])
+    assert server.client.delete(f"/api/nano-banana/jobs/{first['id']}", headers=s.headers).status_code == 200
+    stored = server.data_dir / "blobs" / used
+    assert stored.exists(), "the deletion kept the variant the second job uses"
+    again = {
+        "jobId": first["id"],
+        "status": "succeeded",
+        "variants": [{"path": v["storagePath"], "mimeType": v["mimeType"]} for v in first["variants"]],
+    }
+    r = fake.call_back(sent["callbackUrl"], again, msg_id="msg_rerun_after_delete")
+    assert r.status_code == 404
+    assert stored.exists(), "the repeated report deleted another job's input"
+    unused = server.data_dir / "blobs" / first["variants"][1]["storagePath"]
+    assert not unused.exists(), "what nothing references is gone"

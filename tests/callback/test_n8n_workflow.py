@@ -131,3 +131,17 @@ def test_keys_and_endpoint_come_from_the_environment() -> None:
         p = node["parameters"]
         assert (p["action"], p["type"], p["encoding"]) == ("hmac", "SHA256", "base64")
         assert "[$json.keyIndex]" in p["secret"], "one HMAC per configured key (rotation), not just the first"
+
+
+def test_the_callback_retries_outlast_a_delivery_in_flight() -> None:
+    """Issue 24: n8n's duplicates of a delivery still in flight must still be sending when that delivery
+    fails or its claim goes stale: the service holds each duplicate up to IN_FLIGHT_WAIT_S, and the node's
+    retries after the first attempt span the claim TTL (its default), within the node's request timeout."""
+    from nano_banana import callback
+    from nano_banana.settings import Settings
+
+    post = {n["name"]: n for n in _workflow()["nodes"]}["POST callback"]
+    retries = post["maxTries"] - 1
+    assert post["parameters"]["options"]["timeout"] / 1000 > callback.IN_FLIGHT_WAIT_S
+    span = retries * (callback.IN_FLIGHT_WAIT_S + post["waitBetweenTries"] / 1000)
+    assert span >= Settings().callback_claim_ttl_s

@@ -200,9 +200,10 @@ def test_concurrent_reports_of_one_result_under_two_ids_both_succeed(stack: Stac
     assert all(stack.blobs.stat(p) is not None for p in paths)
 
 
-def test_a_duplicate_of_a_delivery_in_flight_is_told_to_retry(stack: Stack) -> None:
+def test_a_duplicate_of_a_delivery_in_flight_is_told_to_retry(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 13.2: the duplicate arrives while the first is applying; the first then fails. Before: the
     duplicate got 200 {"duplicate": true}, the processor stopped, the job waited for its deadline."""
+    monkeypatch.setattr(callback, "IN_FLIGHT_WAIT_S", 0.3)  # the first is still applying when the wait ends
     job, paths = stack.running_job()
     reading = threading.Event()
     fail_now = threading.Event()
@@ -230,6 +231,34 @@ def test_a_duplicate_of_a_delivery_in_flight_is_told_to_retry(stack: Stack) -> N
     assert current is not None
     assert current.status is JobStatus.running
     status, body, _ = stack.post(_success(job, paths), "msg_x")  # the processor's retry applies
+    assert (status, body) == (200, {"jobId": str(job.id), "status": "succeeded", "variants": 2})
+
+
+def test_a_duplicate_waits_for_the_delivery_in_flight_and_applies_when_it_fails(stack: Stack) -> None:
+    """Issue 24 suspicion (proven): n8n's callback node retries 3 times 1 s apart and ignores Retry-After;
+    its duplicates of a delivery still in flight were answered 503 at once, so when that delivery then
+    failed (a second after the last retry) nothing delivered again and the job timed out. Interleaving:
+    delivery 1 stalls mid-apply -> duplicate arrives -> delivery 1 fails. Now the duplicate waits for the
+    outcome and applies the report itself."""
+    job, paths = stack.running_job()
+    reading = threading.Event()
+    fail_now = threading.Event()
+
+    def first_delivery_stalls(path: str) -> None:
+        if threading.current_thread().name == "first":
+            reading.set()
+            assert fail_now.wait(10)
+            raise Unavailable("storage went away")
+
+    stack.blobs.on_get = first_delivery_stalls
+    outcome: list[tuple[int, dict[str, Any], dict[str, str]]] = []
+    first = threading.Thread(target=lambda: outcome.append(stack.post(_success(job, paths), "msg_y")), name="first")
+    first.start()
+    assert reading.wait(10)
+    threading.Timer(0.5, fail_now.set).start()  # the first fails while the duplicate is waiting
+    status, body, _ = stack.post(_success(job, paths), "msg_y")
+    first.join(timeout=10)
+    assert outcome[0][0] == 503
     assert (status, body) == (200, {"jobId": str(job.id), "status": "succeeded", "variants": 2})
 
 

@@ -190,3 +190,41 @@ def builder_port(compiled: Path) -> Iterator[int]:
         yield httpd.server_port
         httpd.shutdown()
         thread.join(timeout=10)
+
+
+def _in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_packed_tarball_installs_as_its_readme_says_and_is_esm_only(node_modules: Path, tmp_path: Path) -> None:
+    """The README's two install lines (`npm pack`, then `npm install ./….tgz` in the application) work in a
+    default `npm init -y` app; `import` loads the client and `require()` fails as the README says it does
+    (ESM only); the packed tarball is git-ignored."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    for name in ("package.json", "README.md"):
+        shutil.copy(CLIENT / name, pkg / name)
+    built = _run([str(node_modules / "tsc"), "-p", "tsconfig.json", "--outDir", str(pkg / "build")])
+    assert built.returncode == 0, built.stdout + built.stderr
+    packed = _in(pkg, "npm", "pack", "--pack-destination", str(tmp_path))
+    tarball = tmp_path / "nano-banana-client-0.1.0.tgz"
+    assert tarball.is_file(), packed.stdout + packed.stderr
+    readme = (CLIENT / "README.md").read_text()
+    assert "npm install /path/to/nano-banana/clients/typescript/nano-banana-client-0.1.0.tgz" in readme
+    assert "ES module only" in readme
+    ignored = _in(ROOT, "git", "check-ignore", "-q", "clients/typescript/nano-banana-client-0.1.0.tgz")
+    assert ignored.returncode == 0, "the packed tarball is git-ignored"
+
+    app = tmp_path / "app"
+    app.mkdir()
+    assert _in(app, "npm", "init", "-y").returncode == 0
+    installed = _in(app, "npm", "install", "--offline", "--no-audit", "--no-fund", str(tarball))
+    assert installed.returncode == 0, installed.stderr
+    script = (
+        "import * as nb from '@nano-banana/client'; console.log(typeof nb.createNanoBanana, typeof nb.NanoBananaError)"
+    )
+    imported = _in(app, "node", "--input-type=module", "-e", script)
+    assert imported.stdout.split() == ["function", "function"], imported.stderr
+    required = _in(app, "node", "-e", "require('@nano-banana/client')")
+    assert required.returncode != 0
+    assert "ERR_PACKAGE_PATH_NOT_EXPORTED" in required.stderr

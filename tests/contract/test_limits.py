@@ -15,12 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from nano_banana.adapters.limits_firestore import FirestoreLimits
 from nano_banana.adapters.limits_memory import MemoryLimits
-from nano_banana.errors import ConcurrencyLimited, RateLimited
-from nano_banana.ports import KeyClaimed, Limits, LimitsReading, Reservation
+from nano_banana.errors import ConcurrencyLimited, RateLimited, Unavailable
+from nano_banana.ports import Holding, HoldingKind, KeyClaimed, Limits, LimitsReading, Reservation
 from tests.support.firestore import firestore_client, firestore_emulator  # noqa: F401
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -172,7 +173,11 @@ def test_release_then_admit(make_limits: MakeLimits, clock: FakeClock) -> None:
     first = _reserve(limits, clock, project=project)
     with pytest.raises(ConcurrencyLimited) as limited:
         _reserve(limits, clock, project=project)
-    assert limited.value.retry_after_s == 300  # the live lease expires in 5 minutes
+    # A slot frees when a job ends, which may be any moment: a short poll, not the lease's 5 minutes (a
+    # client that obeyed waited 6 minutes though the running job ended 150 ms later); the bound rides along.
+    assert limited.value.retry_after_s == 5
+    assert limited.value.headers["Retry-After"] == "5"
+    assert limited.value.details["slotFreeBySeconds"] == 300
     assert limited.value.limit == 1
     limits.release_slot(project_id=project, job_id=first.job_id)
     second = _reserve(limits, clock, project=project)
@@ -186,8 +191,13 @@ def test_expired_lease_does_not_count(make_limits: MakeLimits, clock: FakeClock)
     clock.advance(minutes=4)
     with pytest.raises(ConcurrencyLimited) as limited:
         _reserve(limits, clock, project=project)
-    assert limited.value.retry_after_s == 60
-    clock.advance(minutes=1, seconds=1)
+    assert limited.value.retry_after_s == 5
+    assert limited.value.details["slotFreeBySeconds"] == 60
+    clock.advance(seconds=58)
+    with pytest.raises(ConcurrencyLimited) as limited:
+        _reserve(limits, clock, project=project)
+    assert limited.value.retry_after_s == 2, "never later than the lease's own expiry"
+    clock.advance(seconds=3)
     assert limits.active_jobs(project) == []
     later = _reserve(limits, clock, project=project)
     assert limits.active_jobs(project) == [later.job_id]
@@ -353,6 +363,33 @@ def test_release_claim_frees_only_the_holders_claim(make_limits: MakeLimits, clo
     )
 
 
+def test_a_reservation_of_unknown_outcome_is_given_back_by_job_id(make_limits: MakeLimits, clock: FakeClock) -> None:
+    """Issue 24 #6: a reserve whose commit may have applied (its answer lost) is given back by its job id:
+    release_claim (only if that job holds the key) and give_back without a claim. If it applied, both
+    give everything back; if it did not, they touch nothing another job holds."""
+    limits = make_limits(rate_per_hour=2, max_active=1)
+    user, project = uuid.uuid4(), uuid.uuid4()
+
+    def give_back_by_job(job: uuid.UUID, key: str) -> bool:
+        released = limits.release_claim(user_id=user, project_id=project, job_id=job, idempotency_key=key)
+        limits.give_back(Reservation(user, project, job, clock(), clock() + LEASE))
+        return released
+
+    applied = _reserve(limits, clock, user=user, project=project, key="key-1")
+    assert give_back_by_job(applied.job_id, "key-1")
+    assert limits.active_jobs(project) == []
+    holder = _reserve(limits, clock, user=user, project=project, key="key-1")  # key, slot and rate unit are free
+    assert not give_back_by_job(uuid.uuid4(), "key-1"), "never applied: the holder's claim stays"
+    assert limits.active_jobs(project) == [holder.job_id]
+    with pytest.raises(KeyClaimed) as claimed:
+        _reserve(limits, clock, user=user, project=project, key="key-1")
+    assert claimed.value.holder == holder.job_id
+    limits.release_slot(project_id=project, job_id=holder.job_id)
+    _reserve(limits, clock, user=user, project=project)  # the unit `applied` gave back
+    with pytest.raises(RateLimited):
+        _reserve(limits, clock, user=user, project=project)  # the holder's unit stayed taken
+
+
 def test_a_claimed_key_is_refused_before_the_limits(make_limits: MakeLimits, clock: FakeClock) -> None:
     """A retry of a job being created learns about that job, not that its own job used the last unit."""
     limits = make_limits(rate_per_hour=1, max_active=10)
@@ -377,7 +414,8 @@ def test_check_says_what_reserve_would_and_reserves_nothing(make_limits: MakeLim
     limits.check(user_id=user, project_id=uuid.uuid4(), idempotency_key="key-1")  # claimed: reserve decides
     with pytest.raises(ConcurrencyLimited) as limited:
         limits.check(user_id=uuid.uuid4(), project_id=project)
-    assert limited.value.retry_after_s == 300
+    assert limited.value.retry_after_s == 5
+    assert limited.value.details["slotFreeBySeconds"] == 300
 
 
 def test_a_stale_reading_never_admits_past_a_limit(make_limits: MakeLimits, clock: FakeClock) -> None:
@@ -406,6 +444,36 @@ def test_firestore_reserve_on_a_reading_only_commits_and_never_stores_the_key(
     assert len(rate_docs) == 1
     assert "secret-key-1" not in repr(rate_docs), "the key is stored hashed"
     assert len(rate_docs[0]["keys"]) == 1
+
+
+@pytest.mark.firestore
+def test_firestore_a_commit_whose_answer_is_lost_is_unavailable_and_given_back_by_job_id(
+    firestore_client: firestore.Client,  # noqa: F811
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 24 #6 on the real adapter: the commit applies and its answer is lost (past its timeout). The
+    reservation raises Unavailable (it does not retry into an idempotent re-reserve it cannot tell from a
+    new one), and the give-back by job id frees the slot and the key."""
+    limits = FirestoreLimits(firestore_client, f"t{uuid.uuid4().hex[:8]}", 10, 1, clock)
+    user, project, job = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    real_commit = limits._commit
+    answers_lost = threading.Event()
+
+    def commit_then_lose(batch: object) -> None:
+        real_commit(batch)
+        if not answers_lost.is_set():  # the first commit's answer only
+            answers_lost.set()
+            raise gexc.DeadlineExceeded("commit deadline exceeded")
+
+    monkeypatch.setattr(limits, "_commit", commit_then_lose)
+    with pytest.raises(Unavailable):
+        _reserve(limits, clock, user=user, project=project, job=job, key="key-1")
+    assert limits.active_jobs(project) == [job], "the commit did apply"
+    assert limits.release_claim(user_id=user, project_id=project, job_id=job, idempotency_key="key-1")
+    limits.give_back(Reservation(user, project, job, clock(), clock() + LEASE))
+    assert limits.active_jobs(project) == []
+    _reserve(limits, clock, user=user, project=project, key="key-1")  # slot and key are free again
 
 
 @pytest.mark.firestore
@@ -471,3 +539,57 @@ def _count_ops(client: firestore.Client, monkeypatch: pytest.MonkeyPatch) -> Cou
     monkeypatch.setattr(client, "get_all", get_all)
     monkeypatch.setattr(client, "batch", batch)
     return ops
+
+
+def _all_holdings(limits: Limits, kind: HoldingKind, page: int) -> list[Holding]:
+    """Page through every holding of a kind the way the sweep does (offset by documents read)."""
+    found: list[Holding] = []
+    offset = 0
+    while True:
+        got = limits.holdings(kind, offset=offset, limit=page)
+        found += got.holdings
+        if got.documents < page:
+            return found
+        offset += got.documents
+
+
+def test_holdings_list_unexpired_leases_and_claims_a_page_at_a_time(make_limits: MakeLimits, clock: FakeClock) -> None:
+    """The sweep's view of derived state (issue 24): every unexpired lease with its project, every claim
+    with its user and hashed key; released, given back and expired ones are not among them."""
+    limits = make_limits(rate_per_hour=10, max_active=2)
+    users, projects = [uuid.uuid4() for _ in range(3)], [uuid.uuid4() for _ in range(3)]
+    held = [
+        _reserve(limits, clock, user=users[i], project=projects[i], key=f"key-{i}" if i else None) for i in range(3)
+    ]
+    short = _reserve(limits, clock, user=users[0], project=projects[0], key="short", lease=timedelta(seconds=30))
+    given = _reserve(limits, clock, user=users[2], project=projects[1], key="given")
+    limits.give_back(given)
+    released = _reserve(limits, clock, user=users[1], project=projects[2])
+    limits.release_slot(project_id=projects[2], job_id=released.job_id)
+    clock.advance(seconds=31)  # `short` has expired
+    leases = _all_holdings(limits, "lease", page=2)
+    assert sorted((h.owner, h.job_id) for h in leases) == sorted((r.project_id, r.job_id) for r in held)
+    assert all(h.kind == "lease" and h.claim is None for h in leases)
+    assert {h.job_id: h.expires_at for h in leases} == {r.job_id: r.lease_expires_at for r in held}
+    claims = _all_holdings(limits, "claim", page=1)
+    assert sorted((h.owner, h.job_id, h.claim) for h in claims) == sorted(
+        (r.user_id, r.job_id, r.claim) for r in held[1:]
+    )
+    assert short.job_id not in {h.job_id for h in [*leases, *claims]}
+
+
+def test_drop_gives_back_a_lease_and_only_the_job_s_own_claim(make_limits: MakeLimits, clock: FakeClock) -> None:
+    limits = make_limits(rate_per_hour=10, max_active=1)
+    user, project = uuid.uuid4(), uuid.uuid4()
+    held = _reserve(limits, clock, user=user, project=project, key="k")
+    (lease,) = limits.holdings("lease", offset=0, limit=10).holdings
+    (claim,) = [h for h in limits.holdings("claim", offset=0, limit=10).holdings if h.owner == user]
+    assert limits.drop(lease)
+    assert limits.active_jobs(project) == []
+    assert limits.drop(claim)
+    assert not limits.drop(claim), "idempotent"
+    taken = _reserve(limits, clock, user=user, key="k")  # the key is free again: another job claims it
+    assert taken.job_id != held.job_id
+    assert not limits.drop(claim), "a claim another job holds stays"
+    with pytest.raises(KeyClaimed):
+        _reserve(limits, clock, user=user, key="k")

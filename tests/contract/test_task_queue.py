@@ -102,7 +102,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     failures = [0]
     lock = threading.Lock()
 
-    def handler(task: Task) -> None:
+    def handler(task: Task, retries: int) -> None:
         with lock:
             received.append(Delivery(task.kind, task.job_id, time.time()))
             if failures[0] > 0:
@@ -169,6 +169,36 @@ def test_a_failed_delivery_is_retried(harness: Harness) -> None:
     assert [(d.kind, d.job_id) for d in deliveries] == [("generate", job)] * 3
     time.sleep(0.3)
     assert len(harness.deliveries()) == 3  # the third succeeded: no more
+
+
+@pytest.mark.unit
+def test_inline_tells_the_handler_its_retry_count_and_stays_pending_between_deliveries() -> None:
+    """Like Cloud Tasks' X-CloudTasks-TaskRetryCount: 0 on the first delivery, then 1, 2…; and like GetTask,
+    a task waiting for its redelivery is pending (issue 24: `make dev` lost a generate task here)."""
+    counts: list[int] = []
+
+    def handler(task: Task, retries: int) -> None:
+        counts.append(retries)
+        if retries < 2:
+            raise RuntimeError("not yet")
+
+    queue = InlineQueue(handler, _now, backoff_s=0.3)
+    try:
+        task = Task(kind="generate", job_id=uuid.uuid4())
+        queue.enqueue(task)
+        deadline = time.monotonic() + 5
+        while not counts and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert counts == [0]
+        assert queue.is_pending(task), "waiting for its redelivery"
+        while len(counts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert counts == [0, 1, 2]
+        time.sleep(0.1)
+        assert not queue.is_pending(task), "answered: done"
+    finally:
+        queue.close()
 
 
 # ---------------------------------------------------------------- Cloud Tasks only

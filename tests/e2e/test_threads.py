@@ -184,6 +184,40 @@ def test_blocks(dev_server: DevServer) -> None:
     assert r.status_code == 422
 
 
+def test_a_refinements_compare_block_before_is_its_parent_variant_or_the_original(dev_server: DevServer) -> None:
+    """`before=parent` (the default) is what the refinement was made from: the variant it refined;
+    `before=original` is the photo the thread began with, two turns up."""
+    s = dev_server.session()
+    root = succeeded_job(dev_server, s, prompt="a porch at dusk")
+    second = dev_server.wait_for(s, refine(dev_server, s, root, "add lanterns").json()["jobId"], {"succeeded"})
+    third = dev_server.wait_for(s, refine(dev_server, s, second, "and snow").json()["jobId"], {"succeeded"})
+    base = f"/api/nano-banana/jobs/{third['id']}/blocks"
+    query = {"variantId": third["variants"][0]["id"], "type": "image_compare"}
+
+    def before(**extra: str) -> dict[str, Any]:
+        r = dev_server.client.get(base, params={**query, **extra}, headers=s.headers)
+        assert r.status_code == 200, r.text
+        validate(r.json(), "ImageCompareBlock")
+        shown: dict[str, Any] = r.json()["props"]["before"]
+        return shown
+
+    assert before()["storagePath"] == second["variants"][0]["storagePath"] == third["inputPath"]
+    assert before(before="parent") == before()
+    original = before(before="original")
+    assert original["storagePath"] == root["inputPath"]
+    assert (original["width"], original["height"]) == (root["inputWidth"], root["inputHeight"])
+    assert httpx.get(original["src"]).status_code == 200
+    first = dev_server.client.get(
+        f"/api/nano-banana/jobs/{root['id']}/blocks",
+        params={"variantId": root["variants"][0]["id"], "type": "image_compare", "before": "original"},
+        headers=s.headers,
+    )
+    assert first.json()["props"]["before"]["storagePath"] == root["inputPath"], "a first turn is its own original"
+    r = dev_server.client.get(base, params={**query, "before": "grandparent"}, headers=s.headers)
+    assert r.status_code == 422
+    assert "before" in r.json()["error"]["message"]
+
+
 def test_blocks_only_for_succeeded_jobs(dev_server_factory: Callable[..., DevServer]) -> None:
     server = dev_server_factory(NANO_BANANA_PREVIEW_DELAY_MS="5000")
     s = server.session()

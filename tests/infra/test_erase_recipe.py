@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.infra
 ROOT = Path(__file__).resolve().parents[2]
-MARKER = "<!-- erase-user recipe:"
+MARKER = "<!-- tested: tests/infra/test_erase_recipe.py (the erase-user recipe"
 
 FUNCTION_ENV = {
     "NANO_BANANA_STORAGE": "supabase",

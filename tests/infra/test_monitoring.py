@@ -524,7 +524,7 @@ def test_tfvars_example_lists_every_variable() -> None:
 
 def test_operations_runbook_is_linked_and_uses_logged_fields() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert "docs/operations.md" in readme
+    assert "(docs/operations.md)" in readme
     runbook = (ROOT / "docs" / "operations.md").read_text()
     registered = {e.value for e in Event}
     for event in re.findall(r'jsonPayload\.event="(\w+)"', runbook):

@@ -93,7 +93,7 @@ def _n8n_env(folder: Path, port: int, vertex: VertexServer) -> dict[str, str]:
         "N8N_SECURE_COOKIE": "false",
         "N8N_LOG_LEVEL": "info",
         "EXECUTIONS_DATA_PRUNE": "false",
-        # What the README tells an operator to set for this workflow:
+        # What docs/n8n.md tells an operator to set for this workflow:
         "N8N_BLOCK_ENV_ACCESS_IN_NODE": "false",
         "N8N_NANO_BANANA_SECRET": N8N_KEYS,
         "GOOGLE_CLOUD_PROJECT": "nano-banana-n8n-test",
@@ -123,7 +123,7 @@ def _cli(env: dict[str, str], *args: str) -> str:
 def _record_history(folder: Path, workflow_id: str) -> None:
     """n8n 1.123.0's `import:workflow` writes no workflow_history row, and activation points
     workflow_entity.activeVersionId at one (FOREIGN KEY constraint failed). Add the row n8n's own
-    BackfillMissingWorkflowHistoryRecords migration would add (README, n8n section)."""
+    BackfillMissingWorkflowHistoryRecords migration would add (docs/n8n.md, "Import it")."""
     with sqlite3.connect(folder / ".n8n" / "database.sqlite") as db:
         db.execute(
             "INSERT OR IGNORE INTO workflow_history (versionId, workflowId, authors, nodes, connections) "

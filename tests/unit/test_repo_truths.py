@@ -1,4 +1,5 @@
-"""Things that must stay true across the repo: README documents every setting, requirements match."""
+"""Things that must stay true across the repo: docs/configuration.md documents every setting, docs/api.md every
+error code, requirements match."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ def _env_names() -> list[list[str]]:
     return names
 
 
-def test_readme_configuration_table_lists_every_setting() -> None:
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+def test_configuration_table_lists_every_setting() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    table = page.split("# Configuration", 1)[1].split("\n## ", 1)[0]
     missing = [names[0] for names in _env_names() if not any(f"`{n}`" in table for n in names)]
     assert missing == []
 
@@ -48,10 +49,10 @@ def test_deployed_requirements_match_pyproject() -> None:
     assert all("==" in d for d in deps), "runtime dependencies are pinned exactly"
 
 
-def test_readme_names_every_error_code() -> None:
+def test_api_page_names_every_error_code() -> None:
     from nano_banana import errors
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "api.md").read_text().split("## Errors", 1)[1]
     codes = {
         cls.code for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.NanoBananaError)
     }

@@ -68,6 +68,9 @@ export interface ImageCompareBlockQuery {
   variantId: string;
   type: "image_compare";
   layout?: NonNullable<BlocksQuery["layout"]>;
+  /** The "before": `parent` (default), what this job was made from (a refinement's: the variant it refined);
+   * `original`, the photo its thread began with. */
+  before?: NonNullable<BlocksQuery["before"]>;
 }
 
 export interface WatchOptions extends RequestOptions {

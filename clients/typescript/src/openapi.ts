@@ -534,6 +534,8 @@ export interface paths {
                 variantId: string;
                 type?: "image" | "image_compare";
                 layout?: "slider" | "side_by_side";
+                /** @description image_compare only: `parent` (default), the image this job was made from (for a refinement, the variant it refined); `original`, the photo its thread began with. */
+                before?: "parent" | "original";
             };
             header?: never;
             path: {
@@ -548,6 +550,8 @@ export interface paths {
                     variantId: string;
                     type?: "image" | "image_compare";
                     layout?: "slider" | "side_by_side";
+                    /** @description image_compare only: `parent` (default), the image this job was made from (for a refinement, the variant it refined); `original`, the photo its thread began with. */
+                    before?: "parent" | "original";
                 };
                 header?: never;
                 path: {
@@ -702,7 +706,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Processor callback, signed with Standard Webhooks headers (see README) */
+        /** Processor callback, signed with Standard Webhooks headers (see docs/n8n.md) */
         post: {
             parameters: {
                 query?: never;

@@ -2,11 +2,13 @@
 
 Documents: `{prefix}_rate/{userId}` with `admits: {jobId: epochSeconds}` and the user's Idempotency-Key
 claims `keys: {keyHash: {jobId, expiresAt}}` (the key is hashed, never stored), and
-`{prefix}_slots/{projectId}` with `leases: {jobId: epochSeconds}`, and a project's images per UTC month,
-`{prefix}_budget/{projectId}_{YYYY-MM}` with `reserved: {jobId: images}` (jobs still running) and
-`settled: {jobId: images stored}` (jobs that ended), read and written in the same commit as the other
-two when a reservation asks for images. Times come from the injected clock,
-never server time, so tests can move time. The algorithm is `limits_memory.decide`, shared with the in-process twin.
+`{prefix}_slots/{projectId}` with `leases: {jobId: epochSeconds}`; `keysUntil` / `leasesUntil` hold the
+latest expiry of the map when it was last rewritten, so the sweep can query the documents that may still
+hold something (`holdings`). A project's images per UTC month live in `{prefix}_budget/{projectId}_{YYYY-MM}`
+with `reserved: {jobId: images}` (jobs still running) and `settled: {jobId: images stored}` (jobs that
+ended), read and written in the same commit as the other two when a reservation asks for images. Times
+come from the injected clock, never server time, so tests can move time. The algorithm is
+`limits_memory.decide`, shared with the in-process twin.
 
 Concurrency control is optimistic: read both documents, decide, then commit both writes in one batch
 whose preconditions say "each document is still the version we read" (or still absent). A batch commit
@@ -52,6 +54,7 @@ from nano_banana.adapters.limits_memory import (
     budget_of,
     check_admission,
     decide,
+    from_epoch,
     key_claim,
     reservation_of,
     settle_months,
@@ -60,7 +63,7 @@ from nano_banana.adapters.limits_memory import (
 from nano_banana.domain import month_of
 from nano_banana.errors import Unavailable
 from nano_banana.log import warming
-from nano_banana.ports import BudgetUse, Clock, LimitsReading, Reservation
+from nano_banana.ports import BudgetUse, Clock, Holding, HoldingKind, HoldingsPage, LimitsReading, Reservation
 
 _log = logging.getLogger("nano_banana")
 
@@ -251,9 +254,9 @@ class FirestoreLimits:
                     if decision.changed:
                         batch = self._client.batch()
                         # Whole maps are rewritten, so entries pruned by `decide` leave the documents too.
-                        keys = {k: {"jobId": j, "expiresAt": t} for k, (j, t) in decision.claims.items()}
-                        _write_if_unchanged(batch, rate_doc, rate_ref, {"admits": decision.admits, "keys": keys})
-                        _write_if_unchanged(batch, slot_doc, slot_ref, {"leases": decision.leases})
+                        rate = {"admits": decision.admits, **_keys_fields(decision.claims)}
+                        _write_if_unchanged(batch, rate_doc, rate_ref, rate)
+                        _write_if_unchanged(batch, slot_doc, slot_ref, _leases_fields(decision.leases))
                         if month_ref is not None and decision.budget is not None and decision.budget.changed:
                             _write_if_unchanged(batch, month_doc, month_ref, {"reserved": decision.budget.reserved})
                         self._commit(batch)
@@ -334,8 +337,10 @@ class FirestoreLimits:
         """Remove the key's claim if this job holds it: one read and, if it does, one commit of the
         user's `keys` map without it, preconditioned on the version read (a claim taken meanwhile by
         another job is never removed). Idempotent."""
+        return self._drop_claim(user_id, project_id, job_id, key_claim(idempotency_key))
+
+    def _drop_claim(self, user_id: uuid.UUID, project_id: uuid.UUID | None, job_id: uuid.UUID, claim: str) -> bool:
         ref = self._rates.document(str(user_id))
-        claim = key_claim(idempotency_key)
 
         def attempt() -> bool:
             seen = self._writes([ref.path])
@@ -347,8 +352,7 @@ class FirestoreLimits:
                 if tuple(turn.writes for turn in turns) != seen:  # a thread of ours committed since our read
                     raise _Retry
                 batch = self._client.batch()
-                keys = {k: {"jobId": j, "expiresAt": t} for k, (j, t) in claims.items() if k != claim}
-                _write_if_unchanged(batch, snap, ref, {"keys": keys})
+                _write_if_unchanged(batch, snap, ref, _keys_fields({k: c for k, c in claims.items() if k != claim}))
                 self._commit(batch)
                 for turn in turns:
                     turn.writes += 1
@@ -361,6 +365,35 @@ class FirestoreLimits:
         (snap,) = self._guard(lambda: self._read(self._slots.document(str(project_id))))
         now = to_epoch(self._clock())
         return sorted(uuid.UUID(k) for k, expires in _times(snap, "leases").items() if expires > now)
+
+    def holdings(self, kind: HoldingKind, *, offset: int, limit: int) -> HoldingsPage:
+        """One query: the documents whose `leasesUntil` (`keysUntil`) lies ahead, ordered by it. The field
+        is the latest expiry the document's map held when last rewritten: a bound, as a release deletes a
+        map entry without lowering it (such a document may come back with nothing held)."""
+        now = to_epoch(self._clock())
+        collection, bound = (self._slots, "leasesUntil") if kind == "lease" else (self._rates, "keysUntil")
+        query = collection.where(filter=firestore.FieldFilter(bound, ">", now)).order_by(bound)
+        snaps = self._guard(
+            lambda: list(query.offset(offset).limit(limit).get(retry=None, timeout=self._timeout("read")))
+        )
+        found: list[Holding] = []
+        for snap in snaps:
+            owner = uuid.UUID(snap.id)
+            entries: list[tuple[str, float, str | None]]
+            if kind == "lease":
+                entries = [(j, t, None) for j, t in _times(snap, "leases").items()]
+            else:
+                entries = [(j, t, c) for c, (j, t) in _claims(snap).items()]
+            found += [Holding(kind, owner, uuid.UUID(j), from_epoch(t), c) for j, t, c in sorted(entries) if t > now]
+        return HoldingsPage(found, len(snaps))
+
+    def drop(self, holding: Holding) -> bool:
+        """A lease: one field delete. A claim: as `release_claim` (only while the job holds it)."""
+        if holding.kind == "claim":
+            assert holding.claim is not None
+            return self._drop_claim(holding.owner, None, holding.job_id, holding.claim)
+        self.release_slot(project_id=holding.owner, job_id=holding.job_id)
+        return True
 
     def forget_user(self, user_id: uuid.UUID) -> None:
         """Delete the user's rate document (erasure). Idempotent: deleting an absent document succeeds."""
@@ -424,7 +457,9 @@ class FirestoreLimits:
         except _UNREACHABLE as exc:
             raise Unavailable("the limits store is unavailable; retry shortly") from exc
 
-    def _with_retries(self, attempt: Callable[[], T], *, event: str, job_id: uuid.UUID, project_id: uuid.UUID) -> T:
+    def _with_retries(
+        self, attempt: Callable[[], T], *, event: str, job_id: uuid.UUID, project_id: uuid.UUID | None
+    ) -> T:
         """Run `attempt` until it wins its race, with full-jitter pauses, within attempts and time budgets."""
         started = time.monotonic()
         deadline = started + self._retry_budget_s
@@ -531,3 +566,14 @@ def _claims(snap: Any) -> dict[str, tuple[str, float]]:
         return {}
     value = (snap.to_dict() or {}).get("keys") or {}
     return {str(k): (str(c["jobId"]), float(c["expiresAt"])) for k, c in value.items() if isinstance(c, dict)}
+
+
+def _leases_fields(leases: dict[str, float]) -> dict[str, Any]:
+    """A slot document's fields: the leases, and the latest expiry among them (`holdings` queries it)."""
+    return {"leases": leases, "leasesUntil": max(leases.values(), default=0.0)}
+
+
+def _keys_fields(claims: dict[str, tuple[str, float]]) -> dict[str, Any]:
+    """A rate document's claim fields: the claims, and the latest expiry among them."""
+    keys = {k: {"jobId": j, "expiresAt": t} for k, (j, t) in claims.items()}
+    return {"keys": keys, "keysUntil": max((t for _, t in claims.values()), default=0.0)}

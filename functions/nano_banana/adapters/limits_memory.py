@@ -19,9 +19,23 @@ from datetime import UTC, datetime, timedelta
 
 from nano_banana.domain import month_of, next_month
 from nano_banana.errors import BudgetExceeded, ConcurrencyLimited, RateLimited
-from nano_banana.ports import BudgetUse, Clock, KeyClaimed, LimitsReading, Reservation
+from nano_banana.ports import (
+    BudgetUse,
+    Clock,
+    Holding,
+    HoldingKind,
+    HoldingsPage,
+    KeyClaimed,
+    LimitsReading,
+    Reservation,
+)
 
 WINDOW_S = 3600.0
+CONCURRENCY_RETRY_S = 5.0
+"""`Retry-After` of `concurrency_limited`: a slot frees the moment any active job ends, which nothing here
+can foresee (a preview job ends in milliseconds, a model call in seconds to minutes), so the hint is a
+short poll, never the time until the earliest lease expires (deadline + 60 s: up to 6 minutes). That
+bound still comes along as `details.slotFreeBySeconds`: by then a slot is free even if no job ends."""
 
 Claims = Mapping[str, tuple[str, float]]
 """A user's Idempotency-Key claims: key hash -> (job id, expires at in epoch seconds)."""
@@ -92,11 +106,12 @@ def decide(
     ):
         return Decision(window, live, live_claims, held_at, held_lease, changed=False, budget=month)
     if held_lease is None and len(live) >= max_active:
+        until_lease_expires = max(1.0, min(live.values()) - now)
         raise ConcurrencyLimited(
-            f"at most {max_active} active jobs per project",
-            retry_after_s=max(1.0, min(live.values()) - now),
+            f"at most {max_active} active jobs per project; a slot frees the moment one of them ends",
+            retry_after_s=min(CONCURRENCY_RETRY_S, until_lease_expires),
             limit=max_active,
-            details={"limit": max_active},
+            details={"limit": max_active, "slotFreeBySeconds": int(until_lease_expires + 0.999)},
         )
     at = held_at if held_at is not None else now
     expires = held_lease if held_lease is not None else lease_expires_at
@@ -344,13 +359,46 @@ class MemoryLimits:
         self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, idempotency_key: str
     ) -> bool:
         """Remove the key's claim if this job holds it. Idempotent."""
-        claim = key_claim(idempotency_key)
+        return self._drop_claim(user_id, job_id, key_claim(idempotency_key))
+
+    def _drop_claim(self, user_id: uuid.UUID, job_id: uuid.UUID, claim: str) -> bool:
         with self._lock:
             claims = self._claims.get(user_id, {})
             if claims.get(claim, ("", 0.0))[0] != str(job_id):
                 return False
             del claims[claim]
             return True
+
+    def holdings(self, kind: HoldingKind, *, offset: int, limit: int) -> HoldingsPage:
+        """Unexpired leases (or claims) of up to `limit` projects (or users), ordered as Firestore's
+        query orders them: by the latest expiry a document holds, then by id."""
+        now = to_epoch(self._clock())
+        with self._lock:
+            held: dict[uuid.UUID, list[tuple[str, float, str | None]]]
+            if kind == "lease":
+                held = {o: [(j, t, None) for j, t in m.items() if t > now] for o, m in self._leases.items()}
+            else:
+                held = {o: [(j, t, c) for c, (j, t) in m.items() if t > now] for o, m in self._claims.items()}
+        documents = sorted(
+            ((max(t for _, t, _ in entries), owner, entries) for owner, entries in held.items() if entries),
+            key=lambda d: (d[0], str(d[1])),
+        )[offset : offset + limit]
+        return HoldingsPage(
+            [
+                Holding(kind, owner, uuid.UUID(job), from_epoch(t), claim)
+                for _, owner, entries in documents
+                for job, t, claim in sorted(entries, key=lambda e: e[0])
+            ],
+            len(documents),
+        )
+
+    def drop(self, holding: Holding) -> bool:
+        """Release the lease, or the claim if the job still holds it."""
+        if holding.kind == "claim":
+            assert holding.claim is not None
+            return self._drop_claim(holding.owner, holding.job_id, holding.claim)
+        with self._lock:
+            return self._leases.get(holding.owner, {}).pop(str(holding.job_id), None) is not None
 
     def active_jobs(self, project_id: uuid.UUID) -> list[uuid.UUID]:
         """Job ids holding an unexpired lease in the project."""

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any, cast
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -32,7 +33,7 @@ from nano_banana.domain import (
     VariantUpload,
     sources_for,
 )
-from nano_banana.errors import InvalidRequest, Unavailable
+from nano_banana.errors import InvalidRequest, NotFound, Unavailable
 from nano_banana.ports import DeletedJob, JobPage, ReceiptClaim, UsageBucket
 
 Row = dict[str, Any]
@@ -40,13 +41,17 @@ Row = dict[str, Any]
 
 @cache
 def queries() -> dict[str, str]:
-    """The named queries of queries.sql, with the {job_columns} fragment expanded."""
+    """The named queries of queries.sql, with the {job_columns} and {subtree} fragments expanded."""
     text = resources.files("nano_banana.adapters").joinpath("queries.sql").read_text()
     blocks = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)
     named = {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
-    fragment = named.pop("job_columns")
-    fragment = "\n".join(line for line in fragment.splitlines() if not line.startswith("--"))
-    return {name: body.replace("{job_columns}", fragment) for name, body in named.items()}
+    fragments = {
+        f"{{{name}}}": "\n".join(line for line in named.pop(name).splitlines() if not line.startswith("--"))
+        for name in ("job_columns", "subtree")
+    }
+    for placeholder, fragment in fragments.items():
+        named = {name: body.replace(placeholder, fragment) for name, body in named.items()}
+    return named
 
 
 def _uuid(value: Any) -> uuid.UUID:
@@ -115,6 +120,22 @@ def _job(row: Row) -> Job:
             row.get("prompt_tokens"), row.get("output_tokens"), row.get("total_tokens"), row.get("generation_ms")
         ),
     )
+
+
+def _source_gone(new: NewJob) -> NotFound:
+    """The job or variant a new job is made from was deleted while it was being created."""
+    if new.parent_job_id is not None:
+        return NotFound("job not found", details={"jobId": str(new.parent_job_id)})
+    return NotFound("the variant inputPath names was deleted", details={"field": "inputPath"})
+
+
+def _inserted(new: NewJob, rows: list[Row]) -> Job | None:
+    """create_job's one row: the job; None when the key's job exists; NotFound when its source is gone."""
+    if rows and rows[0]["id"] is not None:
+        return _job(rows[0])
+    if rows and not rows[0]["source_found"]:
+        raise _source_gone(new)
+    return None
 
 
 def encode_cursor(job: Job) -> str:
@@ -266,22 +287,37 @@ class PostgresJobStore:
         }
 
     def create_job(self, new: NewJob) -> Job | None:
-        rows = self._query("create_job", self._new_job_params(new))
-        return _job(rows[0]) if rows else None
+        with self._refusals(new):
+            return _inserted(new, self._query("create_job", self._new_job_params(new)))
 
     def discard_queued(self, job_id: uuid.UUID) -> bool:
         return bool(self._query("discard_queued", {"id": job_id}))
 
+    def mark_replayed(self, job_id: uuid.UUID) -> Job | None:
+        return self._one_job("mark_replayed", {"id": job_id})
+
+    @contextmanager
+    def _refusals(self, new: NewJob) -> Iterator[None]:
+        """An insert the database refused for good (a constraint: nothing was written, a retry cannot help)
+        is a definite answer, never an outcome unknown: a gone parent job or variant is NotFound, a row
+        that breaks a check is InvalidRequest."""
+        try:
+            yield
+        except pg_errors.ForeignKeyViolation as exc:
+            raise _source_gone(new) from exc
+        except pg_errors.IntegrityError as exc:  # check, not-null, unique (outside the key's ON CONFLICT)
+            constraint = exc.diag.constraint_name or type(exc).__name__
+            raise InvalidRequest("the job was refused by the database", details={"constraint": constraint}) from exc
+
     def create_refinement(self, new: NewJob, *, max_turns: int) -> Job | int | None:
         """Insert a refinement job unless the thread already has max_turns jobs (then return the count).
         One transaction, serialised per thread by an advisory lock."""
-        with self._connection() as conn, conn.transaction():
+        with self._refusals(new), self._connection() as conn, conn.transaction():
             self._run(conn, "lock_thread", {"thread_id": new.thread_id})
             turns = int(self._run(conn, "thread_turns", {"thread_id": new.thread_id})[0]["turns"])
             if turns >= max_turns:
                 return turns
-            rows = self._run(conn, "create_job", self._new_job_params(new))
-            return _job(rows[0]) if rows else None
+            return _inserted(new, self._run(conn, "create_job", self._new_job_params(new)))
 
     def variant_in_project(self, storage_path: str, project_id: uuid.UUID) -> Variant | None:
         rows = self._query("variant_in_project", {"path": storage_path, "project_id": project_id})
@@ -404,14 +440,10 @@ class PostgresJobStore:
         params = {"now": now, "deadline_before": deadline_before, "limit": limit}
         return [_job(r) for r in self._query("stale_queued_jobs", params)]
 
-    def projects_with_recent_ends(self, deadline_after: datetime, limit: int) -> list[uuid.UUID]:
-        params = {"deadline_after": deadline_after, "limit": limit}
-        return [r["project_id"] for r in self._query("projects_with_recent_ends", params)]
-
-    def ended_among(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    def job_statuses(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobStatus]:
         if not job_ids:
-            return set()
-        return {r["id"] for r in self._query("ended_among", {"ids": list(job_ids)})}
+            return {}
+        return {r["id"]: JobStatus(r["status"]) for r in self._query("job_statuses", {"ids": list(job_ids)})}
 
     def messages(self, thread_id: uuid.UUID) -> list[tuple[Message, Job]]:
         out: list[tuple[Message, Job]] = []
@@ -457,13 +489,23 @@ class PostgresJobStore:
         by_input: bool = False,
         late_uploads_s: float,
         extra_purges: Sequence[str] = (),
+        expired_before: datetime | None = None,
     ) -> list[DeletedJob]:
-        """One transaction: take the threads' refinement locks (a refinement racing us either lands
-        first and is deleted with its parent, or finds its parent gone), then delete and record purges."""
+        """One transaction: take the refinement locks of every thread the subtree reaches (a refinement
+        racing us either lands first and is deleted with its parent, or finds its parent gone; read again
+        until no new thread joined), re-check retention's cutoff under them, then delete and record purges."""
         ids = list(job_ids)
         with self._connection() as conn, conn.transaction():
-            for row in self._run(conn, "job_threads", {"ids": ids}):
-                self._run(conn, "lock_thread", {"thread_id": row["thread_id"]})
+            locked: set[uuid.UUID] = set()
+            while threads := sorted(
+                {r["thread_id"] for r in self._run(conn, "subtree_threads", {"ids": ids, "by_input": by_input})}
+                - locked
+            ):
+                for thread_id in threads:
+                    self._run(conn, "lock_thread", {"thread_id": thread_id})
+                locked.update(threads)
+            if expired_before is not None:
+                ids = [r["id"] for r in self._run(conn, "still_expired", {"ids": ids, "before": expired_before})]
             params = {
                 "ids": ids,
                 "by_input": by_input,

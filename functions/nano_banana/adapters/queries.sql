@@ -50,14 +50,25 @@ order by day nulls last
 select monthly_images from pip_ai_project_budgets where project_id = %(project_id)s
 
 -- name: create_job
-with inserted as (
+-- A job whose input is a variant (by inputPath, or a refinement's) is inserted only while that variant's row
+-- exists, and the row is locked (FOR KEY SHARE) until this insert commits: a deletion that commits first
+-- makes the insert refuse (source_found false, nothing inserted); one that commits later waits, and its
+-- purge then sees this job's reference and keeps the blob. Always one row: the job's columns are null when
+-- nothing was inserted (the key's job exists, or the source is gone: source_found says which).
+with source as (
+  select count(*) > 0 as found from (
+    select 1 from pip_ai_image_variants v where v.storage_path = %(input_path)s for key share
+  ) locked
+), inserted as (
   insert into pip_ai_image_jobs (
     id, project_id, user_id, thread_id, parent_job_id, source_variant_id, prompt, input_path,
     input_mime_type, input_width, input_height, variant_count, aspect_ratio, model, idempotency_key, request_hash, deadline_at)
-  values (
-    %(id)s, %(project_id)s, %(user_id)s, %(thread_id)s, %(parent_job_id)s, %(source_variant_id)s, %(prompt)s,
-    %(input_path)s, %(input_mime_type)s, %(input_width)s, %(input_height)s, %(variant_count)s, %(aspect_ratio)s, %(model)s, %(idempotency_key)s, %(request_hash)s,
-    %(deadline_at)s)
+  select
+    %(id)s::uuid, %(project_id)s::uuid, %(user_id)s::uuid, %(thread_id)s::uuid, %(parent_job_id)s::uuid,
+    %(source_variant_id)s::uuid, %(prompt)s::text, %(input_path)s::text, %(input_mime_type)s::text,
+    %(input_width)s::int, %(input_height)s::int, %(variant_count)s::smallint, %(aspect_ratio)s::text, %(model)s::text,
+    %(idempotency_key)s::text, %(request_hash)s::text, %(deadline_at)s::timestamptz
+  where %(input_path)s::text not like 'jobs/%%' or (select found from source)
   on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
   returning *
 ), message as (
@@ -66,12 +77,21 @@ with inserted as (
   from inserted i
   returning id
 )
-select {job_columns} from inserted j
+select {job_columns}, (%(input_path)s::text not like 'jobs/%%' or (select found from source)) as source_found
+from (select 1) one left join inserted j on true
 
 -- name: discard_queued
 -- A rolled-back creation: its still-queued row goes (its user message by cascade), so the
--- Idempotency-Key is free again. A CAS: a job a generate task already claimed stays.
-delete from pip_ai_image_jobs where id = %(id)s and status = 'queued' returning id
+-- Idempotency-Key is free again. A CAS: a job a generate task already claimed stays, and so does one a
+-- same-key retry was answered with (mark_replayed committed first).
+delete from pip_ai_image_jobs where id = %(id)s and status = 'queued' and replayed_at is null returning id
+
+-- name: mark_replayed
+-- An Idempotency-Key replay hands this job out: from now on discard_queued spares it. A CAS against the
+-- creation's discard (no row: the discard won, the job was never created). Not a status change: updated_at stays.
+update pip_ai_image_jobs j set replayed_at = coalesce(j.replayed_at, now())
+where j.id = %(id)s
+returning {job_columns}
 
 -- name: lock_thread
 -- Serialises refinements of one thread (inside a transaction) so the turn limit holds under races.
@@ -192,17 +212,9 @@ where j.status = 'queued' and j.deadline_at > %(now)s and j.deadline_at <= %(dea
 order by j.deadline_at
 limit %(limit)s
 
--- name: projects_with_recent_ends
--- Projects with a job that ended and whose lease (deadline + grace) may not have expired yet.
-select project_id from pip_ai_image_jobs
-where deadline_at > %(deadline_after)s and status in ('succeeded', 'failed', 'canceled')
-group by project_id
-order by max(deadline_at) desc
-limit %(limit)s
-
--- name: ended_among
-select id from pip_ai_image_jobs
-where id = any(%(ids)s::uuid[]) and status in ('succeeded', 'failed', 'canceled')
+-- name: job_statuses
+-- The sweep's reconciliation: which of these jobs still have a row, and in which state.
+select id, status from pip_ai_image_jobs where id = any(%(ids)s::uuid[])
 
 -- name: thread_messages
 select m.id as message_id, m.thread_id as message_thread_id, m.job_id as message_job_id,
@@ -261,32 +273,43 @@ where exists (
         select 1 from pip_ai_image_jobs j
         where j.input_path = p.path and pip_ai_can_access_project(j.project_id, %(user_id)s))
 
--- name: job_subtree
--- The jobs and every refinement made from them (children by parent_job_id); with by_input also jobs
--- whose input is one of their variants, by path, in any thread. UNION (not ALL) stops at visited rows.
-with recursive tree as (
+-- name: subtree
+-- (fragment) the CTE `tree`: the jobs of %(ids)s and every refinement made from them (children by
+-- parent_job_id); with by_input also jobs whose input is one of their variants, by path, in any thread.
+-- UNION (not ALL) stops at visited rows.
+tree as (
   select j.id from pip_ai_image_jobs j where j.id = any(%(ids)s::uuid[])
   union
   select c.id from tree t join pip_ai_image_jobs c
     on c.parent_job_id = t.id
     or (%(by_input)s and c.input_path like 'jobs/%%' and split_part(c.input_path, '/', 2) = t.id::text)
 )
+
+-- name: job_subtree
+with recursive {subtree}
 select {job_columns} from pip_ai_image_jobs j where j.id in (select id from tree)
 order by j.created_at, j.id
 
--- name: job_threads
-select distinct thread_id from pip_ai_image_jobs where id = any(%(ids)s::uuid[]) order by thread_id
+-- name: subtree_threads
+-- The threads a deletion must lock: every thread a job of the subtree lies in (erasure reaches threads
+-- of other users through jobs made from the user's variants).
+with recursive {subtree}
+select distinct j.thread_id from pip_ai_image_jobs j where j.id in (select id from tree) order by j.thread_id
+
+-- name: still_expired
+-- Retention, re-checked under the threads' locks: the roots whose thread still has no active job and no
+-- job finished at or after the cutoff (a refinement may have landed since expired_threads read).
+select r.id from pip_ai_image_jobs r
+where r.id = any(%(ids)s::uuid[])
+  and not exists (
+    select 1 from pip_ai_image_jobs j
+    where j.thread_id = r.thread_id
+      and (j.status in ('queued', 'running') or coalesce(j.finished_at, j.created_at) >= %(before)s))
 
 -- name: delete_jobs
 -- One statement: the subtree's rows go (variants and messages by cascade) and their blobs are recorded
 -- in pip_ai_blob_purges, so a crash before the blobs are deleted leaves work for the sweep, not orphans.
-with recursive tree as (
-  select j.id from pip_ai_image_jobs j where j.id = any(%(ids)s::uuid[])
-  union
-  select c.id from tree t join pip_ai_image_jobs c
-    on c.parent_job_id = t.id
-    or (%(by_input)s and c.input_path like 'jobs/%%' and split_part(c.input_path, '/', 2) = t.id::text)
-), gone as (
+with recursive {subtree}, gone as (
   delete from pip_ai_image_jobs j where j.id in (select id from tree)
   returning j.id, j.project_id, j.user_id, j.status, j.input_path, j.deadline_at, j.idempotency_key
 ), purges as (

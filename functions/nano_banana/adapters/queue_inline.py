@@ -59,7 +59,8 @@ class InlineQueue:
             return True
 
     def is_pending(self, task: Task) -> bool:
-        """Waiting (not deleted) or running; a name used up is remembered for the process's life."""
+        """Waiting (not deleted) or running, including between a failed delivery and its redelivery, like
+        Cloud Tasks' GetTask; a name used up is remembered for the process's life."""
         name = task_name(task.kind, task.job_id, task.replacement)
         with self._cond:
             return name in self._running or any(e[2] == name and name not in self._deleted for e in self._heap)
@@ -114,7 +115,7 @@ class InlineQueue:
         try:
             if self._handler is None:
                 raise RuntimeError("InlineQueue has no handler bound")
-            self._handler(task)
+            self._handler(task, attempt - 1)
         except Exception as exc:
             retry = attempt < self._max_attempts
             log.warning(

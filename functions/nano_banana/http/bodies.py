@@ -74,6 +74,9 @@ class BlocksQuery(_Body):
     variant_id: uuid.UUID = Field(alias="variantId")
     type: Literal["image", "image_compare"] = "image"
     layout: Literal["slider", "side_by_side"] = "slider"
+    # image_compare's "before": the image this job was made from (a refinement's: the variant it refined),
+    # or the photo its thread began with.
+    before: Literal["parent", "original"] = "parent"
 
 
 def _unstorable(data: Any, where: str) -> str | None:
@@ -114,7 +117,9 @@ def validated(model: type[_M], data: Any) -> _M:
             {"field": ".".join(str(p) for p in e["loc"]) or "body", "problem": e["msg"]}
             for e in exc.errors(include_url=False, include_input=False)
         ]
-        raise InvalidRequest("the request is not valid", details={"fields": fields}) from exc
+        said = "; ".join(f"{f['field']}: {f['problem'][:1].lower()}{f['problem'][1:]}" for f in fields[:3])
+        more = f" (and {len(fields) - 3} more)" if len(fields) > 3 else ""
+        raise InvalidRequest(f"the request is not valid: {said}{more}", details={"fields": fields}) from exc
 
 
 def json_body(request: Request) -> Any:

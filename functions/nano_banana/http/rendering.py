@@ -103,8 +103,10 @@ def _alt(prompt: str, prefix: str) -> str:
     return f"{prefix}: {text[:160]}{'…' if len(text) > 160 else ''}"
 
 
-def render_block(api: Api, job: Job, query: BlocksQuery) -> dict[str, Any]:
-    """Document Builder block JSON for a succeeded job's variant."""
+def render_block(api: Api, job: Job, query: BlocksQuery, *, before_of: Job | None = None) -> dict[str, Any]:
+    """Document Builder block JSON for a succeeded job's variant; an image_compare's "before" is the input
+    of `before_of` (the job itself unless the caller asked for the thread's original photo)."""
+    source = before_of or job
     if job.status is not JobStatus.succeeded:
         raise InvalidTransition(
             f"job is {job.status.value}; only succeeded jobs have blocks", details={"status": job.status.value}
@@ -112,7 +114,7 @@ def render_block(api: Api, job: Job, query: BlocksQuery) -> dict[str, Any]:
     variant = next((v for v in job.variants if v.id == query.variant_id), None)
     if variant is None:
         raise NotFound("variant not found in this job", details={"variantId": str(query.variant_id)})
-    urls = api.signer.sign([variant.storage_path, job.input_path]).urls
+    urls = api.signer.sign([variant.storage_path, source.input_path]).urls
     after = {
         "src": urls.get(variant.storage_path),
         "storagePath": variant.storage_path,
@@ -128,10 +130,10 @@ def render_block(api: Api, job: Job, query: BlocksQuery) -> dict[str, Any]:
         }
         return {"type": "image", "props": props}
     before = {
-        "src": urls.get(job.input_path),
-        "storagePath": job.input_path,
-        "width": job.input_width,
-        "height": job.input_height,
+        "src": urls.get(source.input_path),
+        "storagePath": source.input_path,
+        "width": source.input_width,
+        "height": source.input_height,
     }
     return {
         "type": "image_compare",

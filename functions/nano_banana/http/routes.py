@@ -133,7 +133,10 @@ def blocks(api: Api, request: Request, params: dict[str, str]) -> Response:
     user_id = _user(api, request)
     query = validated(BlocksQuery, request.args.to_dict())
     job = usecases.get_job(api.services, user_id, parse_uuid(params["id"], "jobId"))
-    return json_response(render_block(api, job, query))
+    source = job
+    if query.type == "image_compare" and query.before == "original" and job.parent_job_id is not None:
+        source = usecases.original(api.services, job)
+    return json_response(render_block(api, job, query, before_of=source))
 
 
 def job_events(api: Api, request: Request, params: dict[str, str]) -> Response:

@@ -86,8 +86,7 @@ function explain(err) {
         `The next slot opens in ${duration(err.retryAfter)}.`;
     case "concurrency_limited":
       return `This project already has ${c.maxActivePerProject} ${c.maxActivePerProject === 1 ? "job" : "jobs"} in progress, ` +
-        `the most it can run at once. Wait for one to finish or cancel one, then try again` +
-        (err.retryAfter ? ` (about ${duration(err.retryAfter)}).` : ".");
+        `the most it can run at once. A slot frees the moment one finishes: wait for it or cancel one, then try again.`;
     case "budget_exceeded": {
       const d = err.details, held = d.reserved ? ` and ${d.reserved} more on the way` : "";
       const reopens = new Date(Date.now() + err.retryAfter * 1000)
@@ -440,7 +439,7 @@ function openVariant(jobId, variantId) {
   $("before").alt = job.parentJobId ? "Before: the variant this refinement started from" : "Before: the original photo";
   $("after").src = variant.url ?? "";
   $("after").alt = `After: variant ${variant.index + 1} of “${job.prompt}”`;
-  setRatios(job.inputWidth / job.inputHeight, variant.width / variant.height);
+  setRatio(variant.width / variant.height);
   $("block-json").hidden = true; $("block-json").textContent = ""; $("copied").textContent = "";
   showError($("refine-error"), null);
   for (const b of document.querySelectorAll("[data-variant-id]")) {
@@ -460,9 +459,8 @@ function closeVariant() {
   if (opened) document.querySelector(`[data-variant-id="${opened.variantId}"]`)?.focus();
 }
 
-// The compare frame takes the output's aspect ratio; the input is letterboxed in it (studio.css).
-function setRatios(input, output) {
-  if (input > 0) $("compare").style.setProperty("--in-ratio", String(input));
+// The compare frame takes the output's aspect ratio; both images cover it, centred (studio.css).
+function setRatio(output) {
   if (output > 0) $("compare").style.setProperty("--out-ratio", String(output));
 }
 
@@ -602,8 +600,7 @@ function wire() {
   $("copy-image").addEventListener("click", () => copyBlock("image"));
   $("copy-compare").addEventListener("click", () => copyBlock("image_compare"));
   // What the browser decoded decides (the stored sizes are the same unless an image was replaced).
-  $("before").addEventListener("load", (e) => setRatios(e.target.naturalWidth / e.target.naturalHeight, 0));
-  $("after").addEventListener("load", (e) => setRatios(0, e.target.naturalWidth / e.target.naturalHeight));
+  $("after").addEventListener("load", (e) => setRatio(e.target.naturalWidth / e.target.naturalHeight));
   $("close-detail").addEventListener("click", closeVariant);
   $("confirm-delete").addEventListener("click", deleteConfirmed);
   $("keep-job").addEventListener("click", () => $("delete-dialog").close());

@@ -20,11 +20,19 @@ from nano_banana.usecases.deleting import (
 )
 from nano_banana.usecases.finishing import cancel_job, complete_job, discard_outputs, expire_job, fail_job
 from nano_banana.usecases.generating import UploadGrant, grant_uploads, run_generation
-from nano_banana.usecases.reading import get_job, list_jobs, thread, visible_paths
-from nano_banana.usecases.services import LEASE_GRACE, Services
-from nano_banana.usecases.sweeping import RECEIPT_MARGIN, REQUEUE_ROUND_S, delete_orphan_inputs, prune_receipts, sweep
+from nano_banana.usecases.reading import get_job, list_jobs, original, thread, visible_paths
+from nano_banana.usecases.services import CREATION_GRACE, LEASE_GRACE, Services
+from nano_banana.usecases.sweeping import (
+    RECEIPT_MARGIN,
+    REQUEUE_ROUND_S,
+    delete_orphan_inputs,
+    delete_orphan_outputs,
+    prune_receipts,
+    sweep,
+)
 
 __all__ = [
+    "CREATION_GRACE",
     "LATE_UPLOAD_GRACE",
     "LEASE_GRACE",
     "PURGE_BATCH",
@@ -44,6 +52,7 @@ __all__ = [
     "create_job",
     "delete_job",
     "delete_orphan_inputs",
+    "delete_orphan_outputs",
     "discard_outputs",
     "erase_user",
     "expire_job",
@@ -52,6 +61,7 @@ __all__ = [
     "get_job",
     "grant_uploads",
     "list_jobs",
+    "original",
     "prune_receipts",
     "refine",
     "request_hash",

@@ -24,7 +24,7 @@ from nano_banana.ports import (
 from nano_banana.together import settle_each
 from nano_banana.usecases.finishing import ended
 from nano_banana.usecases.reading import get_job
-from nano_banana.usecases.services import LEASE_GRACE, Services
+from nano_banana.usecases.services import LEASE_GRACE, Services, delete_unreferenced
 from nano_banana.usecases.usage import settle_to
 
 log = logging.getLogger("nano_banana")
@@ -63,14 +63,22 @@ def delete_job(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> Deletion
 
 
 def _delete_subtrees(
-    svc: Services, roots: Sequence[uuid.UUID], *, by_input: bool = False, extra_purges: Sequence[str] = ()
+    svc: Services,
+    roots: Sequence[uuid.UUID],
+    *,
+    by_input: bool = False,
+    extra_purges: Sequence[str] = (),
+    expired_before: datetime | None = None,
 ) -> Deletion:
     """Cancel what is still active (the normal CAS: slot released, expire task dropped), delete the rows
     in one transaction that records their blobs, then delete the blobs. A crash after the transaction
-    leaves the recorded purges for the sweep; a worker finishing later finds no row and deletes its own."""
-    for job in svc.store.job_subtree(roots, by_input=by_input):
-        if job.status in ACTIVE and (canceled := svc.store.cancel(job.id)) is not None:
-            ended(svc, canceled, "job_canceled", reason="deleted")
+    leaves the recorded purges for the sweep; a worker finishing later finds no row and deletes its own.
+    Retention (`expired_before`) cancels nothing: a thread with an active job is not expired, and the
+    locked delete re-checks that."""
+    if expired_before is None:
+        for job in svc.store.job_subtree(roots, by_input=by_input):
+            if job.status in ACTIVE and (canceled := svc.store.cancel(job.id)) is not None:
+                ended(svc, canceled, "job_canceled", reason="deleted")
     now = svc.clock()
     deleted = svc.store.delete_jobs(
         roots,
@@ -78,6 +86,7 @@ def _delete_subtrees(
         by_input=by_input,
         late_uploads_s=(LEASE_GRACE + LATE_UPLOAD_GRACE).total_seconds(),
         extra_purges=extra_purges,
+        expired_before=expired_before,
     )
     for gone in deleted:
         if gone.status in ACTIVE:  # created after the cancel step (a racing refinement): no CAS left to win
@@ -137,11 +146,7 @@ def _expand(svc: Services, entries: Sequence[str]) -> list[str]:
 def _purge(svc: Services, entries: Sequence[str], now: datetime) -> list[str]:
     """Delete the blobs behind recorded purge entries, except those a remaining job still uses (a
     refinement's input is its parent's variant), then forget the entries. Returns the paths deleted."""
-    paths = _expand(svc, entries)
-    keep = svc.store.referenced_paths(paths)
-    doomed = [p for p in paths if p not in keep]
-    if doomed:
-        svc.blobs.delete(doomed)
+    doomed = delete_unreferenced(svc, _expand(svc, entries))
     svc.store.finish_purges(entries, now)
     return doomed
 
@@ -161,11 +166,12 @@ def apply_retention(svc: Services) -> int:
     days = svc.settings.retention_days
     if days is None:
         return 0
-    roots = svc.store.expired_threads(svc.clock() - timedelta(days=days), svc.settings.retention_batch)
+    cutoff = svc.clock() - timedelta(days=days)
+    roots = svc.store.expired_threads(cutoff, svc.settings.retention_batch)
     if not roots:
         return 0
     with timed("jobs_deleted", reason="retention", threads=len(roots)) as event:
-        deletion = _delete_subtrees(svc, roots)
+        deletion = _delete_subtrees(svc, roots, expired_before=cutoff)
         event.update(jobs=len(deletion.job_ids), blobs=len(deletion.blobs))
     return len(deletion.job_ids)
 

@@ -62,13 +62,18 @@ def _log_end(job: Job, event: str, **fields: object) -> None:
     )
 
 
+_ENDED_AS = {"succeeded": "succeeded", "failed": "failed", "canceled": "been canceled"}
+
+
 def cancel_job(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     current = get_job(svc, user_id, job_id)
     job = svc.store.cancel(job_id)
     if job is None:
         latest = svc.store.get_job(job_id) or current
         raise InvalidTransition(
-            f"job is {latest.status.value}; it can no longer be canceled", details={"status": latest.status.value}
+            f"the job has already {_ENDED_AS.get(latest.status.value, latest.status.value)}; only a queued or "
+            "running job can be canceled",
+            details={"status": latest.status.value},
         )
     ended(svc, job, "job_canceled")
     return job
@@ -159,7 +164,7 @@ def _delete_unrecorded_outputs(svc: Services, job: Job) -> None:
     """After a job ended: every output of any attempt but its variants (a failed or canceled job has
     none; a crashed worker's outputs included; a live worker deletes its own after losing)."""
     recorded = {v.storage_path for v in job.variants}
-    try:
+    try:  # the gate (delete_quietly) keeps anything a row references; `recorded` only saves it the work
         stale = [p for p in svc.blobs.list(job_prefix(job.id)) if p not in recorded]
     except Exception as exc:  # the transition is committed; orphans are harmless, a failed answer is not
         log.warning(
@@ -171,17 +176,6 @@ def _delete_unrecorded_outputs(svc: Services, job: Job) -> None:
 
 
 def discard_outputs(svc: Services, job_id: uuid.UUID, paths: Sequence[str]) -> None:
-    """Delete outputs that will never be recorded (a late, rejected or repeated result). A path the job
-    has recorded as a variant is never deleted: a repeated success report names the job's own images."""
-    if not paths:
-        return
-    try:
-        job = svc.store.get_job(job_id)
-    except Exception as exc:  # cannot tell which are variants: keep them all (an orphan beats a lost image)
-        log.warning(
-            "could not read the job; outputs kept",
-            extra={"event": "blob_cleanup_failed", "jobId": str(job_id), "errorType": type(exc).__name__},
-        )
-        return
-    recorded = {v.storage_path for v in job.variants} if job is not None else set()
-    delete_quietly(svc, [p for p in paths if p not in recorded], job_id)
+    """Delete outputs that will never be recorded (a late, rejected or repeated result), through the
+    gate: a path any row references (this job's variant, or another job's input made from it) stays."""
+    delete_quietly(svc, paths, job_id)

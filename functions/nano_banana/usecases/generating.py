@@ -85,12 +85,16 @@ def _claim(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool = False) 
     delivery), a row still missing after the wait raises TransientError: the queue delivers it again
     after its backoff, which gives a slow insert longer; a later delivery is acknowledged."""
     deadline, pause = time.monotonic() + ROW_WAIT_S, _ROW_POLL_FIRST_S
+    seen_queued = False
     while (job := svc.store.claim_for_generation(job_id, svc.clock())) is None:
         current = svc.store.get_job(job_id)
         if current is not None:
             if current.status is JobStatus.queued and current.deadline_at > svc.clock():
-                if time.monotonic() < deadline:
-                    continue  # its insert committed between the claim and this read: claim it now
+                # Its insert committed between the claim and this read: claim it now, once even past the
+                # wait (acknowledging a queued job leaves it to the sweep's requeue, 30 s+ later).
+                if time.monotonic() < deadline or not seen_queued:
+                    seen_queued = True
+                    continue
             elif not current.terminal and current.deadline_at <= svc.clock():
                 expire_job(svc, job_id)
             return None

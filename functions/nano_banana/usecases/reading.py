@@ -66,6 +66,13 @@ def list_jobs(
     return svc.store.list_jobs(project_id, status=status, limit=limit, cursor=cursor)
 
 
+def original(svc: Services, job: Job) -> Job:
+    """The first job of `job`'s thread (the job itself for a first turn): its input is the photo the thread
+    began with, where a refinement's own input is the variant it refined. A job's ancestors outlive it
+    (deleting a job deletes its refinements), so the chain is whole."""
+    return next(iter(svc.store.thread_history(job)), job)
+
+
 def thread(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> tuple[uuid.UUID, list[tuple[Message, Job]]]:
     job = get_job(svc, user_id, job_id)
     return job.thread_id, svc.store.messages(job.thread_id)

@@ -1,5 +1,5 @@
 """The ports a use case may touch (Services), and the small steps every room takes: tasks by name, slot
-release, quiet blob deletion."""
+release, blob deletion through its one gate."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ log = logging.getLogger("nano_banana")
 
 
 LEASE_GRACE = timedelta(seconds=60)
+
+
+# Longer than any creation request runs after its reservation (reserve ‖ store the input, then insert ‖
+# enqueue: each call bounded by its client's timeout and retry budget, seconds each): a lease or key claim
+# whose job row is still missing this long after the admission belongs to a creation that is over.
+CREATION_GRACE = timedelta(seconds=120)
 
 
 @dataclass
@@ -78,13 +84,29 @@ def generate_task(svc: Services, job_id: uuid.UUID, deadline_at: datetime, repla
     return Task(kind="generate", job_id=job_id, dispatch_deadline_s=max(15.0, remaining + 30), replacement=replacement)
 
 
-def delete_quietly(svc: Services, paths: Sequence[str], job_id: uuid.UUID) -> None:
+def delete_unreferenced(svc: Services, paths: Sequence[str]) -> list[str]:
+    """The one gate to blob deletion: delete those of `paths` no job row references (as its input or as
+    a variant), read after the caller's own rows that referenced them are gone. An object a row still
+    uses is never deleted, whoever names it. Returns the paths deleted; raises what the store or the
+    blobs raise (nothing was deleted if the reference read failed)."""
     if not paths:
-        return
+        return []
+    keep = svc.store.referenced_paths(paths)
+    doomed = [p for p in dict.fromkeys(paths) if p not in keep]
+    if doomed:
+        svc.blobs.delete(doomed)
+    return doomed
+
+
+def delete_quietly(svc: Services, paths: Sequence[str], job_id: uuid.UUID) -> None:
+    """`delete_unreferenced`, a failure logged (the sweep's orphan passes delete what is left)."""
     try:
-        svc.blobs.delete(paths)
-    except Exception:
-        log.warning("could not delete blobs", extra={"event": "blob_cleanup_failed", "jobId": str(job_id)})
+        delete_unreferenced(svc, paths)
+    except Exception as exc:
+        log.warning(
+            "could not delete blobs",
+            extra={"event": "blob_cleanup_failed", "jobId": str(job_id), "errorType": type(exc).__name__},
+        )
 
 
 def release_slot(svc: Services, project_id: uuid.UUID, job_id: uuid.UUID) -> bool:

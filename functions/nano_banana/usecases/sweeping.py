@@ -4,10 +4,12 @@ housekeeping steps."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from nano_banana.domain import (
+    TERMINAL,
     Job,
     JobStatus,
 )
@@ -15,23 +17,25 @@ from nano_banana.errors import (
     Unavailable,
 )
 from nano_banana.log import timed
+from nano_banana.ports import Holding
 from nano_banana.usecases.deleting import apply_retention, finish_purges
 from nano_banana.usecases.finishing import expire_job
-from nano_banana.usecases.services import LEASE_GRACE, Services, generate_task, release_slot
+from nano_banana.usecases.services import CREATION_GRACE, LEASE_GRACE, Services, delete_unreferenced, generate_task
 
 log = logging.getLogger("nano_banana")
 
 
 def sweep(svc: Services, limit: int = 200) -> int:
-    """Safety net for expire tasks that never ran, generate tasks that were lost and leases that were
-    not given back. Each part reads at most `limit` rows. Returns how many jobs it expired."""
+    """Safety net for expire tasks that never ran, generate tasks that were lost, and leases and key
+    claims no live job holds. Each part reads at most `limit` rows (or limits documents). Returns how
+    many jobs it expired."""
     expired = 0
     with timed("sweep") as event:
         for job_id in svc.store.overdue_jobs(svc.clock(), limit):
             if expire_job(svc, job_id, by="sweep") is not None:
                 expired += 1
         event["requeued"] = _requeue_lost_generate_tasks(svc, limit)
-        event["slotsReclaimed"] = _reclaim_leaked_slots(svc, limit)
+        event["slotsReclaimed"] = _reconcile_holdings(svc, limit)
         event["expired"] = expired
         _lifecycle_steps(svc, event)
     return expired
@@ -86,64 +90,122 @@ def _replace_generate_task(svc: Services, job: Job, now: datetime) -> bool:
     return False
 
 
-def _reclaim_leaked_slots(svc: Services, limit: int) -> int:
-    """Give back leases still held by ended jobs (a crash between the terminal transition and the
-    release, or a release during a limits outage). A lease lives until its job's deadline + LEASE_GRACE,
-    so only projects with a job ended within that window are read: one lease read each, and one
-    release per leaked lease. Returns how many leases it gave back."""
-    reclaimed = 0
-    for project_id in svc.store.projects_with_recent_ends(svc.clock() - LEASE_GRACE, limit):
+def _reconcile_holdings(svc: Services, limit: int) -> int:
+    """Give back what the limits store holds for a job no row keeps alive: a lease whose job ended (a
+    crash or an outage between the transition and its release), was deleted (a DELETE whose release
+    failed) or was never inserted (a creation that died, or a reservation whose answer was lost); a key
+    claim whose job has no row. A missing row counts only past CREATION_GRACE after the admission (its
+    creation may still be inserting it). A claim of an existing row stays: a retry with that key is
+    answered from the row. Each run reads the next `limit` projects' and users' documents, resuming where
+    the last run stopped. Returns how many it gave back."""
+    given = 0
+    for kind in ("lease", "claim"):
+        cursor = f"held_{kind}s"
+        position, _ = svc.store.sweep_cursor(cursor)
         try:
-            held = svc.limits.active_jobs(project_id)
+            page = svc.limits.holdings(kind, offset=position, limit=limit)
         except Unavailable:
-            log.warning("the limits store is unavailable; slot reclaim stops", extra={"event": "reclaim_failed"})
+            log.warning("the limits store is unavailable; reconciliation stops", extra={"event": "reclaim_failed"})
             break
-        for job_id in sorted(svc.store.ended_among(held)):
-            if release_slot(svc, project_id, job_id):
-                reclaimed += 1
-                log.info(
-                    "slot_reclaimed",
-                    extra={"event": "slot_reclaimed", "jobId": str(job_id), "projectId": str(project_id)},
-                )
-    return reclaimed
+        statuses = svc.store.job_statuses(sorted({h.job_id for h in page.holdings}))
+        now = svc.clock()
+        for holding in page.holdings:
+            if _held_for_nothing(svc, holding, statuses.get(holding.job_id), now) and _give_back(svc, holding):
+                given += 1
+        svc.store.set_sweep_cursor(cursor, position + page.documents if page.documents >= limit else 0, now)
+    return given
+
+
+def _held_for_nothing(svc: Services, holding: Holding, status: JobStatus | None, now: datetime) -> bool:
+    if status is None:  # deleted or never inserted: past the grace, no creation can still insert it
+        admitted_at = holding.expires_at - LEASE_GRACE - timedelta(seconds=svc.settings.timeout_s)
+        return now - admitted_at > CREATION_GRACE
+    return holding.kind == "lease" and status in TERMINAL
+
+
+def _give_back(svc: Services, holding: Holding) -> bool:
+    try:
+        dropped = svc.limits.drop(holding)
+    except Exception:  # the next pass tries again; at worst it expires on its own
+        log.exception("could not give back a holding", extra={"event": "reclaim_failed", "jobId": str(holding.job_id)})
+        return False
+    if dropped and holding.kind == "lease":
+        log.info(
+            "slot_reclaimed",
+            extra={"event": "slot_reclaimed", "jobId": str(holding.job_id), "projectId": str(holding.owner)},
+        )
+    elif dropped:
+        log.info("claim_reclaimed", extra={"event": "claim_reclaimed", "jobId": str(holding.job_id)})
+    return dropped
 
 
 def delete_orphan_inputs(svc: Services) -> int:
     """Sweep step: uploads under `inputs/` that no job references and that are older than the grace
-    period (a creation that died between upload and insert) are deleted. Each run scans the next
-    NANO_BANANA_ORPHAN_BATCH user folders, resuming where the last run stopped; after a full pass it rests
-    for the grace period (nothing new can have become an orphan sooner). Returns blobs deleted."""
-    cursor = "orphan_inputs"
+    period (a creation that died between upload and insert, or whose clean-up failed) are deleted.
+    Bounded and resumable as `_delete_orphans` says. Returns blobs deleted."""
+    return _delete_orphans(svc, "inputs", list)
+
+
+def delete_orphan_outputs(svc: Services) -> int:
+    """Sweep step: objects under `jobs/{id}/` of a job that ended or has no row, older than the grace
+    period, that no row references (a worker's upload after its job ended, a discard or an end-of-job
+    clean-up that failed, a purge lost with its record). A running job's folder is left to its worker.
+    Returns blobs deleted."""
+
+    def settled(folders: Sequence[str]) -> list[str]:
+        ids = {name: _job_id(name) for name in folders}
+        statuses = svc.store.job_statuses(sorted({i for i in ids.values() if i is not None}))
+        return [name for name, i in ids.items() if i is None or statuses.get(i, JobStatus.failed) in TERMINAL]
+
+    return _delete_orphans(svc, "jobs", settled)
+
+
+def _job_id(folder: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(folder)
+    except ValueError:
+        return None
+
+
+def _delete_orphans(svc: Services, top: str, candidates: Callable[[Sequence[str]], list[str]]) -> int:
+    """Delete the objects older than the grace period in the next NANO_BANANA_ORPHAN_BATCH folders of
+    `top` (those `candidates` keeps), through the gate (what a row references stays), resuming where the
+    last run stopped; after a full pass it rests for the grace period (nothing new can have become an
+    orphan sooner)."""
+    cursor = f"orphan_{top}"
     now = svc.clock()
     grace = timedelta(seconds=svc.settings.orphan_grace_s)
     position, saved_at = svc.store.sweep_cursor(cursor)
     if position == 0 and saved_at is not None and now - saved_at < grace:
         return 0
     batch = svc.settings.orphan_batch
-    folders = svc.blobs.list_folder("inputs", offset=position, limit=batch)
-    cutoff = now - grace
+    folders = svc.blobs.list_folder(top, offset=position, limit=batch)
     stale: list[str] = []
-    for folder in (f for f in folders if f.folder):
-        offset = 0
-        while True:
-            page = svc.blobs.list_folder(f"inputs/{folder.name}", offset=offset, limit=_LIST_PAGE)
-            stale += [
-                f"inputs/{folder.name}/{e.name}"
-                for e in page
-                if not e.folder and e.updated_at is not None and e.updated_at < cutoff
-            ]
-            if len(page) < _LIST_PAGE:
-                break
-            offset += _LIST_PAGE
-    keep = svc.store.referenced_paths(stale)
-    orphans = [p for p in stale if p not in keep]
+    for name in candidates([f.name for f in folders if f.folder]):
+        stale += _objects_before(svc, f"{top}/{name}", now - grace)
+    orphans = delete_unreferenced(svc, stale)
     if orphans:
-        svc.blobs.delete(orphans)
-        log.info("orphan inputs deleted", extra={"event": "orphans_deleted", "blobs": len(orphans)})
+        log.info("orphans deleted", extra={"event": "orphans_deleted", "blobs": len(orphans), "folder": top})
     # Past the last folder: start over next run. (A folder emptied here may shift later ones back by one;
     # the next cycle sees them.)
     svc.store.set_sweep_cursor(cursor, position + len(folders) if len(folders) == batch else 0, now)
     return len(orphans)
+
+
+def _objects_before(svc: Services, folder: str, cutoff: datetime) -> list[str]:
+    """Every object under `folder` (recursively) last written before `cutoff`."""
+    found: list[str] = []
+    offset = 0
+    while True:
+        page = svc.blobs.list_folder(folder, offset=offset, limit=_LIST_PAGE)
+        for entry in page:
+            if entry.folder:
+                found += _objects_before(svc, f"{folder}/{entry.name}", cutoff)
+            elif entry.updated_at is not None and entry.updated_at < cutoff:
+                found.append(f"{folder}/{entry.name}")
+        if len(page) < _LIST_PAGE:
+            return found
+        offset += _LIST_PAGE
 
 
 def prune_receipts(svc: Services) -> None:
@@ -163,6 +225,7 @@ def _lifecycle_steps(svc: Services, event: dict[str, object]) -> None:
         ("purged", finish_purges),
         ("retained", apply_retention),
         ("orphans", delete_orphan_inputs),
+        ("orphanOutputs", delete_orphan_outputs),
         ("receipts", prune_receipts),
     ]
     for name, step in steps:

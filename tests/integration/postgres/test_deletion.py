@@ -418,6 +418,40 @@ def test_orphan_inputs_older_than_the_grace_period_are_deleted(pg_store: Postgre
     assert young not in store.objects
 
 
+def test_stray_outputs_of_ended_or_deleted_jobs_are_deleted_and_referenced_ones_never(
+    pg_store: PostgresJobStore,
+) -> None:
+    """Objects under `jobs/{id}/` are derived too (issue 24): past the grace period, what no row references
+    in the folder of a job that ended or has no row goes (a late upload, a clean-up that failed); a
+    running job's folder is its worker's; a variant stays, also one another job uses after its own job
+    was deleted."""
+    clock = FakeClock(datetime.now(UTC))
+    svc = services(pg_store, clock)
+    store = blobs(svc)
+    user, project = member(svc)
+    done = succeeded(svc, user, project)
+    used = succeeded(svc, user, project)
+    reuse = usecases.CreateJob(project, "reuse", 1, None, input_path=used.variants[0].storage_path)
+    user_of_used = usecases.create_job(svc, user, reuse).job
+    usecases.delete_job(svc, user, used.id)  # its variant 0 stays: user_of_used's input
+    running = queued(svc, user, project)
+    assert pg_store.claim_for_generation(running.id, clock()) is not None
+    strays = [f"jobs/{done.id}/1/late.png", f"jobs/{uuid.uuid4()}/1/0.png", f"jobs/{used.id}/9/0.png"]
+    in_progress = f"jobs/{running.id}/1/0.png"
+    for path in [*strays, in_progress]:
+        store.put(path, b"img", "image/png")
+    young = f"jobs/{done.id}/2/young.png"
+    store.put(young, b"img", "image/png")
+    for path in store.objects:
+        if path != young:
+            store.written[path] -= timedelta(hours=2)
+
+    deleted = usecases.delete_orphan_outputs(svc)
+    assert deleted == len(strays)
+    assert not any(p in store.objects for p in strays)
+    assert {in_progress, young, user_of_used.input_path, *(v.storage_path for v in done.variants)} <= set(store.objects)
+
+
 def test_an_input_still_used_by_another_job_outlives_a_deletion(pg_store: PostgresJobStore) -> None:
     svc = services(pg_store)
     user, project = member(svc)
@@ -484,3 +518,75 @@ def test_erase_user_takes_their_jobs_derived_jobs_uploads_and_rate_window(pg_sto
 
     again = usecases.erase_user(svc, user)
     assert (again.job_ids, again.blobs) == ([], [])
+
+
+def test_retention_keeps_a_thread_a_refinement_joined_after_it_was_read(
+    pg_store: PostgresJobStore, embedded_pg: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24 finding 2 (lost job). Interleaving: retention reads the old thread as expired
+    (`expired_threads`), a refinement is created in it (202 answered), then retention's delete runs.
+    Before: the delete canceled the new refinement and deleted it with its thread. Now the locked delete
+    re-checks the cutoff and keeps the thread."""
+    svc = services(pg_store, NANO_BANANA_RETENTION_DAYS=30)
+    user, project = member(svc)
+    root = succeeded(svc, user, project)
+    backdate(embedded_pg, [root.id], 45)
+    read_expired = pg_store.expired_threads
+    joined: list[Job] = []
+
+    def expired_then_refined(before: datetime, limit: int) -> list[uuid.UUID]:
+        roots = read_expired(before, limit)
+        assert roots == [root.id]
+        refinement = usecases.refine(svc, user, usecases.Refine(root.id, root.variants[0].id, "one more"))
+        joined.append(refinement.job)
+        return roots
+
+    monkeypatch.setattr(pg_store, "expired_threads", expired_then_refined)
+    assert usecases.apply_retention(svc) == 0
+    (refinement,) = joined
+    kept = pg_store.get_job(refinement.id)
+    assert kept is not None, "the answered refinement was deleted"
+    assert kept.status.value == "queued"
+    assert pg_store.get_job(root.id) is not None
+    assert paths_of(root) <= set(blobs(svc).objects)
+
+
+def test_erasure_locks_every_thread_it_reaches_so_a_racing_refinement_goes_too(
+    pg_store: PostgresJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24 suspicion (proven): erase-user locked only the threads of the user's own jobs. A colleague
+    refines, in their own thread, a job made from the user's variant; its insert is in flight while the
+    erasure deletes. Before: the refinement survived with parent_job_id null (its parent deleted under
+    it). Now the erasure locks every thread its subtree reaches and reads the subtree again."""
+    svc = services(pg_store)
+    user, project = member(svc)
+    colleague, _ = member(svc, project)
+    mine = succeeded(svc, user, project)
+    made = usecases.create_job(
+        svc, colleague, usecases.CreateJob(project, "reuse", 1, None, input_path=mine.variants[0].storage_path)
+    ).job
+    derived = usecases.run_generation(svc, made.id)
+    assert derived is not None
+    inserted, go = threading.Event(), threading.Event()
+    run = pg_store._run
+
+    def pausing_run(conn: Any, name: str, params: dict[str, Any]) -> Any:
+        rows = run(conn, name, params)
+        if name == "create_job" and params.get("parent_job_id") == derived.id:
+            inserted.set()
+            go.wait(10)  # the refinement's transaction stays open, its thread lock held
+        return rows
+
+    monkeypatch.setattr(pg_store, "_run", pausing_run)
+    with ThreadPoolExecutor(2) as pool:
+        refining = pool.submit(
+            usecases.refine, svc, colleague, usecases.Refine(derived.id, derived.variants[0].id, "again")
+        )
+        assert inserted.wait(10)
+        erasing = pool.submit(usecases.erase_user, svc, user)
+        time.sleep(0.5)  # the erasure reaches its delete while the refinement is uncommitted
+        go.set()
+        refinement = refining.result(30).job
+        erased = erasing.result(30)
+    assert {mine.id, derived.id, refinement.id} <= set(erased.job_ids)
+    assert pg_store.get_job(refinement.id) is None, "the racing refinement survived its erased parent"

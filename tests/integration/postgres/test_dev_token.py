@@ -66,3 +66,42 @@ def test_dev_token_still_refuses_the_dev_secret_against_a_real_database(embedded
     )
     assert out.returncode != 0
     assert "NANO_BANANA_JWT_SECRET must be set" in out.stderr
+
+
+def _dev_token(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "nano-banana"), "dev-token", "--user", str(uuid.uuid4()), "--project", str(uuid.uuid4())],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _bare_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("NANO_BANANA_", "N8N_", "SUPABASE_", "DATABASE_"))}
+
+
+def test_dev_token_refuses_a_default_data_dir_no_dev_server_runs_on(tmp_path: Path) -> None:
+    """Without NANO_BANANA_DATA_DIR it silently created ./.data/postgres, wrote the membership there and
+    printed a token the running server (on another data dir) answered with 403."""
+    out = _dev_token(_bare_env(), tmp_path)
+    assert out.returncode == 2
+    assert out.stdout == "", "no token"
+    assert "no dev server's database is running" in out.stderr
+    assert str(tmp_path / ".data") in out.stderr
+    assert "NANO_BANANA_DATA_DIR" in out.stderr
+    assert "make dev" in out.stderr
+    assert not (tmp_path / ".data").exists(), "nothing created"
+
+
+def test_dev_token_refuses_a_data_dir_without_a_database(tmp_path: Path) -> None:
+    """A data dir that was never a dev server's (a typo, a wrong path): refused, nothing created."""
+    empty = tmp_path / "typo"
+    out = _dev_token({**_bare_env(), "NANO_BANANA_DATA_DIR": str(empty)}, tmp_path)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert str(empty) in out.stderr
+    assert not (empty / "postgres").exists()

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.postgres
 PLATFORM = Path(__file__).resolve().parents[2] / "fixtures" / "supabase_platform.sql"
 
 # What the builder reads of a job (and Realtime sends it): everything but another member's retry key and
-# request fingerprint.
-HIDDEN = {"idempotency_key", "request_hash"}
+# request fingerprint, and when a same-key retry was answered with it (service bookkeeping).
+HIDDEN = {"idempotency_key", "request_hash", "replayed_at"}
 
 
 @dataclass

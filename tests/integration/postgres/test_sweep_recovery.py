@@ -20,7 +20,7 @@ from nano_banana.adapters.queue_cloudtasks import CloudTasksQueue
 from nano_banana.domain import Job, JobStatus
 from nano_banana.errors import Unavailable
 from nano_banana.images import inspect_image
-from nano_banana.ports import Task, task_name
+from nano_banana.ports import HoldingKind, HoldingsPage, Task, task_name
 from nano_banana.settings import Settings
 from tests.support.fake_cloudtasks import FakeCloudTasks, TaskReceiver, fake_cloudtasks, task_receiver  # noqa: F401
 from tests.support.memory_blobs import MemoryBlobStore
@@ -39,12 +39,12 @@ def _png() -> bytes:
 
 class CountingLimits(MemoryLimits):
     """The in-memory limits, whose releases can fail (a Firestore outage, or a crash before the call) and
-    whose lease reads are counted (what the sweep costs in Firestore reads)."""
+    whose holdings pages are recorded (what the sweep reads from Firestore)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.release_failures = 0
-        self.lease_reads: list[uuid.UUID] = []
+        self.pages: list[tuple[HoldingKind, int]] = []
 
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
         if self.release_failures > 0:
@@ -52,9 +52,10 @@ class CountingLimits(MemoryLimits):
             raise Unavailable("the limits store is unavailable")
         super().release_slot(project_id=project_id, job_id=job_id)
 
-    def active_jobs(self, project_id: uuid.UUID) -> list[uuid.UUID]:
-        self.lease_reads.append(project_id)
-        return super().active_jobs(project_id)
+    def holdings(self, kind: HoldingKind, *, offset: int, limit: int) -> HoldingsPage:
+        page = super().holdings(kind, offset=offset, limit=limit)
+        self.pages.append((kind, page.documents))
+        return page
 
 
 @dataclass
@@ -123,22 +124,61 @@ def test_the_expire_task_of_a_terminal_job_gives_back_its_slot(stack: Stack) -> 
     assert stack.limits.active_jobs(project) == []
 
 
-def test_slot_reclaim_reads_only_projects_with_a_recently_ended_job(stack: Stack) -> None:
-    """Bounded: one lease read per project whose ended job's lease may still live, at most `limit`."""
-    old, recent_a, recent_b, active_only = (uuid.uuid4() for _ in range(4))
-    _leak_a_slot(stack, old)
-    stack.now += timedelta(seconds=stack.svc.settings.timeout_s) + usecases.LEASE_GRACE  # old's lease expired
-    leaked = _leak_a_slot(stack, recent_a)
-    ended = stack.create(recent_b)
-    usecases.cancel_job(stack.svc, USER, ended.id)
-    stack.create(active_only)
-    stack.limits.lease_reads.clear()
+def test_reconciliation_reads_a_bounded_page_per_run_and_resumes(stack: Stack) -> None:
+    """Bounded: each run reads `limit` projects' lease documents (and users' claim documents), resuming
+    where the last run stopped, so every leaked lease is back within a pass whatever the order."""
+    projects = [uuid.uuid4() for _ in range(3)]
+    leaked = [_leak_a_slot(stack, p) for p in projects]
+    stack.now += timedelta(seconds=61)
+    stack.limits.pages.clear()
+    for _ in range(len(projects) + 1):
+        usecases.sweep(stack.svc, limit=1)
+    assert all(documents <= 1 for _kind, documents in stack.limits.pages)
+    assert all(job.id not in stack.limits.active_jobs(job.project_id) for job in leaked)
+
+
+def test_a_reservation_whose_answer_was_lost_is_given_back_after_the_grace(stack: Stack) -> None:
+    """Issue 24 finding 6 (safety net): Firestore applied the reservation but the creation never learned
+    it (a commit past its timeout), so no row was inserted and nothing gave back the lease or the key
+    claim: a same-key retry got 503 idempotency_key_in_use and the project stayed full until the lease
+    ran out (6 min). The sweep gives both back once no creation can still insert the row."""
+    project = uuid.uuid4()
+    stack.store.add_member(project, USER)
+    lost = stack.limits.reserve(
+        user_id=USER,
+        project_id=project,
+        job_id=uuid.uuid4(),
+        lease_expires_at=stack.now + timedelta(seconds=stack.svc.settings.timeout_s) + usecases.LEASE_GRACE,
+        idempotency_key="retry-me",
+    )
+    stack.now += timedelta(seconds=61)
     usecases.sweep(stack.svc)
-    assert sorted(stack.limits.lease_reads) == sorted([recent_a, recent_b])
-    assert leaked.id not in stack.limits.active_jobs(recent_a)
-    stack.limits.lease_reads.clear()
-    usecases.sweep(stack.svc, limit=1)
-    assert len(stack.limits.lease_reads) == 1
+    assert stack.limits.active_jobs(project) == [lost.job_id], "within the grace its creation may still insert"
+    stack.now += usecases.CREATION_GRACE
+    usecases.sweep(stack.svc)
+    assert stack.limits.active_jobs(project) == []
+    assert stack.limits.holdings("claim", offset=0, limit=10).holdings == []
+    data = _png()
+    upload = usecases.ImageUpload(data, inspect_image(data, max_bytes=10**6, max_pixels=10**6))
+    command = usecases.CreateJob(project, "p", 1, None, upload=upload, idempotency_key="retry-me")
+    created = usecases.create_job(stack.svc, USER, command)
+    assert not created.replayed, "the key creates the job now"
+
+
+def test_the_sweep_gives_back_the_slot_of_a_deleted_job_whose_release_failed(stack: Stack) -> None:
+    """Issue 24 finding 4: DELETE /jobs/{id} canceled the job, its slot release failed (one Firestore
+    error), the row went; the sweep only looked at ended rows and the expire task finds no row, so the
+    project answered concurrency_limited until the lease ran out (over 6 minutes)."""
+    project = uuid.uuid4()
+    job = stack.create(project)
+    stack.limits.release_failures = 1
+    usecases.delete_job(stack.svc, USER, job.id)
+    assert stack.store.get_job(job.id) is None
+    assert stack.limits.active_jobs(project) == [job.id]
+    stack.now += usecases.CREATION_GRACE + timedelta(seconds=1)  # two sweep periods, not the lease's 6 min
+    assert usecases.expire_job(stack.svc, job.id) is None
+    usecases.sweep(stack.svc)
+    assert stack.limits.active_jobs(project) == []
 
 
 # ---------------------------------------------------------------- lost generate tasks (issue 13.6)
@@ -226,3 +266,33 @@ def test_a_lost_task_is_replaced_in_cloud_tasks_despite_its_used_name(
         task_name("generate", job.id),
         task_name("generate", job.id, round_),
     ]
+
+
+# ---------------------------------------------------------------- a row that commits as the wait ends
+
+
+def test_a_row_committing_as_the_task_s_wait_ends_is_claimed_not_acknowledged(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24 suspicion (proven): the generate task's claim found no row, its re-read found the row
+    queued (its insert committed in between), but ROW_WAIT_S had just ended, so a first delivery was
+    acknowledged without claiming: the job sat queued until the sweep requeued it (requeue grace + a sweep
+    period, 30 s+). Interleaving: claim (no row) -> insert commits -> the wait ends -> get_job (queued)."""
+    from nano_banana.usecases import generating
+
+    job = stack.create(uuid.uuid4())
+    monkeypatch.setattr(generating, "ROW_WAIT_S", 0.0)  # the wait is over by the time the row is seen
+    claim = stack.store.claim_for_generation
+    calls: list[uuid.UUID] = []
+
+    def claim_before_the_commit(job_id: uuid.UUID, now: datetime) -> Job | None:
+        calls.append(job_id)
+        return None if len(calls) == 1 else claim(job_id, now)
+
+    monkeypatch.setattr(stack.store, "claim_for_generation", claim_before_the_commit)
+    try:
+        claimed = generating._claim(stack.svc, job.id, retry_if_missing=True)
+    except Exception as exc:  # a redelivery would also do: the queue tries again
+        pytest.fail(f"neither claimed nor redelivered: {exc!r}")
+    assert claimed is not None, "acknowledged without claiming a queued job"
+    assert claimed.status is JobStatus.running
