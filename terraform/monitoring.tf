@@ -130,6 +130,9 @@ locals {
     { job_duration = "logging.googleapis.com/user/${google_logging_metric.job_duration.name}" },
   )
 
+  # Cloud Monitoring's PromQL name of our log-based metrics (a distribution's sum is <name>_sum).
+  promql_prefix = "logging_googleapis_com:user_${replace(var.name_prefix, "-", "_")}"
+
   queue_filter          = "resource.type=\"cloud_tasks_queue\" AND resource.label.queue_id=\"${google_cloud_tasks_queue.jobs.name}\""
   notification_channels = [for c in google_monitoring_notification_channel.email : c.name]
 }
@@ -608,8 +611,7 @@ resource "google_monitoring_dashboard" "service" {
     metrics = local.metric_type
     queue   = google_cloud_tasks_queue.jobs.name
     prefix  = var.name_prefix
-    # Cloud Monitoring's PromQL name of our log-based metrics (a distribution's sum is <name>_sum).
-    promql = "logging_googleapis_com:user_${replace(var.name_prefix, "-", "_")}"
+    promql  = local.promql_prefix
   })
 
   depends_on = [google_project_service.apis]
