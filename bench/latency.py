@@ -141,6 +141,12 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=12, help="generate steps per mode")
     parser.add_argument("--variants", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds per mode")
+    parser.add_argument(
+        "--monthly-images",
+        type=int,
+        default=0,
+        help="NANO_BANANA_PROJECT_MONTHLY_IMAGES (0: no budget); compare the waves of POST /jobs with and without",
+    )
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     began = time.perf_counter()
@@ -172,6 +178,7 @@ def main() -> None:
                 NANO_BANANA_LOG_LEVEL="WARNING",
                 NANO_BANANA_RATE_PER_HOUR=10**6,
                 NANO_BANANA_MAX_ACTIVE_PER_PROJECT=10**6,
+                NANO_BANANA_PROJECT_MONTHLY_IMAGES=args.monthly_images,
                 NANO_BANANA_LIMITS="firestore",
                 GOOGLE_CLOUD_PROJECT=emulator.project,
                 NANO_BANANA_QUEUE="cloudtasks",

@@ -52,6 +52,7 @@ locals {
     NANO_BANANA_TIMEOUT_S                 = tostring(var.timeout_s)
     NANO_BANANA_RATE_PER_HOUR             = tostring(var.rate_per_hour)
     NANO_BANANA_MAX_ACTIVE_PER_PROJECT    = tostring(var.max_active_per_project)
+    NANO_BANANA_PROJECT_MONTHLY_IMAGES    = tostring(var.project_monthly_images)
     NANO_BANANA_BUCKET                    = var.bucket
     NANO_BANANA_JWKS_URL                  = var.jwks_url
     NANO_BANANA_CORS_ORIGINS              = join(",", var.cors_origins)

@@ -82,6 +82,14 @@ locals {
         event = "EXTRACT(jsonPayload.event)"
       }
     }
+    # A creation took its project's month across 80 % or 100 % of its image budget (usecases/usage.py).
+    budget_thresholds = {
+      description = "Projects whose month crossed 80 % or 100 % of their image budget, by percent."
+      filter      = "${local.log_base} AND jsonPayload.event=\"budget_threshold\""
+      labels = {
+        percent = "EXTRACT(jsonPayload.percent)"
+      }
+    }
     vertex_retries = {
       description = "Vertex AI calls retried, by cause: the HTTP status (429 = quota, 5xx), timeout or connection error."
       filter      = "${local.log_base} AND jsonPayload.event=\"vertex_retry\""
@@ -98,10 +106,41 @@ locals {
     error_code = "EXTRACT(jsonPayload.errorCode)"
   }
 
+  # What the jobs used, summed from their terminal lines (usecases/usage.py usage_fields): images stored and
+  # model tokens, by model. Distributions, so charts and queries can sum the values (a counter counts lines).
+  usage_distributions = {
+    images = {
+      description = "Images each job stored (0 for a failed or canceled job), by model."
+      filter      = "${local.log_base} AND ${local.terminal_events}"
+      value       = "EXTRACT(jsonPayload.images)"
+      labels = {
+        model = "EXTRACT(jsonPayload.model)"
+      }
+      # 0, 1, 2, ... 16 images: one bucket per count.
+      width = 1
+      count = 17
+    }
+    tokens = {
+      description = "Model tokens each job used (usageMetadata totalTokenCount), by model; jobs whose model reported none are left out."
+      filter      = "${local.log_base} AND ${local.terminal_events} AND jsonPayload.totalTokens>=0"
+      value       = "EXTRACT(jsonPayload.totalTokens)"
+      labels = {
+        model = "EXTRACT(jsonPayload.model)"
+      }
+      # 0 to 20,000 tokens per job in steps of 500 (an image is ~1,290 output tokens).
+      width = 500
+      count = 40
+    }
+  }
+
   metric_type = merge(
     { for name, m in google_logging_metric.counter : name => "logging.googleapis.com/user/${m.name}" },
+    { for name, m in google_logging_metric.usage : name => "logging.googleapis.com/user/${m.name}" },
     { job_duration = "logging.googleapis.com/user/${google_logging_metric.job_duration.name}" },
   )
+
+  # Cloud Monitoring's PromQL name of our log-based metrics (a distribution's sum is <name>_sum).
+  promql_prefix = "logging_googleapis_com:user_${replace(var.name_prefix, "-", "_")}"
 
   queue_filter          = "resource.type=\"cloud_tasks_queue\" AND resource.label.queue_id=\"${google_cloud_tasks_queue.jobs.name}\""
   notification_channels = [for c in google_monitoring_notification_channel.email : c.name]
@@ -158,6 +197,38 @@ resource "google_logging_metric" "job_duration" {
       num_finite_buckets = 24
       growth_factor      = 1.5
       scale              = 100
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_logging_metric" "usage" {
+  for_each    = local.usage_distributions
+  name        = "${var.name_prefix}/${each.key}"
+  description = each.value.description
+  filter      = each.value.filter
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "DISTRIBUTION"
+    unit        = "1"
+    dynamic "labels" {
+      for_each = each.value.labels
+      content {
+        key        = labels.key
+        value_type = "STRING"
+      }
+    }
+  }
+  value_extractor  = each.value.value
+  label_extractors = each.value.labels
+
+  bucket_options {
+    linear_buckets {
+      num_finite_buckets = each.value.count
+      width              = each.value.width
+      offset             = 0
     }
   }
 
@@ -493,6 +564,34 @@ resource "google_monitoring_alert_policy" "webhook_failures" {
   }
 }
 
+resource "google_monitoring_alert_policy" "budget_threshold" {
+  display_name          = "${var.name_prefix}: a project reached 80 % or 100 % of its monthly image budget"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "budget_threshold lines above alert_budget_threshold_count per window"
+    condition_threshold {
+      filter          = "metric.type=\"${local.metric_type.budget_thresholds}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.alert_budget_threshold_count
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "${var.alert_window_s}s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["metric.label.percent"]
+      }
+    }
+  }
+
+  documentation {
+    content   = "A project's images this UTC month reached 80 % or 100 % of its budget (the log line names the project and the percent; at 100 % its creations get 429 budget_exceeded until the month ends). Runbook: docs/operations.md#a-project-reached-its-image-budget"
+    mime_type = "text/markdown"
+  }
+}
+
 # ---------------------------------------------------------------- SLO: jobs done in time
 
 resource "google_monitoring_custom_service" "jobs" {
@@ -548,6 +647,7 @@ resource "google_monitoring_dashboard" "service" {
     metrics = local.metric_type
     queue   = google_cloud_tasks_queue.jobs.name
     prefix  = var.name_prefix
+    promql  = local.promql_prefix
   })
 
   depends_on = [google_project_service.apis]

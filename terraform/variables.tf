@@ -116,6 +116,16 @@ variable "max_active_per_project" {
   default     = 2
 }
 
+variable "project_monthly_images" {
+  description = "Images per project per UTC month (NANO_BANANA_PROJECT_MONTHLY_IMAGES; 0: no budget). A row in pip_ai_project_budgets overrides it per project (docs/operations.md)."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.project_monthly_images >= 0 && floor(var.project_monthly_images) == var.project_monthly_images
+    error_message = "project_monthly_images is a whole number, 0 or more."
+  }
+}
+
 variable "timeout_s" {
   description = "Job deadline in seconds (NANO_BANANA_TIMEOUT_S)."
   type        = number
@@ -352,4 +362,10 @@ variable "slo_burn_rate_threshold" {
   description = "Alert when the SLO's error budget burns this many times faster than sustainable, over an hour (10: a 28-day budget gone in ~3 days)."
   type        = number
   default     = 10
+}
+
+variable "alert_budget_threshold_count" {
+  description = "Alert when more than this many budget_threshold lines (a project's month crossing 80 % or 100 % of its image budget) are written in alert_window_s (0: any)."
+  type        = number
+  default     = 0
 }

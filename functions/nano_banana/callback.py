@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nano_banana import log as log_context
 from nano_banana import usecases, webhooks
-from nano_banana.domain import Job, JobStatus, VariantUpload, job_prefix
+from nano_banana.domain import Job, JobStatus, ModelUsage, VariantUpload, job_prefix
 from nano_banana.errors import (
     CallbackInProgress,
     FileTooLarge,
@@ -56,12 +56,25 @@ class ReportedError(_Strict):
     message: str = Field(max_length=2000)
 
 
+class ReportedUsage(_Strict):
+    """Optional: what the processor's model call(s) used (Vertex `usageMetadata`) and how long they took."""
+
+    prompt_tokens: int | None = Field(None, ge=0, le=100_000_000, alias="promptTokens")
+    output_tokens: int | None = Field(None, ge=0, le=100_000_000, alias="outputTokens")
+    total_tokens: int | None = Field(None, ge=0, le=100_000_000, alias="totalTokens")
+    generation_ms: int | None = Field(None, ge=0, le=86_400_000, alias="generationMs")
+
+    def model_usage(self) -> ModelUsage:
+        return ModelUsage(self.prompt_tokens, self.output_tokens, self.total_tokens, self.generation_ms)
+
+
 class CallbackBody(_Strict):
     job_id: uuid.UUID = Field(alias="jobId")
     status: Literal["running", "succeeded", "failed"]
     variants: list[ReportedVariant] | None = Field(None, max_length=4)
     error: ReportedError | None = None
     attempt: int | None = Field(None, ge=1)  # `running`: which attempt asks for upload URLs (default: current)
+    usage: ReportedUsage | None = None  # `succeeded` / `failed`: recorded on the job
 
 
 def _answer(body: dict[str, object], status: int = 200) -> Response:
@@ -127,27 +140,28 @@ def _apply(svc: usecases.Services, body: CallbackBody, receipt: str | None) -> d
         }
     if body.status == "failed":
         error = body.error or ReportedError(code="generation_failed", message="the processor reported a failure")
-        failed = usecases.fail_job(svc, job, error.code, error.message, receipt=receipt)
+        used = body.usage.model_usage() if body.usage is not None else None
+        failed = usecases.fail_job(svc, job, error.code, error.message, receipt=receipt, usage=used)
         if failed is None:
             raise InvalidTransition(f"job is {job.status.value}", details={"status": job.status.value})
         _log_applied(failed)
         return {"jobId": str(job.id), "status": failed.status.value}
-    return _apply_success(svc, job, body.variants or [], receipt)
+    return _apply_success(svc, job, body, receipt)
 
 
-def _apply_success(
-    svc: usecases.Services, job: Job, variants: list[ReportedVariant], receipt: str | None
-) -> dict[str, object]:
+def _apply_success(svc: usecases.Services, job: Job, body: CallbackBody, receipt: str | None) -> dict[str, object]:
     """running -> succeeded. A report for a job that already succeeded (another processor execution, or a
     retry whose first answer was lost) is answered like the first one; its paths that are not the job's
     variants are deleted, the variants never."""
+    variants = body.variants or []
     paths = _reported_paths(job.id, variants)
     if job.status is JobStatus.running:
         uploads = _checked_outputs(svc, variants)
         note = None
         if len(uploads) < job.variant_count:
             note = f"{len(uploads)} of {job.variant_count} variants came back."
-        done = usecases.complete_job(svc, job, job.attempt, uploads, note, receipt=receipt)
+        used = body.usage.model_usage() if body.usage is not None else None
+        done = usecases.complete_job(svc, job, job.attempt, uploads, note, receipt=receipt, usage=used)
         if done is not None:
             _log_applied(done)
             return _succeeded(done)

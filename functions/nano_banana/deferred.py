@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from nano_banana.ports import (
+    BudgetUse,
     Holding,
     HoldingKind,
     HoldingsPage,
@@ -63,8 +64,12 @@ class DeferredLimits:
     def built(self) -> bool:
         return self._limits.built
 
-    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
-        return self._limits.get().check(user_id=user_id, project_id=project_id, idempotency_key=idempotency_key)
+    def check(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None, images: int = 0
+    ) -> LimitsReading:
+        return self._limits.get().check(
+            user_id=user_id, project_id=project_id, idempotency_key=idempotency_key, images=images
+        )
 
     def reserve(
         self,
@@ -75,6 +80,8 @@ class DeferredLimits:
         lease_expires_at: datetime,
         idempotency_key: str | None = None,
         reading: LimitsReading | None = None,
+        images: int = 0,
+        monthly_images: int | None = None,
     ) -> Reservation:
         return self._limits.get().reserve(
             user_id=user_id,
@@ -83,6 +90,8 @@ class DeferredLimits:
             lease_expires_at=lease_expires_at,
             idempotency_key=idempotency_key,
             reading=reading,
+            images=images,
+            monthly_images=monthly_images,
         )
 
     def give_back(self, reservation: Reservation) -> None:
@@ -90,6 +99,12 @@ class DeferredLimits:
 
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
         self._limits.get().release_slot(project_id=project_id, job_id=job_id)
+
+    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, reserved_at: datetime, images: int) -> None:
+        self._limits.get().settle_images(project_id=project_id, job_id=job_id, reserved_at=reserved_at, images=images)
+
+    def month_usage(self, project_id: uuid.UUID, at: datetime) -> BudgetUse:
+        return self._limits.get().month_usage(project_id, at)
 
     def release_claim(
         self, *, user_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID, idempotency_key: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from nano_banana.errors import InvalidTransition
 
@@ -152,6 +152,29 @@ class Variant:
     created_at: datetime
 
 
+def month_of(moment: datetime) -> str:
+    """The UTC calendar month a moment falls in: "YYYY-MM" (a project's image budget is per such month)."""
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-{utc.month:02d}"
+
+
+def next_month(moment: datetime) -> datetime:
+    """The start of the UTC month after the moment's."""
+    utc = moment.astimezone(UTC)
+    return datetime(utc.year + utc.month // 12, utc.month % 12 + 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """What a job's model call(s) used: token counts as the model reports them (`usageMetadata`; None where
+    it did not say) and the time spent in the call(s)."""
+
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    generation_ms: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Reference:
     """A reference image of a job: sent to the model after the input, before the prompt."""
@@ -195,6 +218,7 @@ class Job:
     # `1K` | `2K` | `4K`; None: the model's default size.
     resolution: str | None = None
     references: tuple[Reference, ...] = ()
+    usage: ModelUsage = ModelUsage()
 
     @property
     def terminal(self) -> bool:
@@ -291,6 +315,7 @@ class GenerationResult:
     images: tuple[GeneratedImage, ...]
     # Set when fewer images than asked came back (the job still succeeds).
     note: str | None = None
+    usage: ModelUsage = ModelUsage()
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,12 @@ class ConcurrencyLimited(_Limited):
     code = "concurrency_limited"
 
 
+class BudgetExceeded(_Limited):
+    """The project's images for this UTC month would pass its budget: retry at the next month."""
+
+    code = "budget_exceeded"
+
+
 class Unavailable(NanoBananaError):
     """A dependency is down or contended past our retry budget; nothing was reserved."""
 

@@ -39,6 +39,8 @@ class Event(enum.StrEnum):
     expire_delete_failed = "expire_delete_failed"
     blob_cleanup_failed = "blob_cleanup_failed"
     release_failed = "release_failed"  # a slot could not be given back (the sweep reclaims it)
+    settle_failed = "settle_failed"  # an ended job's images stay reserved in its month (counted as asked)
+    budget_threshold = "budget_threshold"  # a creation took its project's month across 80 % or 100 % of its budget
     # ---- the sweep
     sweep = "sweep"
     sweep_step_failed = "sweep_step_failed"
@@ -96,6 +98,8 @@ class Event(enum.StrEnum):
     limits_release_contended = "limits_release_contended"
     limits_release_claim_unavailable = "limits_release_claim_unavailable"
     limits_release_claim_contended = "limits_release_claim_contended"
+    limits_settle_unavailable = "limits_settle_unavailable"
+    limits_settle_contended = "limits_settle_contended"
     limits_warmed_up = "limits_warmed_up"
     limits_warm_up_failed = "limits_warm_up_failed"
     # ---- a cold instance's warm-ups (bootstrap.warm_up_clients, after the first answer or as a write begins)
@@ -141,7 +145,24 @@ COMMON_FIELDS: frozenset[str] = frozenset(
     }
 )
 
-_TERMINAL = frozenset({"jobId", "projectId", "status", "errorCode", "durationMs"})
+_TERMINAL = frozenset(
+    {
+        "jobId",
+        "projectId",
+        "status",
+        "errorCode",
+        "durationMs",
+        # what the job used (usecases/usage.py): the log-based metrics count images and tokens by model
+        "model",
+        "images",
+        "promptTokens",
+        "outputTokens",
+        "totalTokens",
+        "queuedMs",
+        "generationMs",
+        "totalMs",
+    }
+)
 
 # The fields of the events that monitoring reads (terraform/monitoring.tf), besides COMMON_FIELDS.
 FIELDS: Mapping[Event, frozenset[str]] = {
@@ -154,6 +175,7 @@ FIELDS: Mapping[Event, frozenset[str]] = {
     Event.job_expired: _TERMINAL | {"by"},
     Event.callback_rejected: frozenset({"code", "webhookId"}),
     Event.release_failed: frozenset({"jobId"}),
+    Event.budget_threshold: frozenset({"projectId", "jobId", "month", "percent", "limit", "used", "reserved"}),
     Event.sweep: frozenset(
         {
             "expired",

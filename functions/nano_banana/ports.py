@@ -13,7 +13,7 @@ import builtins
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal, Protocol
 
 from nano_banana.domain import (
@@ -22,6 +22,7 @@ from nano_banana.domain import (
     Job,
     JobStatus,
     Message,
+    ModelUsage,
     NewJob,
     Variant,
     VariantUpload,
@@ -35,8 +36,24 @@ Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetUse:
+    """A project's images in one UTC month: `used` by jobs that ended (settled to the images they stored),
+    `reserved` by jobs still running; `limit` None = no budget (still counted)."""
+
+    month: str  # "YYYY-MM"
+    used: int
+    reserved: int
+    limit: int | None = None
+
+    @property
+    def counted(self) -> int:
+        return self.used + self.reserved
+
+
+@dataclass(frozen=True, slots=True)
 class Reservation:
-    """What one admitted job holds: one entry in the user's rate window, one project lease."""
+    """What one admitted job holds: one entry in the user's rate window, one project lease, and its
+    images in the project's month (when reserved with `images`)."""
 
     user_id: uuid.UUID
     project_id: uuid.UUID
@@ -45,6 +62,9 @@ class Reservation:
     lease_expires_at: datetime
     # The hashed Idempotency-Key this job claimed in the same commit (None: the request had no key).
     claim: str | None = None
+    # The images reserved in the project's month, and that month after the reservation (None: none reserved).
+    images: int = 0
+    budget: BudgetUse | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +110,16 @@ class HoldingsPage:
 
 class Limits(Protocol):
     """Rate window per user and concurrency leases per project, checked and reserved atomically, and
-    the user's Idempotency-Key claims (stored hashed, never as sent), taken in the same commit."""
+    the user's Idempotency-Key claims (stored hashed, never as sent), taken in the same commit; with
+    `images`, the project's monthly image budget too (one entry per job in the project's UTC month)."""
 
-    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
+    def check(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None, images: int = 0
+    ) -> LimitsReading:
         """Read-only: raise RateLimited / ConcurrencyLimited exactly as `reserve` would now, reserving
         nothing (one read). Passes when `idempotency_key` is claimed: that request decides at `reserve`
         (a retry of a job being created is answered with that job, never with 429). Returns what it read,
-        for `reserve`."""
+        for `reserve` (with `images`, the project's month too; the budget itself is decided by `reserve`)."""
         ...
 
     def reserve(
@@ -108,18 +131,32 @@ class Limits(Protocol):
         lease_expires_at: datetime,
         idempotency_key: str | None = None,
         reading: LimitsReading | None = None,
+        images: int = 0,
+        monthly_images: int | None = None,
     ) -> Reservation:
         """Admit one job and claim its Idempotency-Key (if any) in one commit, or raise KeyClaimed (the
-        key is claimed by another unexpired job: checked first), RateLimited / ConcurrencyLimited, or
-        Unavailable (after bounded jittered retries on contention); any of them reserves nothing.
-        Reserving again for the same job_id is idempotent and returns the same reservation. A claim
-        expires with the lease. With `reading` (from `check`), the first attempt decides on it and
-        only commits."""
+        key is claimed by another unexpired job: checked first), RateLimited / BudgetExceeded /
+        ConcurrencyLimited, or Unavailable (after bounded jittered retries on contention); any of them
+        reserves nothing. With `images` > 0 the job also reserves that many images in the project's UTC
+        month, in the same commit; BudgetExceeded when they would take the month past `monthly_images`
+        (None: no budget, the images are still counted). Reserving again for the same job_id is
+        idempotent and returns the same reservation. A claim expires with the lease. With `reading`
+        (from `check`), the first attempt decides on it and only commits."""
         ...
 
     def give_back(self, reservation: Reservation) -> None:
-        """Undo a reservation whose job was never created: removes the rate entry, the lease and the
-        key claim (so a retry with that key may create the job). Idempotent."""
+        """Undo a reservation whose job was never created: removes the rate entry, the lease, the key
+        claim (so a retry with that key may create the job) and the month's images. Idempotent."""
+        ...
+
+    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, reserved_at: datetime, images: int) -> None:
+        """The job ended having stored `images`: its month's entry becomes that count (reserved -> settled;
+        a failed job settles to 0). The month is the one the job reserved in: `reserved_at` is when, within
+        minutes, by the clock the reservation used. Idempotent: settling again writes the same count."""
+        ...
+
+    def month_usage(self, project_id: uuid.UUID, at: datetime) -> BudgetUse:
+        """The project's images in the UTC month of `at` (one read; `limit` is left None)."""
         ...
 
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
@@ -332,6 +369,21 @@ ReceiptClaim = Literal["claimed", "processing", "applied"]
 
 
 @dataclass(frozen=True, slots=True)
+class UsageBucket:
+    """A project's jobs created on one UTC day (`day` None: over the whole range asked)."""
+
+    day: date | None
+    jobs: int
+    by_status: dict[str, int]
+    images: int
+    prompt_tokens: int
+    output_tokens: int
+    total_tokens: int
+    p50_ms: float | None  # totalMs percentiles over the jobs that ended (None: none ended)
+    p95_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class JobPage:
     jobs: list[Job]
     next_cursor: str | None
@@ -356,6 +408,16 @@ class JobStore(Protocol):
     def can_access(self, project_id: uuid.UUID, user_id: uuid.UUID) -> bool: ...
 
     def add_member(self, project_id: uuid.UUID, user_id: uuid.UUID) -> None: ...
+
+    def usage_days(self, project_id: uuid.UUID, start: datetime, end: datetime) -> list[UsageBucket]:
+        """The project's jobs created in [start, end) by UTC day (days without jobs left out), then one
+        bucket over the whole range (day None). One query."""
+        ...
+
+    def project_budget(self, project_id: uuid.UUID) -> int | None:
+        """The project's monthly image budget from pip_ai_project_budgets (0: none for this project);
+        None when the project has no row (the default applies)."""
+        ...
 
     def create_job(self, new: NewJob) -> Job | None:
         """Insert a queued job and its user message in one transaction.
@@ -418,10 +480,12 @@ class JobStore(Protocol):
         *,
         now: datetime,
         receipt: str | None = None,
+        usage: ModelUsage | None = None,
     ) -> Job | None:
         """running(attempt) -> succeeded with its variants and assistant message, one transaction, if the
         deadline has not passed. None if the CAS lost (canceled, timed out or superseded meanwhile).
-        With `receipt`, that webhook receipt becomes applied in the same transaction."""
+        With `receipt`, that webhook receipt becomes applied in the same transaction. The row records
+        `usage` and the images stored."""
         ...
 
     def fail(
@@ -435,10 +499,11 @@ class JobStore(Protocol):
         now: datetime | None = None,
         only_if_past_deadline: bool = False,
         receipt: str | None = None,
+        usage: ModelUsage | None = None,
     ) -> Job | None:
         """-> failed (with assistant message) if the status is in from_statuses (and attempt matches,
         and, when asked, the deadline has passed). None if the CAS lost. With `receipt`, that webhook
-        receipt becomes applied in the same transaction."""
+        receipt becomes applied in the same transaction. The row records `usage` (what it says) and 0 images."""
         ...
 
     def cancel(self, job_id: uuid.UUID) -> Job | None:

@@ -91,6 +91,9 @@ class Settings(CoreSettings):
     decode_memory_mb: int = Field(256, ge=16, validation_alias="NANO_BANANA_DECODE_MEMORY_MB")
     rate_per_hour: int = Field(10, ge=1, validation_alias="NANO_BANANA_RATE_PER_HOUR")
     max_active_per_project: int = Field(2, ge=1, validation_alias="NANO_BANANA_MAX_ACTIVE_PER_PROJECT")
+    # Images a project may make per UTC calendar month (0 = no budget); a row in
+    # pip_ai_project_budgets overrides it per project (docs/usage.md).
+    project_monthly_images: int = Field(0, ge=0, validation_alias="NANO_BANANA_PROJECT_MONTHLY_IMAGES")
     timeout_s: int = Field(300, ge=1, le=3600, validation_alias="NANO_BANANA_TIMEOUT_S")
     # The sweep re-enqueues the generate task of a job still queued this long after its creation.
     requeue_grace_s: int = Field(30, ge=1, le=3600, validation_alias="NANO_BANANA_REQUEUE_GRACE_S")

@@ -15,6 +15,7 @@ from typing import Generic, TypeVar, overload
 A = TypeVar("A")
 B = TypeVar("B")
 C = TypeVar("C")
+D = TypeVar("D")
 T = TypeVar("T")
 
 
@@ -61,6 +62,10 @@ def settle(executor: Executor, a: Callable[[], A], b: Callable[[], B], /) -> tup
 def settle(
     executor: Executor, a: Callable[[], A], b: Callable[[], B], c: Callable[[], C], /
 ) -> tuple[Outcome[A], Outcome[B], Outcome[C]]: ...
+@overload
+def settle(
+    executor: Executor, a: Callable[[], A], b: Callable[[], B], c: Callable[[], C], d: Callable[[], D], /
+) -> tuple[Outcome[A], Outcome[B], Outcome[C], Outcome[D]]: ...
 def settle(executor: Executor, *calls: Callable[[], object]) -> tuple[Outcome[object], ...]:  # type: ignore[misc]
     """Run every call (the first on this thread, the rest on the executor) and return each outcome."""
     # Each call sees the caller's context (its log lines carry the request's id).

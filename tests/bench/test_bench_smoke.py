@@ -110,3 +110,20 @@ def test_latency() -> None:
     # Every dependency's round trips were seen through its proxy (gRPC streams included).
     for dependency in ("postgres", "firestore", "cloudtasks", "storage"):
         assert dependency in out.split("POST /jobs: fanout")[1], dependency
+
+
+def test_usage() -> None:
+    out = run("usage.py", "--jobs", "2000", "--other", "400", "--projects", "2", "--runs", "2")
+    assert "usage query over 92 days: 92 day buckets, 2000 jobs" in out
+    assert re.search(r"query time over 2 runs: p50 [\d.]+ ms", out)
+    assert "the 200 ms target here" in out
+
+
+def test_contention_with_a_budget() -> None:
+    out = run(
+        "contention.py",
+        *("--requests", "40", "--users", "10", "--projects", "2", "--rate", "100", "--slots", "100"),
+        *("--budget", "5", "--images", "2", "--instances", "2"),
+    )
+    assert "admitted 4 (expected 4)" in out
+    assert "images reserved per project [4, 4]; budget violations: 0" in out

@@ -96,6 +96,8 @@ def metrics() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, spec in tf()["locals"]["log_counters"].items():
         out[name] = {"filter": spec["filter"], "labels": dict(spec["labels"]), "value": None}
+    for name, spec in tf()["locals"]["usage_distributions"].items():
+        out[name] = {"filter": spec["filter"], "labels": dict(spec["labels"]), "value": spec["value"]}
     duration = monitoring_resources("google_logging_metric")["job_duration"]
     out["job_duration"] = {
         "filter": duration["filter"],
@@ -149,6 +151,9 @@ EXPECTED: dict[str, Callable[[dict[str, Any]], bool]] = {
     "vertex_retries": lambda line: line["event"] == "vertex_retry",
     "webhook_failures": lambda line: line["event"] in {"webhook_attempt_failed", "webhook_abandoned"},
     "job_duration": lambda line: line["event"] in TERMINAL,
+    "images": lambda line: line["event"] in TERMINAL,
+    "tokens": lambda line: line["event"] in TERMINAL and line.get("totalTokens") is not None,
+    "budget_thresholds": lambda line: line["event"] == "budget_threshold",
 }
 
 
@@ -423,7 +428,12 @@ def dashboard() -> dict[str, Any]:
     spec = monitoring_resources("google_monitoring_dashboard")["service"]
     assert 'templatefile("${path.module}/dashboard.json.tftpl"' in spec["dashboard_json"]
     raw = (TF / "dashboard.json.tftpl").read_text()
-    variables = {"title": f"{PREFIX} jobs", "queue": PREFIX, "prefix": PREFIX}
+    variables = {
+        "title": f"{PREFIX} jobs",
+        "queue": PREFIX,
+        "prefix": PREFIX,
+        "promql": "logging_googleapis_com:user_" + PREFIX.replace("-", "_"),
+    }
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -478,6 +488,33 @@ def test_dashboard_parses_and_charts_existing_metrics() -> None:
 
 
 # ------------------------------------------------------------------------------------------ variables
+
+
+def test_usage_charts_sum_the_usage_distributions(captured: list[dict[str, Any]]) -> None:
+    """Images and tokens per day are sums of the distributions' values (PromQL `<metric>_sum`): each query
+    names a distribution of the module, by a label it has; and the values those metrics extract from the
+    run are the images and tokens the jobs reported."""
+    board = dashboard()
+    titles = " ".join(t["widget"]["title"] for t in board["mosaicLayout"]["tiles"]).lower()
+    assert "images per day" in titles
+    queries = re.findall(r'"prometheusQuery": "((?:[^"\\]|\\.)*)"', json.dumps(board))
+    named = set()
+    for query in queries:
+        (metric,) = re.findall(r"logging_googleapis_com:user_nano_banana_(\w+)_sum\{", query.replace('\\"', '"'))
+        assert metric in tf()["locals"]["usage_distributions"], metric
+        (by,) = re.findall(r"sum by \((\w+)\)", query)
+        assert by in metrics()[metric]["labels"]
+        named.add(metric)
+    assert named == {"images", "tokens"}
+    images = lq.extractor(render(metrics()["images"]["value"]))
+    succeeded = [item for line, item in entries(captured) if line["event"] == "job_succeeded"]
+    assert sum(int(images(item)) for item in succeeded) == sum(
+        line["images"] for line in captured if line["event"] == "job_succeeded"
+    )
+    assert {line["images"] for line in captured if line["event"] in {"job_failed", "job_canceled"}} == {0}
+    tokens = [line["totalTokens"] for line in captured if EXPECTED["tokens"](line)]
+    assert tokens, "the Vertex stand-in reports usageMetadata: some job carries tokens"
+    assert all(t > 0 for t in tokens)
 
 
 def test_tfvars_example_lists_every_variable() -> None:

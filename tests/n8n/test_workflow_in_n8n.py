@@ -20,6 +20,8 @@ from nano_banana import webhooks
 from tests.n8n.conftest import NEW_KEY, OLD_KEY, CallbackGate, N8n, Recorder, service_env
 from tests.support.devserver import DevServer, Session, png_bytes, start_dev_server
 from tests.support.vertex_server import (
+    IMAGE_TOKENS,
+    PROMPT_TOKENS,
     Answer,
     VertexServer,
     error,
@@ -259,10 +261,17 @@ def test_uploads_go_to_the_fresh_urls_of_the_running_answer(
     assert [path for path, _ in rec.uploads] == ["/fresh/0.png"]
     running, final = rec.callbacks
     assert running == {"jobId": payload["jobId"], "status": "running", "attempt": 1}
+    candidates = 2  # the stand-in's default answer: two images (one upload URL, so one is kept)
     assert final == {
         "jobId": payload["jobId"],
         "status": "succeeded",
         "variants": [{"path": f"{payload['outputPrefix']}0.png", "mimeType": "image/png"}],
+        # what the model reported for the whole call (its usageMetadata)
+        "usage": {
+            "promptTokens": PROMPT_TOKENS,
+            "outputTokens": candidates * IMAGE_TOKENS,
+            "totalTokens": PROMPT_TOKENS + candidates * IMAGE_TOKENS,
+        },
     }
 
 

@@ -169,7 +169,9 @@ def in_process_lines(database_uri: str) -> list[Line]:
         rng=random.Random(1),
         backoff=Backoff(base_s=0.05, cap_s=0.2),
     )
-    cfg = Settings(NANO_BANANA_GENERATOR="vertex", NANO_BANANA_TIMEOUT_S=60)
+    # A monthly budget of 3 images: the two jobs left to expire take the month (1 stored + 2 reserved) across
+    # 80 % and to 100 % (budget_threshold); the failed, canceled and rolled-back ones gave theirs back.
+    cfg = Settings(NANO_BANANA_GENERATOR="vertex", NANO_BANANA_TIMEOUT_S=60, NANO_BANANA_PROJECT_MONTHLY_IMAGES=3)
     limits = FlakyLimits(100, 100, clock)
     queue = RecordingQueue()
     svc = usecases.Services(

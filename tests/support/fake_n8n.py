@@ -43,6 +43,8 @@ class FakeN8n:
     rejected: int = 0
     callbacks: list[tuple[bytes, dict[str, str], int]] = field(default_factory=list)
     downloaded: list[bytes] = field(default_factory=list)
+    # Reported as the callback's optional `usage` (what the model used) when set.
+    usage: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         outer = self
@@ -104,6 +106,7 @@ class FakeN8n:
                     "jobId": payload["jobId"],
                     "status": "failed",
                     "error": {"code": "content_blocked", "message": "the model refused"},
+                    **({"usage": self.usage} if self.usage is not None else {}),
                 },
             )
             return
@@ -112,7 +115,8 @@ class FakeN8n:
             data = png((40 * index, 200, 90))
             httpx.put(url, content=data, headers={"Content-Type": "image/png"}, timeout=10).raise_for_status()
             variants.append({"path": f"{payload['outputPrefix']}{index}.png", "mimeType": "image/png"})
-        self.call_back(payload["callbackUrl"], {"jobId": payload["jobId"], "status": "succeeded", "variants": variants})
+        body = {"jobId": payload["jobId"], "status": "succeeded", "variants": variants}
+        self.call_back(payload["callbackUrl"], body | ({"usage": self.usage} if self.usage is not None else {}))
 
     def call_back(self, url: str, body: dict[str, Any], **sign_kwargs: Any) -> httpx.Response:
         """POST a callback signed like the workflow signs it: one v1 signature per key, one id and stamp."""

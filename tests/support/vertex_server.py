@@ -170,7 +170,24 @@ def images(n: int, size: tuple[int, int] = (64, 36)) -> Answer:
         }
         for i in range(n)
     ]
-    return 200, {"candidates": candidates, "usageMetadata": {"promptTokenCount": 10}}
+    return 200, {"candidates": candidates, "usageMetadata": usage_metadata(n)}
+
+
+PROMPT_TOKENS = 268  # a short text prompt (10) and one input image (258), as Vertex counts them
+IMAGE_TOKENS = 1290  # per output image
+
+
+def usage_metadata(n: int) -> dict[str, object]:
+    """What Vertex reports with n images (GenerateContentResponseUsageMetadata, as JSON): the prompt's and
+    the candidates' token counts, their total, and the breakdown by modality."""
+    return {
+        "promptTokenCount": PROMPT_TOKENS,
+        "candidatesTokenCount": IMAGE_TOKENS * n,
+        "totalTokenCount": PROMPT_TOKENS + IMAGE_TOKENS * n,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}, {"modality": "IMAGE", "tokenCount": 258}],
+        "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": IMAGE_TOKENS * n}],
+        "trafficType": "ON_DEMAND",
+    }
 
 
 def safety_block() -> Answer:

@@ -20,6 +20,8 @@ export type Created = Schemas["Created"];
 export type RefineCreated = Schemas["RefineCreated"];
 export type EventsTicket = Schemas["EventsTicket"];
 export type ListJobsQuery = NonNullable<paths["/api/nano-banana/jobs"]["get"]["parameters"]["query"]>;
+export type Usage = Schemas["Usage"];
+export type UsageQuery = NonNullable<paths["/api/nano-banana/usage"]["get"]["parameters"]["query"]>;
 type BlocksQuery = paths["/api/nano-banana/jobs/{jobId}/blocks"]["get"]["parameters"]["query"];
 type MultipartCreate = paths["/api/nano-banana/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"];
 type JsonCreate = paths["/api/nano-banana/jobs"]["post"]["requestBody"]["content"]["application/json"];
@@ -103,6 +105,8 @@ export interface NanoBanana {
   getJob(jobId: string, options?: RequestOptions): Promise<Job>;
   /** A project's jobs, newest first, one page at a time (keyset cursor). */
   listJobs(query: ListJobsQuery, options?: RequestOptions): AsyncGenerator<JobPage, void, undefined>;
+  /** A project's usage by UTC day (`from`..`to`, at most 92 days; default this month) and its month against the image budget. */
+  usage(query: UsageQuery, options?: RequestOptions): Promise<Usage>;
   /** Cancel a queued or running job (409 `invalid_transition` once finished). Not repeated automatically. */
   cancel(jobId: string, options?: RequestOptions): Promise<Job>;
   /** Delete a job (and the jobs refined from it, as the server decides). Not repeated automatically. */
@@ -194,6 +198,8 @@ export function createNanoBanana(options: NanoBananaOptions): NanoBanana {
         cursor = page.nextCursor;
       }
     },
+
+    usage: (query, opts = {}) => get<Usage>("/usage", opts.signal, { ...query }),
 
     cancel: (jobId, opts = {}) =>
       transport.json<Job>({ method: "POST", path: jobPath(jobId, "/cancel"), retry: false, signal: opts.signal }),

@@ -239,6 +239,56 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/nano-banana/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A project's usage by UTC day, and its month against the image budget (members only)
+         * @description Jobs by status, images stored, tokens and totalMs percentiles per UTC creation day from `from` to `to` (both included; default: this month so far; at most 92 days, else 422), their totals over the range, and the current UTC month's images against the project's budget (docs/usage.md).
+         */
+        get: {
+            parameters: {
+                query: {
+                    projectId: string;
+                    /** @description first UTC day (YYYY-MM-DD) */
+                    from?: string;
+                    /** @description last UTC day, included */
+                    to?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the usage */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Usage"];
+                    };
+                };
+                304: components["responses"]["NotModified"];
+                401: components["responses"]["Error"];
+                403: components["responses"]["Error"];
+                422: components["responses"]["Error"];
+                503: components["responses"]["Error"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/nano-banana/jobs/{jobId}": {
         parameters: {
             query?: never;
@@ -743,7 +793,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_request" | "unauthenticated" | "invalid_signature" | "forbidden" | "not_found" | "method_not_allowed" | "file_too_large" | "unsupported_media_type" | "rate_limited" | "concurrency_limited" | "invalid_transition" | "idempotency_conflict" | "unavailable" | "callback_in_progress" | "internal" | "webhook_url_invalid";
+                code: "invalid_request" | "unauthenticated" | "invalid_signature" | "forbidden" | "not_found" | "method_not_allowed" | "file_too_large" | "unsupported_media_type" | "rate_limited" | "concurrency_limited" | "budget_exceeded" | "invalid_transition" | "idempotency_conflict" | "unavailable" | "callback_in_progress" | "internal" | "webhook_url_invalid";
                 message: string;
                 details: Record<string, never>;
                 /** @description this request's id (also the X-Request-Id header and the requestId of its log lines) */
@@ -861,6 +911,8 @@ export interface components {
             resolution: components["schemas"]["Resolution"] | null;
             /** @description sent to the model after the input, in this order */
             references: components["schemas"]["Reference"][];
+            usage: components["schemas"]["JobUsage"];
+            timings: components["schemas"]["JobTimings"];
         };
         /** @description Where to POST the job's events, signed per Standard Webhooks (docs/webhooks.md): https (http only for NANO_BANANA_WEBHOOK_HTTP_HOSTS), no credentials, port 443/80 unless allowed, no private or loopback address. A refused URL is 422 `webhook_url_invalid` and nothing is created. */
         WebhookUrl: string;
@@ -890,6 +942,74 @@ export interface components {
             name: components["schemas"]["ModelName"];
             resolutions: components["schemas"]["Resolution"][];
             maxReferences: number;
+        };
+        /** @description what the job used (docs/usage.md): the images it stored and the model's token counts, null where the model did not report them (the preview generator reports none) */
+        JobUsage: {
+            model: string;
+            /** @description images stored (what the monthly budget counts once the job ended) */
+            images: number;
+            promptTokens: number | null;
+            /** @description output (candidates) tokens: about 1,290 per image */
+            outputTokens: number | null;
+            totalTokens: number | null;
+        };
+        JobTimings: {
+            /** @description created -> started (null until it started) */
+            queuedMs: number | null;
+            /** @description in the model call(s), or as the processor reported it */
+            generationMs: number | null;
+            /** @description created -> ended (null until it ended) */
+            totalMs: number | null;
+        };
+        UsageBucket: {
+            jobs: {
+                total: number;
+                queued: number;
+                running: number;
+                succeeded: number;
+                failed: number;
+                canceled: number;
+            };
+            /** @description images stored by the jobs created that day */
+            images: number;
+            /** @description summed over the jobs whose model reported them */
+            tokens: {
+                prompt: number;
+                output: number;
+                total: number;
+            };
+            /** @description created -> ended, over the jobs that ended (null: none did) */
+            totalMs: {
+                p50: number | null;
+                p95: number | null;
+            };
+        };
+        Usage: {
+            projectId: components["schemas"]["Uuid"];
+            /** Format: date */
+            from: string;
+            /** Format: date */
+            to: string;
+            totals: components["schemas"]["UsageBucket"];
+            /** @description every day of the range, oldest first (days without jobs as zeros) */
+            days: {
+                /** Format: date */
+                date: string;
+                jobs: components["schemas"]["UsageBucket"]["jobs"];
+                images: components["schemas"]["UsageBucket"]["images"];
+                tokens: components["schemas"]["UsageBucket"]["tokens"];
+                totalMs: components["schemas"]["UsageBucket"]["totalMs"];
+            }[];
+            /** @description the current UTC month: images settled by jobs that ended (used) and held by jobs still running (reserved) */
+            budget: {
+                month: string;
+                /** @description null: no budget */
+                limit: number | null;
+                used: number;
+                reserved: number;
+                remaining: number | null;
+                resetsAt: components["schemas"]["Timestamp"];
+            };
         };
         JobPage: {
             jobs: components["schemas"]["Job"][];
@@ -995,6 +1115,13 @@ export interface components {
                 code: string;
                 message: string;
             };
+            /** @description optional, on `succeeded` or `failed`: what the model call(s) used (Vertex usageMetadata: promptTokenCount, candidatesTokenCount, totalTokenCount) and took; recorded on the job */
+            usage?: {
+                promptTokens?: number | null;
+                outputTokens?: number | null;
+                totalTokens?: number | null;
+                generationMs?: number | null;
+            };
         };
     };
     responses: {
@@ -1015,7 +1142,7 @@ export interface components {
             };
             content?: never;
         };
-        /** @description rate_limited or concurrency_limited */
+        /** @description rate_limited, concurrency_limited, or budget_exceeded (the project's images for this UTC month would pass its budget: `Retry-After` is the start of the next month, `details` {limit, used, reserved, month}) */
         Limited: {
             headers: {
                 "Retry-After": number;

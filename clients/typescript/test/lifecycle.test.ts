@@ -26,6 +26,14 @@ test("create → watch to succeeded → blocks, signed URLs, an idempotent repla
   assert.ok(updates.length >= 2, `saw the job before it finished: ${updates.join(", ")}`);
   assert.equal(job.variants.length, 2);
   assert.equal(job.aspectRatio, "4:3");
+  assert.equal(job.usage.images, 2);
+  assert.ok(job.timings.totalMs !== null && job.timings.totalMs >= 0);
+
+  // What the project used this month (typed: the budget's limit is null without one).
+  const usage = await client.usage({ projectId: s.projectId });
+  assert.ok(usage.totals.images >= 2);
+  assert.equal(usage.budget.limit, null);
+  assert.ok(usage.budget.used + usage.budget.reserved >= 2);
   const variant = job.variants[0]!;
 
   // Typed blocks: `before`/`after` exist only on the compare block, and tsc checks it.

@@ -27,7 +27,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from nano_banana.domain import GeneratedImage, GenerationRequest, GenerationResult
+from nano_banana.domain import GeneratedImage, GenerationRequest, GenerationResult, ModelUsage
 from nano_banana.errors import ContentBlocked, GenerationFailed
 from nano_banana.images import for_model
 from nano_banana.log import redact
@@ -243,7 +243,7 @@ class VertexGenerator:
         note = None
         if len(images) < request.variant_count:
             note = f"{len(images)} of {request.variant_count} variants came back."
-        return GenerationResult(images=tuple(images), note=note)
+        return GenerationResult(images=tuple(images), note=note, usage=_usage(responses))
 
     def _read(self, responses: list[types.GenerateContentResponse]) -> tuple[list[GeneratedImage], list[str], set[str]]:
         from PIL import Image
@@ -282,6 +282,22 @@ class VertexGenerator:
                     elif part.text:
                         texts.append(part.text)
         return images, texts, blocked
+
+
+def _usage(responses: list[types.GenerateContentResponse]) -> ModelUsage:
+    """The responses' `usageMetadata` summed (one call per variant on single-candidate models): prompt,
+    output (candidates) and total tokens; None for a count no response reported."""
+    metas = [r.usage_metadata for r in responses if r.usage_metadata is not None]
+
+    def summed(name: str) -> int | None:
+        counts = [int(value) for m in metas if (value := getattr(m, name)) is not None]
+        return sum(counts) if counts else None
+
+    return ModelUsage(
+        prompt_tokens=summed("prompt_token_count"),
+        output_tokens=summed("candidates_token_count"),
+        total_tokens=summed("total_token_count"),
+    )
 
 
 def _run_coroutine(coro: Coroutine[Any, Any, T]) -> T:

@@ -4,8 +4,11 @@ Documents: `{prefix}_rate/{userId}` with `admits: {jobId: epochSeconds}` and the
 claims `keys: {keyHash: {jobId, expiresAt}}` (the key is hashed, never stored), and
 `{prefix}_slots/{projectId}` with `leases: {jobId: epochSeconds}`; `keysUntil` / `leasesUntil` hold the
 latest expiry of the map when it was last rewritten, so the sweep can query the documents that may still
-hold something (`holdings`). Times come from the injected clock,
-never server time, so tests can move time. The algorithm is `limits_memory.decide`, shared with the in-process twin.
+hold something (`holdings`). A project's images per UTC month live in `{prefix}_budget/{projectId}_{YYYY-MM}`
+with `reserved: {jobId: images}` (jobs still running) and `settled: {jobId: images stored}` (jobs that
+ended), read and written in the same commit as the other two when a reservation asks for images. Times
+come from the injected clock, never server time, so tests can move time. The algorithm is
+`limits_memory.decide`, shared with the in-process twin.
 
 Concurrency control is optimistic: read both documents, decide, then commit both writes in one batch
 whose preconditions say "each document is still the version we read" (or still absent). A batch commit
@@ -48,15 +51,19 @@ from google.cloud import firestore
 
 from nano_banana.adapters.limits_memory import (
     Decision,
+    budget_of,
     check_admission,
     decide,
     from_epoch,
     key_claim,
+    reservation_of,
+    settle_months,
     to_epoch,
 )
+from nano_banana.domain import month_of
 from nano_banana.errors import Unavailable
 from nano_banana.log import warming
-from nano_banana.ports import Clock, Holding, HoldingKind, HoldingsPage, LimitsReading, Reservation
+from nano_banana.ports import BudgetUse, Clock, Holding, HoldingKind, HoldingsPage, LimitsReading, Reservation
 
 _log = logging.getLogger("nano_banana")
 
@@ -97,6 +104,8 @@ class _Read:
     rate_doc: Any
     slot_doc: Any
     seen: tuple[int, ...]
+    month_doc: Any = None
+    month: str | None = None  # the budget month read (None: not read)
 
 
 class _Retry(Exception):
@@ -122,6 +131,7 @@ class FirestoreLimits:
         self._client = client
         self._rates = client.collection(f"{collection_prefix}_rate")
         self._slots = client.collection(f"{collection_prefix}_slots")
+        self._months = client.collection(f"{collection_prefix}_budget")
         self._rate = rate_per_hour
         self._max_active = max_active_per_project
         self._clock = clock
@@ -135,16 +145,20 @@ class FirestoreLimits:
 
     # ------------------------------------------------------------ Limits
 
-    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
+    def check(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None, images: int = 0
+    ) -> LimitsReading:
         """Raise RateLimited / ConcurrencyLimited as `reserve` would now, writing nothing: one
-        BatchGetDocuments (2 documents), no turn taken. What it read lets `reserve` go straight to its
-        commit."""
+        BatchGetDocuments (2 documents, 3 with `images`: the project's month), no turn taken. What it
+        read lets `reserve` go straight to its commit."""
         rate_ref = self._rates.document(str(user_id))
         slot_ref = self._slots.document(str(project_id))
-        seen = self._writes(sorted({rate_ref.path, slot_ref.path}))
+        month = month_of(self._clock()) if images > 0 else None
+        refs = [rate_ref, slot_ref] + ([self._month_ref(project_id, month)] if month is not None else [])
+        seen = self._writes(sorted({ref.path for ref in refs}))
         started = time.monotonic()
         try:
-            rate_doc, slot_doc = self._guard(lambda: self._read(rate_ref, slot_ref))
+            rate_doc, slot_doc, *month_doc = self._guard(lambda: self._read(*refs))
         except Unavailable as exc:
             _log.warning(
                 "limits store unreachable",
@@ -166,7 +180,9 @@ class FirestoreLimits:
             rate_per_hour=self._rate,
             max_active=self._max_active,
         )
-        return LimitsReading(user_id, project_id, _Read(rate_doc, slot_doc, seen))
+        return LimitsReading(
+            user_id, project_id, _Read(rate_doc, slot_doc, seen, month_doc[0] if month_doc else None, month)
+        )
 
     def reserve(
         self,
@@ -177,63 +193,77 @@ class FirestoreLimits:
         lease_expires_at: datetime,
         idempotency_key: str | None = None,
         reading: LimitsReading | None = None,
+        images: int = 0,
+        monthly_images: int | None = None,
     ) -> Reservation:
-        """Admit one job and claim its key, or raise KeyClaimed / RateLimited / ConcurrencyLimited /
-        Unavailable, reserving nothing.
+        """Admit one job, claim its key and reserve its images, or raise KeyClaimed / RateLimited /
+        BudgetExceeded / ConcurrencyLimited / Unavailable, reserving nothing.
 
-        One BatchGetDocuments (2 documents) and, when admitting, one Commit (2 preconditioned writes);
-        with a `reading` from `check`, the first attempt only commits (preconditioned on what it read).
+        One BatchGetDocuments (2 documents, 3 with `images`) and, when admitting, one Commit (2 or 3
+        preconditioned writes); with a `reading` from `check`, the first attempt only commits
+        (preconditioned on what it read).
         """
         rate_ref = self._rates.document(str(user_id))
         slot_ref = self._slots.document(str(project_id))
         claim = key_claim(idempotency_key) if idempotency_key is not None else None
+        now = self._clock()
+        month = month_of(now) if images > 0 else None
+        month_ref = self._month_ref(project_id, month) if month is not None else None
+        refs = [rate_ref, slot_ref] + ([month_ref] if month_ref is not None else [])
         # What check() read, if it was for these documents: the first attempt decides on it.
-        reuse = [read] if (read := _reading_of(reading, user_id, project_id)) is not None else []
+        read = _reading_of(reading, user_id, project_id)
+        reuse = [read] if read is not None and read.month == month else []
 
-        def read_and_decide() -> tuple[Any, Any, Decision]:
+        def read_and_decide() -> tuple[Any, Any, Any, Decision]:
             if reuse:
                 read = reuse.pop()
-                rate_doc, slot_doc = read.rate_doc, read.slot_doc
+                rate_doc, slot_doc, month_doc = read.rate_doc, read.slot_doc, read.month_doc
             else:
-                rate_doc, slot_doc = self._read(rate_ref, slot_ref)
-            decision = decide(  # raises KeyClaimed / RateLimited / ConcurrencyLimited: that read decides
+                rate_doc, slot_doc, *rest = self._read(*refs)
+                month_doc = rest[0] if rest else None
+            decision = decide(  # raises KeyClaimed / RateLimited / ...: that read decides
                 _times(rate_doc, "admits"),
                 _times(slot_doc, "leases"),
                 job_key=str(job_id),
-                now=to_epoch(self._clock()),
+                now=to_epoch(now),
                 lease_expires_at=to_epoch(lease_expires_at),
                 rate_per_hour=self._rate,
                 max_active=self._max_active,
                 claims=_claims(rate_doc),
                 claim=claim,
+                budget=budget_of(
+                    _counts(month_doc, "reserved"),
+                    _counts(month_doc, "settled"),
+                    job_key=str(job_id),
+                    images=images,
+                    limit=monthly_images,
+                    now=now,
+                ),
             )
-            return rate_doc, slot_doc, decision
+            return rate_doc, slot_doc, month_doc, decision
 
-        paths = sorted({rate_ref.path, slot_ref.path})
+        paths = sorted({ref.path for ref in refs})
 
         def attempt() -> Reservation:
             seen = reuse[0].seen if reuse else self._writes(paths)
-            rate_doc, slot_doc, decision = read_and_decide()
+            rate_doc, slot_doc, month_doc, decision = read_and_decide()
             if decision.changed:
                 with self._turn(paths) as turns:
                     if tuple(turn.writes for turn in turns) != seen:  # a thread of ours committed since our read
-                        rate_doc, slot_doc, decision = read_and_decide()
+                        rate_doc, slot_doc, month_doc, decision = read_and_decide()
                     if decision.changed:
                         batch = self._client.batch()
                         # Whole maps are rewritten, so entries pruned by `decide` leave the documents too.
                         rate = {"admits": decision.admits, **_keys_fields(decision.claims)}
                         _write_if_unchanged(batch, rate_doc, rate_ref, rate)
                         _write_if_unchanged(batch, slot_doc, slot_ref, _leases_fields(decision.leases))
+                        if month_ref is not None and decision.budget is not None and decision.budget.changed:
+                            _write_if_unchanged(batch, month_doc, month_ref, {"reserved": decision.budget.reserved})
                         self._commit(batch)
                         for turn in turns:
                             turn.writes += 1
-            return Reservation(
-                user_id=user_id,
-                project_id=project_id,
-                job_id=job_id,
-                at=from_epoch(decision.at),
-                lease_expires_at=from_epoch(decision.lease_expires_at),
-                claim=claim,
+            return reservation_of(
+                decision, user_id=user_id, project_id=project_id, job_id=job_id, claim=claim, images=images
             )
 
         return self._with_retries(attempt, event="limits_reserve", job_id=job_id, project_id=project_id)
@@ -244,15 +274,53 @@ class FirestoreLimits:
         lease and a creation gives back within seconds.)"""
         key = str(reservation.job_id)
         rate_fields = {"admits": key} | ({"keys": reservation.claim} if reservation.claim else {})
+        targets = [
+            (self._rates.document(str(reservation.user_id)), rate_fields),
+            (self._slots.document(str(reservation.project_id)), {"leases": key}),
+        ]
+        if reservation.budget is not None:  # the month's images go in the same commit
+            targets.append((self._month_ref(reservation.project_id, reservation.budget.month), {"reserved": key}))
         self._with_retries(
-            lambda: self._delete_fields(
-                (self._rates.document(str(reservation.user_id)), rate_fields),
-                (self._slots.document(str(reservation.project_id)), {"leases": key}),
-            ),
+            lambda: self._delete_fields(*targets),
             event="limits_give_back",
             job_id=reservation.job_id,
             project_id=reservation.project_id,
         )
+
+    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, reserved_at: datetime, images: int) -> None:
+        """The job's entry becomes `settled: images` (its reserved entry deleted) in one merge commit, no
+        read; a job created within minutes of a month's start first reads both months to settle in the
+        one it reserved in. Idempotent."""
+        key = str(job_id)
+        months = settle_months(reserved_at)
+
+        def attempt() -> None:
+            month = months[0]
+            if len(months) > 1:
+                docs = self._read(*(self._month_ref(project_id, m) for m in months))
+                month = next(
+                    (
+                        m
+                        for m, doc in zip(months, docs, strict=True)
+                        if key in _counts(doc, "reserved") | _counts(doc, "settled")
+                    ),
+                    month,
+                )
+            batch = self._client.batch()
+            change = {"reserved": {key: firestore.DELETE_FIELD}, "settled": {key: images}}
+            batch.set(self._month_ref(project_id, month), change, merge=True)
+            self._commit(batch)
+
+        self._with_retries(attempt, event="limits_settle", job_id=job_id, project_id=project_id)
+
+    def month_usage(self, project_id: uuid.UUID, at: datetime) -> BudgetUse:
+        """The project's month as stored (one read)."""
+        month = month_of(at)
+        (snap,) = self._guard(lambda: self._read(self._month_ref(project_id, month)))
+        return BudgetUse(month, sum(_counts(snap, "settled").values()), sum(_counts(snap, "reserved").values()))
+
+    def _month_ref(self, project_id: uuid.UUID, month: str) -> Any:
+        return self._months.document(f"{project_id}_{month}")
 
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
         """Remove the job's project lease (one field delete). Idempotent."""
@@ -484,6 +552,13 @@ def _times(snap: Any, field: str) -> dict[str, float]:
         return {}
     value = (snap.to_dict() or {}).get(field) or {}
     return {str(k): float(v) for k, v in value.items()}
+
+
+def _counts(snap: Any, field: str) -> dict[str, int]:
+    if snap is None or not snap.exists:
+        return {}
+    value = (snap.to_dict() or {}).get(field) or {}
+    return {str(k): int(v) for k, v in value.items()}
 
 
 def _claims(snap: Any) -> dict[str, tuple[str, float]]:

@@ -3,19 +3,32 @@
 `decide` is the one admission algorithm; both adapters call it on their stored maps, so the memory
 twin and Firestore behave identically (one contract suite checks both). Idempotency-Key claims live
 beside the user's rate window, keyed by `key_claim(key)` (a hash: the key itself is never stored).
+A project's monthly images live per UTC month: `reserved {jobId: images}` for jobs still running and
+`settled {jobId: images stored}` for jobs that ended; `decide_budget` is the one budget algorithm.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from nano_banana.errors import ConcurrencyLimited, RateLimited
-from nano_banana.ports import Clock, Holding, HoldingKind, HoldingsPage, KeyClaimed, LimitsReading, Reservation
+from nano_banana.domain import month_of, next_month
+from nano_banana.errors import BudgetExceeded, ConcurrencyLimited, RateLimited
+from nano_banana.ports import (
+    BudgetUse,
+    Clock,
+    Holding,
+    HoldingKind,
+    HoldingsPage,
+    KeyClaimed,
+    LimitsReading,
+    Reservation,
+)
 
 WINDOW_S = 3600.0
 CONCURRENCY_RETRY_S = 5.0
@@ -42,8 +55,10 @@ class Decision:
     claims: dict[str, tuple[str, float]]
     at: float
     lease_expires_at: float
-    # False when the job already held both entries (an idempotent re-reserve): nothing to write.
+    # False when the job already held every entry (an idempotent re-reserve): nothing to write.
     changed: bool
+    # The project's month with the job's images (None: no images were asked for).
+    budget: BudgetDecision | None = None
 
 
 def decide(
@@ -57,9 +72,12 @@ def decide(
     max_active: int,
     claims: Claims | None = None,
     claim: str | None = None,
+    budget: Callable[[], BudgetDecision] | None = None,
 ) -> Decision:
     """Admit `job_key` into a user's window and a project's leases, and give it `claim` (a hashed
-    Idempotency-Key), or raise (nothing to write): KeyClaimed first, when another job holds the claim.
+    Idempotency-Key), or raise (nothing to write): KeyClaimed first, when another job holds the claim;
+    then RateLimited, BudgetExceeded (`budget`: `decide_budget` on the project's month) and
+    ConcurrencyLimited, in that order (the most lasting refusal first).
 
     Times are epoch seconds. Window entries older than an hour, expired leases and expired claims are
     pruned; a claim expires with its job's lease.
@@ -71,8 +89,6 @@ def decide(
         raise KeyClaimed(uuid.UUID(holder[0]))
     held_at = window.get(job_key)
     held_lease = live.get(job_key)
-    if held_at is not None and held_lease is not None and (claim is None or claim in live_claims):
-        return Decision(window, live, live_claims, held_at, held_lease, changed=False)
     # Rate first: a user over their hourly budget learns that, whatever their project's load.
     if held_at is None and len(window) >= rate_per_hour:
         raise RateLimited(
@@ -81,6 +97,14 @@ def decide(
             limit=rate_per_hour,
             details={"limit": rate_per_hour, "window": "1h"},
         )
+    month = budget() if budget is not None else None
+    if (
+        held_at is not None
+        and held_lease is not None
+        and (claim is None or claim in live_claims)
+        and (month is None or not month.changed)
+    ):
+        return Decision(window, live, live_claims, held_at, held_lease, changed=False, budget=month)
     if held_lease is None and len(live) >= max_active:
         until_lease_expires = max(1.0, min(live.values()) - now)
         raise ConcurrencyLimited(
@@ -93,7 +117,9 @@ def decide(
     expires = held_lease if held_lease is not None else lease_expires_at
     if claim is not None:
         live_claims[claim] = (job_key, expires)
-    return Decision({**window, job_key: at}, {**live, job_key: expires}, live_claims, at, expires, changed=True)
+    return Decision(
+        {**window, job_key: at}, {**live, job_key: expires}, live_claims, at, expires, changed=True, budget=month
+    )
 
 
 def check_admission(
@@ -124,12 +150,103 @@ def check_admission(
         return
 
 
+# A job settles in the month it reserved in; the moment a settlement is given may be minutes off the
+# reservation's (another instance's clock, a timeout setting changed since): within this, both months
+# around a month's start are looked at.
+SETTLE_SKEW = timedelta(minutes=5)
+
+
+def settle_months(reserved_at: datetime) -> list[str]:
+    """The months a job reserved at about `reserved_at` may have reserved in (the likeliest first)."""
+    own = month_of(reserved_at)
+    return [own, *sorted({month_of(reserved_at - SETTLE_SKEW), month_of(reserved_at + SETTLE_SKEW)} - {own})]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetDecision:
+    """The month's `reserved` map to store (with the job's entry) and what the month counts after it."""
+
+    reserved: dict[str, int]
+    use: BudgetUse
+    changed: bool
+
+
+def decide_budget(
+    reserved: Mapping[str, int],
+    settled: Mapping[str, int],
+    *,
+    job_key: str,
+    images: int,
+    limit: int | None,
+    month: str,
+    now: datetime,
+) -> BudgetDecision:
+    """Reserve `images` for `job_key` in a project's month, or raise BudgetExceeded (nothing to write) when
+    the month's settled and reserved images plus these would pass `limit` (None: no budget). A job that
+    already holds an entry (reserved or settled) is not counted twice."""
+    use = BudgetUse(month, sum(settled.values()), sum(reserved.values()), limit)
+    if job_key in reserved or job_key in settled:
+        return BudgetDecision(dict(reserved), use, changed=False)
+    if limit is not None and use.counted + images > limit:
+        raise BudgetExceeded(
+            f"this project may make {limit} images per month; {use.counted} are used or reserved",
+            retry_after_s=(next_month(now) - now).total_seconds(),
+            limit=limit,
+            details={"limit": limit, "used": use.used, "reserved": use.reserved, "month": month},
+        )
+    return BudgetDecision(
+        {**reserved, job_key: images}, BudgetUse(month, use.used, use.reserved + images, limit), changed=True
+    )
+
+
 def to_epoch(moment: datetime) -> float:
     return moment.timestamp()
 
 
 def from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def budget_of(
+    reserved: Mapping[str, int],
+    settled: Mapping[str, int],
+    *,
+    job_key: str,
+    images: int,
+    limit: int | None,
+    now: datetime,
+) -> Callable[[], BudgetDecision] | None:
+    """`decide`'s budget step on a project's month as read (None: the job reserves no images)."""
+    if images <= 0:
+        return None
+    return functools.partial(
+        decide_budget, reserved, settled, job_key=job_key, images=images, limit=limit, month=month_of(now), now=now
+    )
+
+
+def reservation_of(
+    decision: Decision,
+    *,
+    user_id: uuid.UUID,
+    project_id: uuid.UUID,
+    job_id: uuid.UUID,
+    claim: str | None,
+    images: int,
+) -> Reservation:
+    return Reservation(
+        user_id=user_id,
+        project_id=project_id,
+        job_id=job_id,
+        at=from_epoch(decision.at),
+        lease_expires_at=from_epoch(decision.lease_expires_at),
+        claim=claim,
+        images=images if decision.budget is not None else 0,
+        budget=decision.budget.use if decision.budget is not None else None,
+    )
+
+
+def _joined(month: tuple[dict[str, int], dict[str, int]] | None) -> set[str]:
+    return set(month[0]) | set(month[1]) if month is not None else set()
 
 
 class MemoryLimits:
@@ -143,8 +260,12 @@ class MemoryLimits:
         self._admits: dict[uuid.UUID, dict[str, float]] = {}
         self._leases: dict[uuid.UUID, dict[str, float]] = {}
         self._claims: dict[uuid.UUID, dict[str, tuple[str, float]]] = {}
+        # (project, "YYYY-MM") -> (reserved {jobId: images}, settled {jobId: images stored})
+        self._months: dict[tuple[uuid.UUID, str], tuple[dict[str, int], dict[str, int]]] = {}
 
-    def check(self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None) -> LimitsReading:
+    def check(
+        self, *, user_id: uuid.UUID, project_id: uuid.UUID, idempotency_key: str | None = None, images: int = 0
+    ) -> LimitsReading:
         """Raise RateLimited / ConcurrencyLimited as `reserve` would now; reserves nothing."""
         with self._lock:
             admits = dict(self._admits.get(user_id, {}))
@@ -170,33 +291,52 @@ class MemoryLimits:
         lease_expires_at: datetime,
         idempotency_key: str | None = None,
         reading: LimitsReading | None = None,  # one lock, one step: nothing to save
+        images: int = 0,
+        monthly_images: int | None = None,
     ) -> Reservation:
-        """Admit one job and claim its key, or raise KeyClaimed / RateLimited / ConcurrencyLimited,
-        reserving nothing."""
+        """Admit one job, claim its key and reserve its images, or raise KeyClaimed / RateLimited /
+        BudgetExceeded / ConcurrencyLimited, reserving nothing."""
         claim = key_claim(idempotency_key) if idempotency_key is not None else None
+        now = self._clock()
+        month = (project_id, month_of(now))
         with self._lock:
+            reserved, settled = self._months.get(month, ({}, {}))
             decision = decide(
                 self._admits.get(user_id, {}),
                 self._leases.get(project_id, {}),
                 job_key=str(job_id),
-                now=to_epoch(self._clock()),
+                now=to_epoch(now),
                 lease_expires_at=to_epoch(lease_expires_at),
                 rate_per_hour=self._rate,
                 max_active=self._max_active,
                 claims=self._claims.get(user_id, {}),
                 claim=claim,
+                budget=budget_of(reserved, settled, job_key=str(job_id), images=images, limit=monthly_images, now=now),
             )
             self._admits[user_id] = decision.admits
             self._leases[project_id] = decision.leases
             self._claims[user_id] = decision.claims
-        return Reservation(
-            user_id=user_id,
-            project_id=project_id,
-            job_id=job_id,
-            at=from_epoch(decision.at),
-            lease_expires_at=from_epoch(decision.lease_expires_at),
-            claim=claim,
+            if decision.budget is not None:
+                self._months[month] = (decision.budget.reserved, settled)
+        return reservation_of(
+            decision, user_id=user_id, project_id=project_id, job_id=job_id, claim=claim, images=images
         )
+
+    def settle_images(self, *, project_id: uuid.UUID, job_id: uuid.UUID, reserved_at: datetime, images: int) -> None:
+        """The job's entry in the month it reserved in becomes `images`, settled. Idempotent."""
+        key = str(job_id)
+        with self._lock:
+            months = settle_months(reserved_at)
+            month = next((m for m in months if key in _joined(self._months.get((project_id, m)))), months[0])
+            reserved, settled = self._months.setdefault((project_id, month), ({}, {}))
+            reserved.pop(key, None)
+            settled[key] = images
+
+    def month_usage(self, project_id: uuid.UUID, at: datetime) -> BudgetUse:
+        month = month_of(at)
+        with self._lock:
+            reserved, settled = self._months.get((project_id, month), ({}, {}))
+            return BudgetUse(month, sum(settled.values()), sum(reserved.values()))
 
     def give_back(self, reservation: Reservation) -> None:
         """Remove the job's rate entry, lease and key claim (if the job holds it). Idempotent."""
@@ -207,6 +347,8 @@ class MemoryLimits:
             claims = self._claims.get(reservation.user_id, {})
             if reservation.claim is not None and claims.get(reservation.claim, ("", 0.0))[0] == key:
                 del claims[reservation.claim]
+            if reservation.budget is not None:
+                self._months.get((reservation.project_id, reservation.budget.month), ({}, {}))[0].pop(key, None)
 
     def release_slot(self, *, project_id: uuid.UUID, job_id: uuid.UUID) -> None:
         """Remove the job's project lease. Idempotent."""

@@ -26,6 +26,7 @@ from nano_banana.domain import (
     Job,
     JobStatus,
     Message,
+    ModelUsage,
     NewJob,
     Reference,
     Role,
@@ -38,7 +39,7 @@ from nano_banana.domain import (
     webhook_id,
 )
 from nano_banana.errors import InvalidRequest, NotFound, Unavailable
-from nano_banana.ports import DeletedJob, JobPage, ReceiptClaim
+from nano_banana.ports import DeletedJob, JobPage, ReceiptClaim, UsageBucket
 
 Row = dict[str, Any]
 
@@ -110,6 +111,16 @@ def _webhook(row: Row) -> Webhook | None:
     )
 
 
+def _usage_params(usage: ModelUsage | None) -> dict[str, int | None]:
+    used = usage or ModelUsage()
+    return {
+        "prompt_tokens": used.prompt_tokens,
+        "output_tokens": used.output_tokens,
+        "total_tokens": used.total_tokens,
+        "generation_ms": used.generation_ms,
+    }
+
+
 def _job(row: Row) -> Job:
     variants = row.get("variants") or []
     if isinstance(variants, str):
@@ -145,6 +156,9 @@ def _job(row: Row) -> Job:
         references=tuple(
             Reference(str(r["path"]), str(r["mime_type"]), int(r["width"]), int(r["height"]), int(r["bytes"]))
             for r in row.get("reference_images") or ()
+        ),
+        usage=ModelUsage(
+            row.get("prompt_tokens"), row.get("output_tokens"), row.get("total_tokens"), row.get("generation_ms")
         ),
     )
 
@@ -275,6 +289,27 @@ class PostgresJobStore:
     def add_member(self, project_id: uuid.UUID, user_id: uuid.UUID) -> None:
         self._query("add_member", {"project_id": project_id, "user_id": user_id})
 
+    def usage_days(self, project_id: uuid.UUID, start: datetime, end: datetime) -> list[UsageBucket]:
+        rows = self._query("usage_days", {"project_id": project_id, "start": start, "end": end})
+        return [
+            UsageBucket(
+                day=r["day"],
+                jobs=int(r["jobs"]),
+                by_status={s.value: int(r[s.value]) for s in JobStatus},
+                images=int(r["images"]),
+                prompt_tokens=int(r["prompt_tokens"]),
+                output_tokens=int(r["output_tokens"]),
+                total_tokens=int(r["total_tokens"]),
+                p50_ms=float(r["p50_ms"]) if r["p50_ms"] is not None else None,
+                p95_ms=float(r["p95_ms"]) if r["p95_ms"] is not None else None,
+            )
+            for r in rows
+        ]
+
+    def project_budget(self, project_id: uuid.UUID) -> int | None:
+        rows = self._query("project_budget", {"project_id": project_id})
+        return int(rows[0]["monthly_images"]) if rows else None
+
     # ------------------------------------------------------------ jobs
 
     def _new_job_params(self, new: NewJob) -> dict[str, Any]:
@@ -400,6 +435,7 @@ class PostgresJobStore:
         *,
         now: datetime,
         receipt: str | None = None,
+        usage: ModelUsage | None = None,
     ) -> Job | None:
         rows_in = [
             {
@@ -423,6 +459,7 @@ class PostgresJobStore:
             "first_variant_id": rows_in[0]["id"] if rows_in else None,
             "receipt": receipt,
             **_owed(job_id, JobStatus.succeeded),
+            **_usage_params(usage),
         }
         return self._one_job("complete", params)
 
@@ -437,6 +474,7 @@ class PostgresJobStore:
         now: datetime | None = None,
         only_if_past_deadline: bool = False,
         receipt: str | None = None,
+        usage: ModelUsage | None = None,
     ) -> Job | None:
         params = {
             "id": job_id,
@@ -449,6 +487,7 @@ class PostgresJobStore:
             "content": f"Sorry, this one failed ({code}): {message[:500]}",
             "receipt": receipt,
             **_owed(job_id, JobStatus.failed),
+            **_usage_params(usage),
         }
         return self._one_job("fail", params)
 

@@ -8,6 +8,7 @@ j.input_mime_type, j.input_width, j.input_height,
 j.status, j.error_code, j.error_message, j.note, j.variant_count, j.aspect_ratio, j.model, j.attempt,
 j.resolution, j.reference_images,
 j.created_at, j.started_at, j.finished_at, j.deadline_at, j.updated_at,
+j.prompt_tokens, j.output_tokens, j.total_tokens, j.generation_ms,
 coalesce((
   select json_agg(json_build_object(
     'id', v.id, 'job_id', v.job_id, 'index', v.index, 'storage_path', v.storage_path,
@@ -43,6 +44,32 @@ select pip_ai_can_access_project(%(project_id)s, %(user_id)s) as ok
 -- name: add_member
 insert into pip_ai_project_members (project_id, user_id) values (%(project_id)s, %(user_id)s)
 on conflict do nothing
+
+-- name: usage_days
+-- GET /usage: a project's jobs by UTC creation day (and, the row whose day is null, over the whole range),
+-- one range scan of pip_ai_image_jobs_usage_idx. totalMs percentiles over the jobs that ended.
+select (j.created_at at time zone 'UTC')::date as day,
+  count(*) as jobs,
+  count(*) filter (where j.status = 'queued') as queued,
+  count(*) filter (where j.status = 'running') as running,
+  count(*) filter (where j.status = 'succeeded') as succeeded,
+  count(*) filter (where j.status = 'failed') as failed,
+  count(*) filter (where j.status = 'canceled') as canceled,
+  coalesce(sum(j.images), 0)::bigint as images,
+  coalesce(sum(j.prompt_tokens), 0)::bigint as prompt_tokens,
+  coalesce(sum(j.output_tokens), 0)::bigint as output_tokens,
+  coalesce(sum(j.total_tokens), 0)::bigint as total_tokens,
+  percentile_cont(0.5) within group (order by extract(epoch from j.finished_at - j.created_at) * 1000)
+    filter (where j.finished_at is not null) as p50_ms,
+  percentile_cont(0.95) within group (order by extract(epoch from j.finished_at - j.created_at) * 1000)
+    filter (where j.finished_at is not null) as p95_ms
+from pip_ai_image_jobs j
+where j.project_id = %(project_id)s and j.created_at >= %(start)s and j.created_at < %(end)s
+group by grouping sets (((j.created_at at time zone 'UTC')::date), ())
+order by day nulls last
+
+-- name: project_budget
+select monthly_images from pip_ai_project_budgets where project_id = %(project_id)s
 
 -- name: create_job
 -- A job whose input is a variant (by inputPath, or a refinement's) is inserted only while that variant's row
@@ -145,7 +172,9 @@ select {job_columns} from chain j order by j.depth desc
 -- name: complete
 with done as (
   update pip_ai_image_jobs
-  set status = 'succeeded', finished_at = now(), updated_at = now(), note = %(note)s
+  set status = 'succeeded', finished_at = now(), updated_at = now(), note = %(note)s,
+    images = jsonb_array_length(%(uploads)s::jsonb), prompt_tokens = %(prompt_tokens)s::int,
+    output_tokens = %(output_tokens)s::int, total_tokens = %(total_tokens)s::int, generation_ms = %(generation_ms)s::int
   where id = %(id)s and status = 'running' and attempt = %(attempt)s and deadline_at > %(now)s
   returning *
 ), variants as (
@@ -167,6 +196,7 @@ j.input_mime_type, j.input_width, j.input_height,
   j.status, j.error_code, j.error_message, j.note, j.variant_count, j.aspect_ratio, j.model, j.attempt,
   j.resolution, j.reference_images,
   j.created_at, j.started_at, j.finished_at, j.deadline_at, j.updated_at,
+  j.prompt_tokens, j.output_tokens, j.total_tokens, j.generation_ms,
   coalesce((select json_agg(json_build_object(
     'id', v.id, 'job_id', v.job_id, 'index', v.index, 'storage_path', v.storage_path,
     'mime_type', v.mime_type, 'width', v.width, 'height', v.height, 'bytes', v.bytes,
@@ -177,7 +207,10 @@ from done j
 -- name: fail
 with done as (
   update pip_ai_image_jobs
-  set status = 'failed', error_code = %(code)s, error_message = %(message)s, finished_at = now(), updated_at = now()
+  set status = 'failed', error_code = %(code)s, error_message = %(message)s, finished_at = now(), updated_at = now(),
+    images = 0, prompt_tokens = coalesce(%(prompt_tokens)s::int, prompt_tokens),
+    output_tokens = coalesce(%(output_tokens)s::int, output_tokens), total_tokens = coalesce(%(total_tokens)s::int, total_tokens),
+    generation_ms = coalesce(%(generation_ms)s::int, generation_ms)
   where id = %(id)s and status = any(%(from_statuses)s)
     and (%(attempt)s::int is null or attempt = %(attempt)s::int)
     and (not %(only_if_past_deadline)s or deadline_at <= %(now)s)
@@ -193,7 +226,7 @@ select {job_columns} from done j
 -- name: cancel
 with done as (
   update pip_ai_image_jobs
-  set status = 'canceled', finished_at = now(), updated_at = now()
+  set status = 'canceled', finished_at = now(), updated_at = now(), images = 0
   where id = %(id)s and status = any(%(from_statuses)s)
   returning *
 ), message as (

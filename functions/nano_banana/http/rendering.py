@@ -20,6 +20,7 @@ from nano_banana.errors import (
 from nano_banana.http.api import Api
 from nano_banana.http.bodies import BlocksQuery
 from nano_banana.signing import UrlSigner
+from nano_banana.usecases.usage import timings, usage
 
 log = logging.getLogger("nano_banana")
 
@@ -107,6 +108,8 @@ def render_job(job: Job, urls: Mapping[str, str]) -> dict[str, Any]:
             }
             for r in job.references
         ],
+        "usage": usage(job),
+        "timings": timings(job),
     }
 
 

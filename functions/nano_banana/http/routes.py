@@ -33,6 +33,7 @@ from nano_banana.http.bodies import (
     validated,
 )
 from nano_banana.http.rendering import _iso, json_response, render_block, render_jobs
+from nano_banana.http.usage import get_usage
 from nano_banana.images import ACCEPTED, upload_budget
 from nano_banana.models import CAPABILITIES
 from nano_banana.uploads import FORM_OVERHEAD_BYTES
@@ -302,4 +303,5 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("POST", re.compile(r"^/jobs/(?P<id>[^/]+)/events-ticket$"), events_ticket),
     ("POST", re.compile(r"^/signed-urls$"), signed_urls),
     ("POST", re.compile(r"^/messages$"), refine),
+    ("GET", re.compile(r"^/usage$"), get_usage),
 ]

@@ -87,6 +87,13 @@ function explain(err) {
     case "concurrency_limited":
       return `This project already has ${c.maxActivePerProject} ${c.maxActivePerProject === 1 ? "job" : "jobs"} in progress, ` +
         `the most it can run at once. A slot frees the moment one finishes: wait for it or cancel one, then try again.`;
+    case "budget_exceeded": {
+      const d = err.details, held = d.reserved ? ` and ${d.reserved} more on the way` : "";
+      const reopens = new Date(Date.now() + err.retryAfter * 1000)
+        .toLocaleDateString(undefined, { month: "long", day: "numeric", timeZone: "UTC" });
+      return `This project has used its ${d.limit} images for this month (${d.used} made${held}), so it cannot ` +
+        `make this job's images. It can make more from ${reopens}; ask your admin if you need more before then.`;
+    }
     case "file_too_large": return `That file is too large: the limit is ${size(c.maxFileBytes || 0)}.`;
     case "unsupported_media_type": return "That file is not a JPEG, PNG or WebP image.";
     case "invalid_request": return `Please check the form: ${err.message}`;
@@ -195,8 +202,10 @@ async function createJob(event) {
     const created = await api("/jobs", { method: "POST", body: form, headers: { "Idempotency-Key": newKey() } });
     showError($("form-error"), null);
     await track(created.jobId);
+    refreshBudget();
   } catch (err) {
     showError($("form-error"), explain(err));
+    if (err.code === "budget_exceeded") refreshBudget();
   } finally {
     $("submit").disabled = false;
   }
@@ -266,6 +275,7 @@ function upsert(job, via = "fetch") {
   if (focused) li.querySelector(`[data-testid="${focused}"]`)?.focus();
   if (!before || before.status !== job.status) {
     $("live").textContent = `Job “${short(job.prompt)}” is ${job.status}.`;
+    if (before && TERMINAL.has(job.status)) refreshBudget();  // its images settled
     if (state.open && job.threadId === state.open.threadId) refreshThread();
   }
 }
@@ -564,6 +574,21 @@ function modelChanged() {
     : "";
 }
 
+// ------------------------------------------------------------ the month's images
+
+// The project's images this month against its budget, under the form (GET /usage, this month so far).
+async function refreshBudget() {
+  let b;
+  try { b = (await api(`/usage?projectId=${encodeURIComponent(state.projectId)}`)).budget; } catch { return; }
+  const made = `${b.used} ${b.used === 1 ? "image" : "images"}`, held = b.reserved ? `, ${b.reserved} on the way` : "";
+  $("budget").textContent = b.limit === null
+    ? `This month: ${made}${held}. This project has no monthly limit.`
+    : `This month: ${made}${held} of ${b.limit} (${b.remaining} left until ${new Date(b.resetsAt)
+      .toLocaleDateString(undefined, { month: "long", day: "numeric", timeZone: "UTC" })}).`;
+  $("budget").dataset.used = String(b.used + b.reserved);
+  $("budget").hidden = false;
+}
+
 // ------------------------------------------------------------ start
 
 async function start() {
@@ -582,7 +607,7 @@ async function start() {
     el("option", { value: m.name, selected: i === 0 }, i === 0 ? `${m.name} (default)` : m.name)));
   modelChanged();
   if (c.maxPromptChars) { $("prompt").maxLength = c.maxPromptChars; $("refine-prompt").maxLength = c.maxPromptChars; }
-  await loadJobs();
+  await Promise.all([loadJobs(), refreshBudget()]);
   document.body.dataset.ready = "true";
 }
 

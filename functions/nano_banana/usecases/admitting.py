@@ -7,11 +7,13 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 from nano_banana.domain import (
     ErrorCode,
     Job,
     NewJob,
+    month_of,
 )
 from nano_banana.errors import (
     IdempotencyKeyInUse,
@@ -21,6 +23,7 @@ from nano_banana.errors import (
 )
 from nano_banana.images import ImageInfo
 from nano_banana.ports import (
+    BudgetUse,
     KeyClaimed,
     LimitsReading,
     Reservation,
@@ -37,6 +40,7 @@ from nano_banana.usecases.services import (
     expire_task,
     generate_task,
 )
+from nano_banana.usecases.usage import note_budget
 
 log = logging.getLogger("nano_banana")
 
@@ -49,17 +53,20 @@ def admit(
     stores: bool = False,
     max_turns: int | None = None,
     reading: LimitsReading | None = None,
+    monthly_images: int | None = None,
 ) -> Created:
     """Round trips 2-3: reserve the limits and claim the key (one commit) ‖ `beside` (store the uploaded
     input, `stores`, or read an `inputPath` for its type and size: the limits were checked in round trip
     1, so nothing expensive ran for a request they refuse); then insert the job ‖ enqueue generate ‖
     enqueue expire. A generate task that arrives before its row commits waits for it (run_generation).
     Any failure undoes what succeeded: the row goes (it was never scheduled), the tasks and the input go,
-    the reservation and the claim are given back (a reservation whose outcome is unknown, by job id). Not
-    when the row is no longer the creation's to discard: a task claimed it or a same-key retry was answered
-    with it (`idempotency`: the job lives, answered 202), or the database cannot say whether it exists
-    (nothing more is undone: 503 outcome_unknown naming the job). A definite refusal of the insert (the
-    job or variant it is made from was deleted: NotFound) undoes everything, like any failure."""
+    the reservation, the claim and the images are given back (a reservation whose outcome is unknown, by
+    job id). Not when the row is no longer the creation's to discard: a task claimed it or a same-key retry
+    was answered with it (`idempotency`: the job lives, answered 202), or the database cannot say whether it
+    exists (nothing more is undone: 503 outcome_unknown naming the job). A definite refusal of the insert
+    (the job or variant it is made from was deleted: NotFound) undoes everything, like any failure. The
+    reservation takes `variant_count` images from the project's month in the same commit (`monthly_images`:
+    its budget, None for none)."""
 
     def reserve(on: LimitsReading | None = None) -> Reservation:
         return svc.limits.reserve(
@@ -69,6 +76,8 @@ def admit(
             lease_expires_at=new.deadline_at + LEASE_GRACE,
             idempotency_key=new.idempotency_key,
             reading=on,
+            images=new.variant_count,
+            monthly_images=monthly_images,
         )
 
     side: Outcome[ImageInfo | Inspected | None] = Outcome(None, None)
@@ -135,6 +144,7 @@ def admit(
     if not (generate.ok and expire.ok) and _roll_back(svc, reservation, stored, job):
         _drop_tasks(svc, new.id, enqueued)
         _raise_failure(generate.error, expire.error, reason=ErrorCode.enqueue_failed.value)
+    note_budget(reservation)
     return Created(job=job, message_id=new.message_id, replayed=False)
 
 
@@ -152,7 +162,7 @@ def _reserve_outcome_unknown(error: BaseException) -> bool:
 def _give_back_by_job(svc: Services, new: NewJob) -> None:
     """After a reservation whose outcome is unknown (the commit may have applied and its answer been lost):
     give back what it may have taken, by this job's id: the key's claim only if this job holds it, then
-    its rate entry and lease. Each is idempotent, so giving back what was never taken is harmless. What
+    its rate entry, lease and images. Each is idempotent, so giving back what was never taken is harmless. What
     this misses (the limits store still down, or a commit applied after this ran) is the sweep's: a lease
     or claim whose job row is missing past a grace is given back there."""
     try:
@@ -160,8 +170,18 @@ def _give_back_by_job(svc: Services, new: NewJob) -> None:
             svc.limits.release_claim(
                 user_id=new.user_id, project_id=new.project_id, job_id=new.id, idempotency_key=new.idempotency_key
             )
+        reserved_at = new.deadline_at - timedelta(seconds=svc.settings.timeout_s)  # the month it reserved in
+        month = BudgetUse(month_of(reserved_at), 0, 0)
         svc.limits.give_back(
-            Reservation(new.user_id, new.project_id, new.id, svc.clock(), new.deadline_at + LEASE_GRACE)
+            Reservation(
+                new.user_id,
+                new.project_id,
+                new.id,
+                svc.clock(),
+                new.deadline_at + LEASE_GRACE,
+                images=new.variant_count,
+                budget=month,
+            )
         )
     except Exception:
         log.exception(

@@ -37,6 +37,7 @@ from nano_banana.usecases.commands import Created, CreateJob, Inspected, Refine,
 from nano_banana.usecases.idempotency import earlier_job, replay_or_wait
 from nano_banana.usecases.notifying import webhook_fingerprint, webhook_request
 from nano_banana.usecases.services import Services, delete_quietly, require_access
+from nano_banana.usecases.usage import monthly_limit
 
 log = logging.getLogger("nano_banana")
 
@@ -141,12 +142,15 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         *(hashlib.sha256(ref.data).hexdigest() for ref in cmd.references),
         *cmd.reference_paths,
     )
-    # Round trip 1: membership ‖ the limits, read only (before any download) ‖ an earlier job with this key.
-    access, earlier, admissible = settle(
+    # Round trip 1: membership ‖ the limits, read only (before any download) ‖ an earlier job with this key
+    # ‖ the project's monthly budget (cached: usually no query).
+    images = cmd.variant_count
+    access, earlier, admissible, budget = settle(
         svc.fanout,
         lambda: _may_use(svc, user_id, cmd),
         lambda: earlier_job(svc, user_id, key),
-        lambda: svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key),
+        lambda: svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key, images=images),
+        lambda: monthly_limit(svc, cmd.project_id),
     )
     access.get()
     reading: LimitsReading | None = None
@@ -155,7 +159,7 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         if (replay := replay_or_wait(svc, user_id, key, fingerprint, found)) is not None:
             return Created(job=replay, message_id=None, replayed=True)
         # That job's creation rolled back while we waited: the limits are read again before any download.
-        reading = svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key)
+        reading = svc.limits.check(user_id=user_id, project_id=cmd.project_id, idempotency_key=key, images=images)
     else:
         reading = admissible.get()
     job_id = new_id()
@@ -201,7 +205,7 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         resolution=cmd.resolution,
         references=references,
     )
-    return admit(svc, new, beside=beside, stores=cmd.upload is not None, reading=reading)
+    return admit(svc, new, beside=beside, stores=cmd.upload is not None, reading=reading, monthly_images=budget.get())
 
 
 def _log_created(created: Created, started: float, **fields: object) -> Created:
@@ -296,4 +300,6 @@ def _refine(svc: Services, user_id: uuid.UUID, cmd: Refine) -> Created:
         webhook_events=webhook_events,
         resolution=parent.resolution,
     )
-    return admit(svc, new, max_turns=svc.settings.max_thread_turns)
+    return admit(
+        svc, new, max_turns=svc.settings.max_thread_turns, monthly_images=monthly_limit(svc, parent.project_id)
+    )

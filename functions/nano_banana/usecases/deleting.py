@@ -25,6 +25,7 @@ from nano_banana.together import settle_each
 from nano_banana.usecases.finishing import ended
 from nano_banana.usecases.reading import get_job
 from nano_banana.usecases.services import LEASE_GRACE, Services, delete_unreferenced
+from nano_banana.usecases.usage import settle_to
 
 log = logging.getLogger("nano_banana")
 
@@ -107,6 +108,7 @@ def _release_deleted(svc: Services, gone: DeletedJob) -> None:
         svc.limits.release_slot(project_id=gone.project_id, job_id=gone.id)
     except Exception:  # the lease expires on its own at deadline + grace
         log.exception("could not release a slot", extra={"event": "release_failed", "jobId": str(gone.id)})
+    settle_to(svc, gone.project_id, gone.id, gone.deadline_at, 0)  # it stored nothing: its images come back
     try:
         svc.queue.delete("expire", gone.id)
     except Exception:

@@ -11,6 +11,7 @@ from nano_banana.domain import (
     ACTIVE,
     ErrorCode,
     Job,
+    ModelUsage,
     VariantUpload,
     job_prefix,
 )
@@ -23,16 +24,18 @@ from nano_banana.together import settle_each
 from nano_banana.usecases.notifying import hand_over
 from nano_banana.usecases.reading import get_job
 from nano_banana.usecases.services import Services, delete_quietly, release_slot
+from nano_banana.usecases.usage import settle, usage_fields
 
 log = logging.getLogger("nano_banana")
 
 
 def ended(svc: Services, job: Job, event: str, **fields: object) -> None:
     """After a won transition into a terminal state, side by side (each idempotent, each failure logged,
-    none raised): free the slot (once), drop the expire task, delete the outputs no variant records, hand
-    the webhook delivery the transition recorded to its queue."""
+    none raised): free the slot (once), settle the month's images to those stored, drop the expire task,
+    delete the outputs no variant records, hand the webhook delivery the transition recorded to its queue."""
     cleanups: list[Callable[[], object]] = [
         lambda: release_slot(svc, job.project_id, job.id),
+        lambda: settle(svc, job),
         lambda: _delete_unrecorded_outputs(svc, job),
         lambda: hand_over(svc, job, job.status.value),
     ]
@@ -44,7 +47,8 @@ def ended(svc: Services, job: Job, event: str, **fields: object) -> None:
 
 
 def _log_end(job: Job, event: str, **fields: object) -> None:
-    """The one line of a job's terminal transition: what the jobs-finished metrics count (monitoring.tf)."""
+    """The one line of a job's terminal transition: what the jobs-finished metrics count, and the images
+    and tokens by model (monitoring.tf)."""
     log.info(
         event,
         extra={
@@ -54,6 +58,7 @@ def _log_end(job: Job, event: str, **fields: object) -> None:
             "status": job.status.value,
             "errorCode": job.error_code,
             "durationMs": round((job.updated_at - job.created_at).total_seconds() * 1000, 1),
+            **usage_fields(job),
             **fields,
         },
     )
@@ -77,10 +82,23 @@ def cancel_job(svc: Services, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
 
 
 def fail_job(
-    svc: Services, job: Job, code: str, message: str, *, attempt: int | None = None, receipt: str | None = None
+    svc: Services,
+    job: Job,
+    code: str,
+    message: str,
+    *,
+    attempt: int | None = None,
+    receipt: str | None = None,
+    usage: ModelUsage | None = None,
 ) -> Job | None:
     failed = svc.store.fail(
-        job.id, code=code, message=redact(message), from_statuses=list(ACTIVE), attempt=attempt, receipt=receipt
+        job.id,
+        code=code,
+        message=redact(message),
+        from_statuses=list(ACTIVE),
+        attempt=attempt,
+        receipt=receipt,
+        usage=usage,
     )
     if failed is not None:
         ended(svc, failed, "job_failed")
@@ -104,8 +122,10 @@ def expire_job(svc: Services, job_id: uuid.UUID, *, by: str = "expire_task") -> 
         return job
     current = svc.store.get_job(job_id)
     if current is not None and current.terminal:
-        # Its transition may have crashed before giving the lease back; releasing again is harmless.
-        release_slot(svc, current.project_id, current.id)
+        # Its transition may have crashed before giving the lease back or settling; again is harmless.
+        settle_each(
+            svc.fanout, [lambda: release_slot(svc, current.project_id, current.id), lambda: settle(svc, current)]
+        )
         return None
     if current is not None and current.deadline_at > now:
         raise TransientError("the deadline has not passed yet by this clock")
@@ -127,11 +147,13 @@ def complete_job(
     note: str | None,
     *,
     receipt: str | None = None,
+    usage: ModelUsage | None = None,
 ) -> Job | None:
-    """running(attempt) -> succeeded with its variants (and `receipt` applied, in the same transaction).
+    """running(attempt) -> succeeded with its variants (and `receipt` applied, and `usage` recorded, in the
+    same transaction).
     If the CAS loses, the outputs are deleted, except paths the job recorded meanwhile (a concurrent
     report of the same result). Once the CAS won, nothing here raises: cleanup failures are logged."""
-    done = svc.store.complete(job.id, attempt, uploads, note, now=svc.clock(), receipt=receipt)
+    done = svc.store.complete(job.id, attempt, uploads, note, now=svc.clock(), receipt=receipt, usage=usage)
     if done is None:
         discard_outputs(svc, job.id, [u.storage_path for u in uploads])
         log.info("result discarded", extra={"event": "result_discarded", "jobId": str(job.id), "attempt": attempt})

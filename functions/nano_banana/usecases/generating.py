@@ -20,6 +20,7 @@ from nano_banana.domain import (
     InlineImage,
     Job,
     JobStatus,
+    ModelUsage,
     Turn,
     VariantUpload,
     job_prefix,
@@ -150,20 +151,23 @@ def run_generation(svc: Services, job_id: uuid.UUID, *, retry_if_missing: bool =
     if svc.processor is not None:
         return _hand_to_processor(svc, job, request)
     assert svc.generator is not None
+    calling = time.perf_counter()
     try:
         result = svc.generator.generate(request, deadline=job.deadline_at)
-    except ContentBlocked as exc:
-        return fail_job(svc, job, ErrorCode.content_blocked, exc.message, attempt=attempt)
-    except GenerationFailed as exc:
-        code = ErrorCode.timeout if svc.clock() >= job.deadline_at else ErrorCode.generation_failed
-        return fail_job(svc, job, code, exc.message, attempt=attempt)
+    except (ContentBlocked, GenerationFailed) as exc:
+        spent = ModelUsage(generation_ms=round((time.perf_counter() - calling) * 1000))
+        code = ErrorCode.content_blocked if isinstance(exc, ContentBlocked) else ErrorCode.generation_failed
+        if code is ErrorCode.generation_failed and svc.clock() >= job.deadline_at:
+            code = ErrorCode.timeout
+        return fail_job(svc, job, code, exc.message, attempt=attempt, usage=spent)
+    used = dataclasses.replace(result.usage, generation_ms=round((time.perf_counter() - calling) * 1000))
     try:
         uploads = _store_outputs(svc, job, attempt, result.images)
     except Unavailable as exc:
         if svc.clock() >= job.deadline_at:
             return fail_job(svc, job, ErrorCode.timeout, "storage unavailable until the deadline", attempt=attempt)
         raise TransientError("storage unavailable while uploading outputs") from exc
-    done = complete_job(svc, job, attempt, uploads, result.note)
+    done = complete_job(svc, job, attempt, uploads, result.note, usage=used)
     log.info(
         "generation_finished",
         extra={

@@ -17,7 +17,7 @@ from nano_banana import usecases
 from nano_banana.adapters.limits_memory import MemoryLimits
 from nano_banana.adapters.postgres import PostgresJobStore
 from nano_banana.domain import ACTIVE, JobStatus, VariantUpload, output_path
-from nano_banana.errors import ConcurrencyLimited, NanoBananaError, RateLimited, TransientError
+from nano_banana.errors import BudgetExceeded, ConcurrencyLimited, NanoBananaError, RateLimited, TransientError
 from nano_banana.images import inspect_image
 from nano_banana.settings import Settings
 from tests.support.memory_blobs import MemoryBlobStore
@@ -26,6 +26,7 @@ from tests.support.recording_queue import RecordingQueue
 pytestmark = pytest.mark.postgres
 
 PROJECTS = [uuid.UUID(int=1), uuid.UUID(int=2)]
+BUDGET = 3  # images per project per month: small enough that interleavings run into it
 USERS = [uuid.UUID(int=11), uuid.UUID(int=12)]
 
 
@@ -46,7 +47,12 @@ class Lifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = datetime(2026, 1, 1, tzinfo=UTC)
-        cfg = Settings(NANO_BANANA_RATE_PER_HOUR=6, NANO_BANANA_MAX_ACTIVE_PER_PROJECT=2, NANO_BANANA_TIMEOUT_S=60)
+        cfg = Settings(
+            NANO_BANANA_RATE_PER_HOUR=6,
+            NANO_BANANA_MAX_ACTIVE_PER_PROJECT=2,
+            NANO_BANANA_TIMEOUT_S=60,
+            NANO_BANANA_PROJECT_MONTHLY_IMAGES=BUDGET,
+        )
         self.blobs = MemoryBlobStore()
         self.limits = MemoryLimits(cfg.rate_per_hour, cfg.max_active_per_project, self.clock)
         self.svc = usecases.Services(
@@ -75,7 +81,7 @@ class Lifecycle(RuleBasedStateMachine):
         before_inputs = len(self.blobs.list("inputs/"))
         try:
             created = usecases.create_job(self.svc, user, cmd)
-        except (RateLimited, ConcurrencyLimited):
+        except (RateLimited, ConcurrencyLimited, BudgetExceeded):
             assert len(self.blobs.list("inputs/")) == before_inputs, "a rejected request stores nothing"
             return uuid.UUID(int=0)
         self.created.append(created.job.id)
@@ -154,6 +160,13 @@ class Lifecycle(RuleBasedStateMachine):
             }
             assert fresh <= leased, "every active job within its deadline holds its slot"
             assert len(leased) <= 2, "the concurrency cap is never exceeded"
+            # The budget: the month counts each job as asked while it runs, as stored once it ended, and
+            # never holds more than the budget (a job whose deadline passed still counts until it ends).
+            month = self.limits.month_usage(project, self.now)
+            mine = [j for j in jobs if j is not None and j.project_id == project]
+            assert month.reserved == sum(j.variant_count for j in mine if not j.terminal)
+            assert month.used == sum(len(j.variants) for j in mine if j.terminal)
+            assert month.counted <= BUDGET, "a month never holds one image more than its budget"
 
 
 def test_lifecycle_invariants_hold_under_random_interleavings(pg_store: PostgresJobStore) -> None:

@@ -67,6 +67,15 @@ def test_success_partial_and_blocked(pg_store: PostgresJobStore, server: vs.Vert
     assert done is not None
     assert done.status.value == "succeeded"
     assert len(done.variants) == 3
+    stored = svc.store.get_job(done.id)
+    assert stored is not None
+    assert (stored.usage.prompt_tokens, stored.usage.output_tokens, stored.usage.total_tokens) == (
+        vs.PROMPT_TOKENS,
+        3 * vs.IMAGE_TOKENS,
+        vs.PROMPT_TOKENS + 3 * vs.IMAGE_TOKENS,
+    )
+    assert stored.usage.generation_ms is not None
+    assert stored.usage.generation_ms >= 0
     server.script = [lambda: vs.images(1)]
     partial = usecases.run_generation(svc, create(svc, 2))
     assert partial is not None
@@ -75,6 +84,8 @@ def test_success_partial_and_blocked(pg_store: PostgresJobStore, server: vs.Vert
     blocked = usecases.run_generation(svc, create(svc))
     assert blocked is not None
     assert (blocked.status.value, blocked.error_code) == ("failed", "content_blocked")
+    assert blocked.usage.generation_ms is not None, "the time in the model is recorded on a failure too"
+    assert blocked.usage.total_tokens is None
     assert svc.limits.active_jobs(blocked.project_id) == []
 
 

@@ -19,7 +19,7 @@ from google.genai import types
 from google.oauth2.credentials import Credentials
 
 from nano_banana.adapters.generator_vertex import VertexGenerator
-from nano_banana.domain import GenerationRequest, InlineImage, Turn
+from nano_banana.domain import GenerationRequest, InlineImage, ModelUsage, Turn
 from nano_banana.errors import ContentBlocked, GenerationFailed
 from nano_banana.retry import Backoff
 from tests.support import vertex_server as vs
@@ -71,6 +71,7 @@ def test_images_come_back_and_the_sdk_sent_what_we_meant(server: vs.VertexServer
     result = generator(server).generate(request(2, history), deadline=soon())
     assert [(i.mime_type, i.width, i.height) for i in result.images] == [("image/png", 64, 36)] * 2
     assert result.note is None
+    assert result.usage == ModelUsage(prompt_tokens=268, output_tokens=2 * 1290, total_tokens=268 + 2 * 1290)
     (sent,) = server.requests
     assert sent["match"] == {
         "version": "v1beta1",
@@ -157,6 +158,7 @@ def test_single_candidate_models_get_parallel_calls(server: vs.VertexServer) -> 
     result = generator(server, "gemini-3-pro-image-preview").generate(request(3), deadline=soon())
     assert len(result.images) == 3
     assert len(server.requests) == 3
+    assert result.usage == ModelUsage(3 * 268, 3 * 1290, 3 * (268 + 1290)), "the three calls' usageMetadata summed"
     assert {r["body"]["generationConfig"]["candidateCount"] for r in server.requests} == {1}
 
 
