@@ -33,10 +33,10 @@ class _Part:
     is_extra: bool = False
 
 
-def _body_too_large(max_file_bytes: int) -> FileTooLarge:
-    """A body past the image limit plus room for the form fields: said in terms of the image limit (the
-    number a client can act on), with the body cap beside it."""
-    return FileTooLarge.image(max_file_bytes, maxBodyBytes=max_file_bytes + FORM_OVERHEAD_BYTES)
+def _body_too_large(max_file_bytes: int, max_body: int) -> FileTooLarge:
+    """A body past the image limit, the reference images' and room for the form fields: said in terms of
+    the image limit (the number a client can act on), with the body cap beside it."""
+    return FileTooLarge.image(max_file_bytes, maxBodyBytes=max_body)
 
 
 def read_multipart(
@@ -62,7 +62,7 @@ def read_multipart(
         raise BadRequest("expected multipart/form-data with a boundary", details={"contentType": ctype.decode()})
     max_body = max_file_bytes + max_extra_bytes + FORM_OVERHEAD_BYTES
     if content_length is not None and content_length > max_body:
-        raise _body_too_large(max_file_bytes)
+        raise _body_too_large(max_file_bytes, max_body)
 
     form = UploadedForm()
     part = _Part()
@@ -165,7 +165,7 @@ def read_multipart(
         while chunk := read(_CHUNK):
             received += len(chunk)
             if received > max_body:
-                raise _body_too_large(max_file_bytes)
+                raise _body_too_large(max_file_bytes, max_body)
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:

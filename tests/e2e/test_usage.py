@@ -107,7 +107,7 @@ def test_a_job_shows_its_usage_and_timings_and_logs_them(dev_server_factory: Sta
     job = server.wait_for(s, job_id, {"succeeded"})
     validate(job, "Job")
     assert job["usage"] == {
-        "model": "preview",
+        "model": "gemini-2.5-flash-image",  # the default model: the preview generator renders for the model asked
         "images": 2,
         "promptTokens": None,  # the preview generator is no model: it reports no tokens
         "outputTokens": None,
@@ -122,7 +122,7 @@ def test_a_job_shows_its_usage_and_timings_and_logs_them(dev_server_factory: Sta
         assert time.monotonic() < deadline, "no job_succeeded line"
         time.sleep(0.1)
     (line,) = lines
-    assert (line["model"], line["images"], line["totalTokens"]) == ("preview", 2, None)
+    assert (line["model"], line["images"], line["totalTokens"]) == ("gemini-2.5-flash-image", 2, None)
     assert line["generationMs"] == timings["generationMs"]
     assert line["totalMs"] == timings["totalMs"]
 

@@ -22,6 +22,9 @@ alter table public.pip_ai_image_jobs
   add column if not exists output_tokens integer check (output_tokens is null or output_tokens >= 0),
   add column if not exists total_tokens integer check (total_tokens is null or total_tokens >= 0),
   add column if not exists generation_ms integer check (generation_ms is null or generation_ms >= 0);
+-- Members see what their jobs used, like the job's other columns (20261201000200: a column is hidden until
+-- granted), so the builder's Realtime subscription carries it too.
+grant select (images, prompt_tokens, output_tokens, total_tokens, generation_ms) on public.pip_ai_image_jobs to authenticated;
 
 -- 3. GET /usage: a project's jobs in a range of creation days, read from the index alone (the
 --    columns it sums are included), one range scan.

@@ -23,6 +23,7 @@ class LifecycleWithDeletion(Lifecycle):
     def __init__(self) -> None:
         super().__init__()
         self.deleted: dict[uuid.UUID, str] = {}  # job id -> its input path
+        self.images_of_deleted: dict[uuid.UUID, int] = {}  # project -> images its deleted jobs had stored
 
     @rule(job_id=Lifecycle.jobs, user=st.sampled_from(USERS))
     def delete(self, job_id: uuid.UUID, user: uuid.UUID) -> None:
@@ -39,6 +40,8 @@ class LifecycleWithDeletion(Lifecycle):
         assert job is not None
         assert deletion.job_ids == [job_id], "no refinements in this machine: exactly the job"
         self.deleted[job_id] = job.input_path
+        if job.terminal:  # an active one was canceled by the deletion: it stored nothing
+            self.images_of_deleted[job.project_id] = self.images_of_deleted.get(job.project_id, 0) + len(job.variants)
         self.created.remove(job_id)  # the lifecycle's own invariants now check the jobs that remain
 
     @invariant()
