@@ -49,6 +49,7 @@ def test_the_readme_screenshot(page: Page, dev_server_factory: Callable[..., Dev
     for image in ("before", "after"):
         expect(page.get_by_test_id(image)).to_have_js_property("complete", True)
     page.get_by_test_id("copy-compare").click()
+    expect(page.get_by_test_id("block-json")).to_contain_text('"image_compare"')  # fetched after the click
     block = json.loads(page.get_by_test_id("block-json").inner_text())
     assert block["type"] == "image_compare"
     assert (block["props"]["before"]["width"], block["props"]["before"]["height"]) == (1024, 768)
