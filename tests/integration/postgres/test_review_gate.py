@@ -3,15 +3,20 @@ fails on main as of 145028f (see the docstrings for the interleaving)."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pytest
 
 from nano_banana import usecases
-from nano_banana.adapters.postgres import PostgresJobStore
+from nano_banana.adapters.postgres import PostgresJobStore, queries
 from nano_banana.errors import NotFound
 from tests.integration.postgres.test_creation import Stack, make_stack
+from tests.support.new_jobs import new_job
 
 pytestmark = pytest.mark.postgres
 
@@ -52,3 +57,33 @@ def test_an_upload_input_path_purged_between_validation_and_insert_leaves_no_job
         return
     assert stack.store.get_job(made.job.id) is not None
     assert upload in stack.blobs.objects, "a job answered 202 references its input, so the input must exist"
+
+
+def test_erasure_racing_a_job_made_from_the_users_variant_leaves_neither_the_job_nor_the_image(
+    stack: Stack, embedded_pg: Any
+) -> None:
+    """erase-user deletes "jobs made from their variants, whoever made them". Another member V's job B,
+    made from user U's variant by inputPath, is being inserted (its statement holds the variant row FOR KEY
+    SHARE, not committed yet) when `erase-user U` runs its delete. The delete statement's subtree was read
+    in a snapshot without B; its cascade to the variant waits for B's lock, then goes ahead once B commits.
+    Observed: B survives, still naming U's variant as its input, and the gate keeps U's image in Storage
+    for good (B references it). Neither serial order allows that: B first -> erased with U; erasure first ->
+    B's insert is refused (the variant row is gone)."""
+    parent, _ = stack.succeeded_job()
+    job = stack.store.get_job(parent)
+    assert job is not None
+    path = job.variants[0].storage_path
+    other = uuid.uuid4()
+    stack.store.add_member(stack.project, other)
+    made_from_it = new_job(stack.project, other, input_path=path)
+    with psycopg.connect(embedded_pg.uri) as conn, ThreadPoolExecutor(1) as pool:
+        conn.execute(queries()["create_job"], stack.store._new_job_params(made_from_it))  # uncommitted
+        erasure = pool.submit(usecases.erase_user, stack.svc, stack.user)
+        time.sleep(0.5)
+        assert not erasure.done(), "the erasure's delete waits for B's lock on the variant row"
+        conn.commit()
+        erased = erasure.result(timeout=10)
+    assert parent in erased.job_ids
+    survivor = stack.store.get_job(made_from_it.id)
+    assert survivor is None, f"a job made from the erased user's variant survived, its input {path}"
+    assert path not in stack.blobs.objects, "the erased user's image is still in Storage"
