@@ -15,6 +15,8 @@ import pytest
 from nano_banana import usecases
 from nano_banana.adapters.postgres import PostgresJobStore, queries
 from nano_banana.errors import NotFound
+from nano_banana.settings import Settings
+from nano_banana.usecases.deleting import apply_retention
 from tests.integration.postgres.test_creation import Stack, make_stack
 from tests.support.new_jobs import new_job
 
@@ -87,3 +89,38 @@ def test_erasure_racing_a_job_made_from_the_users_variant_leaves_neither_the_job
     survivor = stack.store.get_job(made_from_it.id)
     assert survivor is None, f"a job made from the erased user's variant survived, its input {path}"
     assert path not in stack.blobs.objects, "the erased user's image is still in Storage"
+
+
+def test_retention_racing_a_job_made_from_an_expired_threads_upload_keeps_that_jobs_input(
+    stack: Stack, embedded_pg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retention side of the first test (simulation seeds 7031, 7095, 7158 at --fault-rate 0.12: an
+    input "deleted by ... sweep"). Job A finished two days ago (retention: one day); a new job B names A's
+    upload as its inputPath and has read it when the sweep's retention deletes A's thread and purges the
+    upload (no committed row references it yet); B is then inserted and answered 202 with its input gone."""
+    first = stack.create().job
+    upload = first.input_path
+    with psycopg.connect(embedded_pg.uri, autocommit=True) as conn:
+        conn.execute(
+            "update pip_ai_image_jobs set status = 'failed', error_code = 'generation_failed',"
+            " created_at = now() - interval '2 days', finished_at = now() - interval '2 days' where id = %s",
+            (first.id,),
+        )
+    stack.svc.settings = Settings(NANO_BANANA_RETENTION_DAYS=1)
+    real_insert = stack.store.create_job
+    retained: list[int] = []
+
+    def sweep_first(new: Any) -> Any:
+        if new.input_path == upload and new.id != first.id:
+            retained.append(apply_retention(stack.svc))
+        return real_insert(new)
+
+    monkeypatch.setattr(stack.store, "create_job", sweep_first)
+    try:
+        made = stack.create_from(upload)
+    except NotFound:
+        assert stack.store.user_jobs(stack.user) == [], "refused: nothing kept"
+        return
+    assert retained == [1], "retention deleted A's thread meanwhile"
+    assert stack.store.get_job(made.job.id) is not None
+    assert upload in stack.blobs.objects, "a job answered 202 references its input, so the input must exist"
