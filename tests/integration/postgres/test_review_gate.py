@@ -124,3 +124,68 @@ def test_retention_racing_a_job_made_from_an_expired_threads_upload_keeps_that_j
     assert retained == [1], "retention deleted A's thread meanwhile"
     assert stack.store.get_job(made.job.id) is not None
     assert upload in stack.blobs.objects, "a job answered 202 references its input, so the input must exist"
+
+
+def test_a_reference_path_naming_an_upload_purged_before_the_insert_is_refused(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The referencePaths side of the first test: B names A's upload as a reference image (its input is
+    another job's upload that stays); A is deleted between B's validation and insert. B is refused 404 on
+    referencePaths, nothing of it kept, the kept job's input untouched."""
+    first = stack.create().job
+    kept = stack.create().job
+    upload = first.input_path
+    real_insert = stack.store.create_job
+
+    def deleted_first(new: Any) -> Any:
+        if new.id not in (first.id, kept.id):
+            usecases.delete_job(stack.svc, stack.user, first.id)
+        return real_insert(new)
+
+    monkeypatch.setattr(stack.store, "create_job", deleted_first)
+    command = usecases.CreateJob(stack.project, "again", 1, None, input_path=kept.input_path, reference_paths=(upload,))
+    with pytest.raises(NotFound) as refused:
+        usecases.create_job(stack.svc, stack.user, command)
+    assert refused.value.details["field"] == "referencePaths"
+    assert stack.store.user_jobs(stack.user) == [kept.id], "refused: nothing kept"
+    assert kept.input_path in stack.blobs.objects
+
+
+def test_an_upload_held_by_a_creation_in_flight_makes_its_deletion_wait_and_keep_it(
+    stack: Stack, embedded_pg: Any
+) -> None:
+    """B names A's upload as inputPath; its insert holds A's row FOR KEY SHARE (not committed) when A is
+    deleted: the deletion waits for B, and its purge then sees B's reference and keeps the upload."""
+    first = stack.create().job
+    upload = first.input_path
+    borrower = new_job(stack.project, stack.user, input_path=upload, input_borrowed=True)
+    with psycopg.connect(embedded_pg.uri) as conn, ThreadPoolExecutor(1) as pool:
+        rows = conn.execute(queries()["create_job"], stack.store._new_job_params(borrower)).fetchall()
+        assert [r[0] for r in rows] == [borrower.id], "inserted (not committed yet)"
+        deletion = pool.submit(usecases.delete_job, stack.svc, stack.user, first.id)
+        time.sleep(0.5)
+        assert not deletion.done(), "the deletion of the row B holds waits for B"
+        conn.commit()
+        deletion.result(timeout=10)
+    assert stack.store.get_job(first.id) is None
+    assert stack.store.get_job(borrower.id) is not None
+    assert upload in stack.blobs.objects, "B references the upload: the purge keeps it"
+
+
+def test_erasure_racing_a_job_made_from_the_users_own_upload_leaves_neither(stack: Stack, embedded_pg: Any) -> None:
+    """erase-user while the user's job B, made from their upload by inputPath, is being inserted (holding
+    the upload's job row FOR KEY SHARE): the erasure waits, then finds B (same upload) and deletes it too;
+    the upload goes."""
+    first = stack.create().job
+    upload = first.input_path
+    borrower = new_job(stack.project, stack.user, input_path=upload, input_borrowed=True)
+    with psycopg.connect(embedded_pg.uri) as conn, ThreadPoolExecutor(1) as pool:
+        conn.execute(queries()["create_job"], stack.store._new_job_params(borrower))  # uncommitted
+        erasure = pool.submit(usecases.erase_user, stack.svc, stack.user)
+        time.sleep(0.5)
+        assert not erasure.done(), "the erasure waits for B's lock on A's row"
+        conn.commit()
+        erased = erasure.result(timeout=10)
+    assert set(erased.job_ids) == {first.id, borrower.id}
+    assert stack.store.user_jobs(stack.user) == []
+    assert upload not in stack.blobs.objects
