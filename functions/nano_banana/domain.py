@@ -268,6 +268,9 @@ class NewJob:
     webhook_events: tuple[str, ...] = ()
     resolution: str | None = None
     references: tuple[Reference, ...] = ()
+    # The input is an existing object named by inputPath (not this creation's own upload): the insert holds
+    # it (an upload through the rows that reference it) and refuses if it is gone.
+    input_borrowed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,7 +241,7 @@ class Moves:
                 return
             if isinstance(error, NanoBananaError) and "nothing was" in error.message:
                 rows = w.rows()
-                for job_id in w.inserted.get(id(actor), []):
+                for job_id in w.inserted.get(actor.number, []):
                     if job_id in rows:
                         w.violate(
                             1,

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from nano_banana.adapters.postgres import PostgresJobStore
-from nano_banana.usecases import LATE_UPLOAD_GRACE, LEASE_GRACE
+from nano_banana.usecases import CREATION_GRACE, LATE_UPLOAD_GRACE, LEASE_GRACE
 from tests.simulation import invariants
 from tests.simulation.moves import Moves
 from tests.simulation.scheduler import Deadlock
@@ -123,8 +123,9 @@ def _quiesce(world: World) -> None:
     world.sched.trace.append("  quiescence: faults off")
     moves = Moves(world)
     _settle(world, moves)
-    # Longer than any creation request, shorter than a lease: a lease or claim still held past one sweep leaked.
-    world.sched.advance(timedelta(seconds=60))
+    # Past the sweep's creation grace (it gives back a never-inserted job's lease or claim only then), shorter
+    # than a lease: a lease or claim still held past one sweep leaked.
+    world.sched.advance(CREATION_GRACE + timedelta(seconds=10))
     _settle(world, moves)
     _sweep(world, moves)
     invariants.leases_follow_rows(world)

@@ -40,6 +40,7 @@ class Actor:
     after_step: int = 0  # a late arrival: runs once the others made this many steps (or none can run)
     faults: int = 0  # faults injected into this actor's own calls (children's are added when they end)
     on_end: list[Callable[[Actor], None]] = field(default_factory=list)
+    number: int = 0  # unique per run (an id() is reused once the actor is collected)
     go: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -108,7 +109,7 @@ class Scheduler:
 
     def spawn(self, name: str, fn: Callable[[], Any], *, parent: Actor | None = None, later: int = 0) -> Actor:
         self._spawned += 1
-        actor = Actor(name=name, fn=fn, parent=parent, after_step=self.steps + later)
+        actor = Actor(name=name, fn=fn, parent=parent, after_step=self.steps + later, number=self._spawned)
 
         def body() -> None:
             self._local.actor = actor

@@ -152,8 +152,8 @@ class World:
             sleep=self.sched.sleep,
             monotonic=self.sched.monotonic,
         )
-        self.moves: dict[int, Move] = {}  # id(root actor) -> its move
-        self.inserted: dict[int, list[uuid.UUID]] = {}  # id(root actor) -> the job ids it tried to insert
+        self.moves: dict[int, Move] = {}  # root actor's number -> its move
+        self.inserted: dict[int, list[uuid.UUID]] = {}  # root actor's number -> the job ids it tried to insert
         self.answered: dict[uuid.UUID, str] = {}
         self.removed: dict[uuid.UUID, str] = {}
         self.key_jobs: dict[tuple[uuid.UUID, str], uuid.UUID] = {}
@@ -182,7 +182,7 @@ class World:
     ) -> Actor:
         """Start a move's actor; `later`: it arrives once the others have made that many steps."""
         actor = self.sched.spawn(f"m{self.sched.spawned + 1}:{move.kind}", fn, later=later)
-        self.moves[id(actor)] = move
+        self.moves[actor.number] = move
         if on_end is not None:
             actor.on_end.append(on_end)
         self.sched.trace.append(f"  start {actor.name}: {move.describe()}")
@@ -196,10 +196,10 @@ class World:
     def inserting(self, job_id: uuid.UUID) -> None:
         actor = self.sched.current()
         if actor is not None:
-            self.inserted.setdefault(id(actor.root), []).append(job_id)
+            self.inserted.setdefault(actor.root.number, []).append(job_id)
 
     def move_of(self, actor: Actor | None) -> Move | None:
-        return None if actor is None else self.moves.get(id(actor.root))
+        return None if actor is None else self.moves.get(actor.root.number)
 
     @contextmanager
     def cursor(self) -> Iterator[psycopg.Cursor[Any]]:

@@ -169,10 +169,10 @@ def _owed(job_id: uuid.UUID, status: JobStatus) -> dict[str, str]:
 
 
 def _source_gone(new: NewJob) -> NotFound:
-    """The job or variant a new job is made from was deleted while it was being created."""
+    """The job, variant or upload a new job is made from was deleted while it was being created."""
     if new.parent_job_id is not None:
         return NotFound("job not found", details={"jobId": str(new.parent_job_id)})
-    return NotFound("the variant inputPath names was deleted", details={"field": "inputPath"})
+    return NotFound("the image inputPath names was deleted", details={"field": "inputPath"})
 
 
 def _inserted(new: NewJob, rows: list[Row]) -> Job | None:
@@ -182,7 +182,7 @@ def _inserted(new: NewJob, rows: list[Row]) -> Job | None:
     if rows and not rows[0]["source_found"]:
         raise _source_gone(new)
     if rows and rows[0].get("references_found") is False:
-        raise NotFound("a variant referencePaths names was deleted", details={"field": "referencePaths"})
+        raise NotFound("an image referencePaths names was deleted", details={"field": "referencePaths"})
     return None
 
 
@@ -341,6 +341,13 @@ class PostgresJobStore:
                 for r in new.references
                 if r.path.startswith("jobs/") and not r.path.startswith(job_prefix(new.id))
             ],
+            # Uploads it borrows (an inputPath's, referencePaths'): create_job holds them through their rows.
+            "input_borrowed": new.input_borrowed and new.input_path.startswith("inputs/"),
+            "uploads": [
+                *([new.input_path] if new.input_borrowed and new.input_path.startswith("inputs/") else []),
+                *(r.path for r in new.references if r.path.startswith("inputs/")),
+            ],
+            "reference_uploads": [r.path for r in new.references if r.path.startswith("inputs/")],
             "reference_images": json.dumps(
                 [
                     {"path": r.path, "mime_type": r.mime_type, "width": r.width, "height": r.height, "bytes": r.bytes}
@@ -578,18 +585,25 @@ class PostgresJobStore:
         expired_before: datetime | None = None,
     ) -> list[DeletedJob]:
         """One transaction: take the refinement locks of every thread the subtree reaches (a refinement
-        racing us either lands first and is deleted with its parent, or finds its parent gone; read again
-        until no new thread joined), re-check retention's cutoff under them, then delete and record purges."""
+        racing us either lands first and is deleted with its parent, or finds its parent gone), then lock
+        the subtree's rows and variants FOR UPDATE (a job being made from one of them lands first and joins
+        the subtree, or finds it gone); read again until no job or thread joined. Then re-check retention's
+        cutoff under the locks, delete and record purges."""
         ids = list(job_ids)
         with self._connection() as conn, conn.transaction():
-            locked: set[uuid.UUID] = set()
-            while threads := sorted(
-                {r["thread_id"] for r in self._run(conn, "subtree_threads", {"ids": ids, "by_input": by_input})}
-                - locked
-            ):
-                for thread_id in threads:
+            threads: set[uuid.UUID] = set()
+            jobs: set[uuid.UUID] = set()
+            while True:
+                rows = self._run(conn, "subtree_threads", {"ids": ids, "by_input": by_input})
+                new_threads = {r["thread_id"] for r in rows} - threads
+                new_jobs = {r["id"] for r in rows} - jobs
+                if not new_threads and not new_jobs:
+                    break
+                for thread_id in sorted(new_threads):
                     self._run(conn, "lock_thread", {"thread_id": thread_id})
-                locked.update(threads)
+                self._run(conn, "lock_jobs", {"ids": sorted(new_jobs)})
+                threads.update(new_threads)
+                jobs.update(new_jobs)
             if expired_before is not None:
                 ids = [r["id"] for r in self._run(conn, "still_expired", {"ids": ids, "before": expired_before})]
             params = {

@@ -75,8 +75,11 @@ select monthly_images from pip_ai_project_budgets where project_id = %(project_i
 -- A job whose input is a variant (by inputPath, or a refinement's) is inserted only while that variant's row
 -- exists, and the row is locked (FOR KEY SHARE) until this insert commits: a deletion that commits first
 -- makes the insert refuse (source_found false, nothing inserted); one that commits later waits, and its
--- purge then sees this job's reference and keeps the blob. Always one row: the job's columns are null when
--- nothing was inserted (the key's job exists, or the source is gone: source_found says which).
+-- purge then sees this job's reference and keeps the blob. An upload it borrows (an `inputs/` inputPath or
+-- reference path: an upload only ever comes from a multipart creation, whose row references it) is held the
+-- same way through the job rows that reference it: none left means it is being purged, and the insert
+-- refuses. Always one row: the job's columns are null when nothing was inserted (the key's job exists, or
+-- a source is gone: source_found / references_found say which).
 with source as (
   select count(*) > 0 as found from (
     select 1 from pip_ai_image_variants v where v.storage_path = %(input_path)s for key share
@@ -87,6 +90,23 @@ with source as (
     select v.storage_path as path from pip_ai_image_variants v
     where v.storage_path = any(%(reference_variants)s::text[]) for key share
   ) locked
+), uploads as (
+  -- The borrowed uploads that some job row still references (as its input or a reference), those rows
+  -- locked: their deletion waits for this insert, and its purge then sees this job's reference.
+  select coalesce(array_agg(distinct path), '{}'::text[]) as found from (
+    select p.path from unnest(%(uploads)s::text[]) as p(path)
+    join pip_ai_image_jobs j on j.input_path = p.path
+      or (j.reference_images @> jsonb_build_array(jsonb_build_object('path', p.path))
+          and j.reference_images <> '[]'::jsonb)
+    for key share of j
+  ) locked
+), checks as (
+  select
+    case when %(input_path)s::text like 'jobs/%%' then (select found from source)
+         when %(input_borrowed)s then %(input_path)s::text = any(u.found)
+         else true end as source_found,
+    (select found from refs) and %(reference_uploads)s::text[] <@ u.found as references_found
+  from uploads u
 ), inserted as (
   insert into pip_ai_image_jobs (
     id, project_id, user_id, thread_id, parent_job_id, source_variant_id, prompt, input_path,
@@ -98,7 +118,7 @@ with source as (
     %(input_width)s::int, %(input_height)s::int, %(variant_count)s::smallint, %(aspect_ratio)s::text, %(model)s::text,
     %(idempotency_key)s::text, %(request_hash)s::text, %(deadline_at)s::timestamptz,
     %(webhook_url)s::text, %(webhook_events)s::text[], %(resolution)s::text, %(reference_images)s::jsonb
-  where (%(input_path)s::text not like 'jobs/%%' or (select found from source)) and (select found from refs)
+  where (select source_found and references_found from checks)
   on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
   returning *
 ), message as (
@@ -107,9 +127,8 @@ with source as (
   from inserted i
   returning id
 )
-select {job_columns}, (%(input_path)s::text not like 'jobs/%%' or (select found from source)) as source_found,
-  (select found from refs) as references_found
-from (select 1) one left join inserted j on true
+select {job_columns}, c.source_found, c.references_found
+from checks c left join inserted j on true
 
 -- name: discard_queued
 -- A rolled-back creation: its still-queued row goes (its user message by cascade), so the
@@ -311,14 +330,15 @@ where exists (
 
 -- name: subtree
 -- (fragment) the CTE `tree`: the jobs of %(ids)s and every refinement made from them (children by
--- parent_job_id); with by_input also jobs whose input is one of their variants, by path, in any thread.
--- UNION (not ALL) stops at visited rows.
+-- parent_job_id); with by_input also jobs whose input is one of their variants, by path, in any thread,
+-- or the same upload (`inputs/`) as one of theirs. UNION (not ALL) stops at visited rows.
 tree as (
-  select j.id from pip_ai_image_jobs j where j.id = any(%(ids)s::uuid[])
+  select j.id, j.input_path from pip_ai_image_jobs j where j.id = any(%(ids)s::uuid[])
   union
-  select c.id from tree t join pip_ai_image_jobs c
+  select c.id, c.input_path from tree t join pip_ai_image_jobs c
     on c.parent_job_id = t.id
     or (%(by_input)s and c.input_path like 'jobs/%%' and split_part(c.input_path, '/', 2) = t.id::text)
+    or (%(by_input)s and t.input_path like 'inputs/%%' and c.input_path = t.input_path)
 )
 
 -- name: job_subtree
@@ -327,10 +347,21 @@ select {job_columns} from pip_ai_image_jobs j where j.id in (select id from tree
 order by j.created_at, j.id
 
 -- name: subtree_threads
--- The threads a deletion must lock: every thread a job of the subtree lies in (erasure reaches threads
--- of other users through jobs made from the user's variants).
+-- The jobs a deletion reaches and the threads it must lock: every thread a job of the subtree lies in
+-- (erasure reaches threads of other users through jobs made from the user's variants).
 with recursive {subtree}
-select distinct j.thread_id from pip_ai_image_jobs j where j.id in (select id from tree) order by j.thread_id
+select j.id, j.thread_id from pip_ai_image_jobs j where j.id in (select id from tree) order by j.id
+
+-- name: lock_jobs
+-- A deletion's row locks, taken before its delete: FOR UPDATE waits out every creation that holds one of
+-- these jobs or their variants FOR KEY SHARE (made from them, not committed yet), so the subtree read
+-- after it includes those jobs; and a creation that comes later waits for the delete, then refuses.
+with jobs as (
+  select j.id from pip_ai_image_jobs j where j.id = any(%(ids)s::uuid[]) order by j.id for update
+), variants as (
+  select v.id from pip_ai_image_variants v where v.job_id = any(%(ids)s::uuid[]) order by v.id for update
+)
+select (select count(*) from jobs) as jobs, (select count(*) from variants) as variants
 
 -- name: still_expired
 -- Retention, re-checked under the threads' locks: the roots whose thread still has no active job and no

@@ -204,6 +204,7 @@ def _create_job(svc: Services, user_id: uuid.UUID, cmd: CreateJob) -> Created:
         webhook_events=webhook_events,
         resolution=cmd.resolution,
         references=references,
+        input_borrowed=cmd.upload is None,
     )
     return admit(svc, new, beside=beside, stores=cmd.upload is not None, reading=reading, monthly_images=budget.get())
 

@@ -336,8 +336,7 @@ def test_an_input_path_into_a_full_project_is_429_without_reading_the_input(pg_s
 
 
 def test_an_input_path_is_read_within_the_upload_memory_budget(stack: Stack) -> None:
-    path = f"inputs/{stack.user}/{uuid.uuid4()}.png"
-    stack.blobs.put(path, _png(), "image/png")
+    path = stack.create().job.input_path  # an upload exists only as some job's input
     held_before = upload_budget().in_use
     created = stack.create_from(path)
     assert created.job.input_path == path
@@ -489,8 +488,7 @@ def test_a_creation_makes_three_sequential_round_trips(stack: Stack) -> None:
 
 def test_a_refinement_and_an_input_path_creation_stay_short(stack: Stack) -> None:
     parent, variant = stack.succeeded_job()
-    path = f"inputs/{stack.user}/{uuid.uuid4()}.png"
-    stack.blobs.put(path, _png(), "image/png")
+    path = stack.create().job.input_path  # an upload exists only as some job's input
     recorder = _recorded(stack)
     stack.refine(parent, variant, "r-waves")
     refinement = recorder.waves()
