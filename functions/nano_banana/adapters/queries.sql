@@ -392,6 +392,10 @@ with recursive {subtree}, gone as (
     select g.input_path, %(now)s from gone g
     union all
     select unnest(%(extra)s::text[]), %(now)s
+    union all
+    -- An erasure's uploads folder once more later: an upload of a creation in flight during the erasure
+    -- (skipped the first time, too young) goes then, unless its job was inserted (the gate keeps it).
+    select unnest(%(extra)s::text[]), %(now)s::timestamptz + make_interval(secs => %(late_s)s)
   ) p
   on conflict (path, due_at) do nothing
 )

@@ -24,7 +24,7 @@ from nano_banana.ports import (
 from nano_banana.together import settle_each
 from nano_banana.usecases.finishing import ended
 from nano_banana.usecases.reading import get_job
-from nano_banana.usecases.services import LEASE_GRACE, Services, delete_unreferenced
+from nano_banana.usecases.services import CREATION_GRACE, LEASE_GRACE, Services, delete_unreferenced
 from nano_banana.usecases.usage import settle_to
 
 log = logging.getLogger("nano_banana")
@@ -36,6 +36,7 @@ LATE_UPLOAD_GRACE = timedelta(minutes=2)
 
 
 PURGE_BATCH = 200
+_FOLDER_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +144,30 @@ def _expand(svc: Services, entries: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
+def _settled_uploads(svc: Services, folder: str, now: datetime) -> list[str]:
+    """A user's uploads folder (an erasure's `inputs/{user}/` entry) as object paths, without the uploads
+    younger than CREATION_GRACE: such an upload may belong to a creation still in flight, whose row the gate
+    cannot see yet. The erasure records the folder once more for later (delete_jobs' second pass), when the
+    gate keeps it if its job was inserted and deletes it if not."""
+    cutoff, paths, offset = now - CREATION_GRACE, [], 0
+    while True:
+        page = svc.blobs.list_folder(folder.rstrip("/"), offset=offset, limit=_FOLDER_PAGE)
+        paths += [
+            f"{folder}{e.name}" for e in page if not e.folder and e.updated_at is not None and e.updated_at <= cutoff
+        ]
+        if len(page) < _FOLDER_PAGE:
+            return paths
+        offset += _FOLDER_PAGE
+
+
 def _purge(svc: Services, entries: Sequence[str], now: datetime) -> list[str]:
     """Delete the blobs behind recorded purge entries, except those a remaining job still uses (a
-    refinement's input is its parent's variant), then forget the entries. Returns the paths deleted."""
-    doomed = delete_unreferenced(svc, _expand(svc, entries))
+    refinement's input is its parent's variant) and a user's uploads young enough to be a creation's in
+    flight, then forget the entries. Returns the paths deleted."""
+    folders = [e for e in entries if e.startswith("inputs/") and e.endswith("/")]
+    paths = _expand(svc, [e for e in entries if e not in folders])
+    paths += [p for folder in folders for p in _settled_uploads(svc, folder, now)]
+    doomed = delete_unreferenced(svc, list(dict.fromkeys(paths)))
     svc.store.finish_purges(entries, now)
     return doomed
 

@@ -28,6 +28,7 @@ from nano_banana.settings import Settings
 from nano_banana.usecases import idempotency
 from tests.contract.test_limits import FakeClock
 from tests.support.memory_blobs import MemoryBlobStore
+from tests.support.new_jobs import new_job
 from tests.support.recording_queue import RecordingQueue
 
 pytestmark = pytest.mark.postgres
@@ -495,6 +496,7 @@ def test_erase_user_takes_their_jobs_derived_jobs_uploads_and_rate_window(pg_sto
     theirs = succeeded(svc, colleague, project)
     stray_upload = f"inputs/{user}/{uuid.uuid4()}.png"
     blobs(svc).put(stray_upload, b"upload", "image/png")
+    blobs(svc).written[stray_upload] = svc.clock() - timedelta(hours=1)  # a failed creation's, long ago
     expected_jobs = {mine.id, their_refinement.id, from_my_variant.id}
     expected_blobs = paths_of(mine) | paths_of(their_refinement) | {stray_upload}
     snapshot = dict(blobs(svc).objects)
@@ -518,6 +520,31 @@ def test_erase_user_takes_their_jobs_derived_jobs_uploads_and_rate_window(pg_sto
 
     again = usecases.erase_user(svc, user)
     assert (again.job_ids, again.blobs) == ([], [])
+
+
+def test_erasure_leaves_a_fresh_upload_to_its_second_pass(pg_store: PostgresJobStore) -> None:
+    """An upload younger than CREATION_GRACE may be a creation's in flight, whose row the gate cannot see
+    yet (simulation seed 9174: erase-user racing the user's own creation left its job without its input).
+    The first pass keeps it; the recorded second pass deletes it unless a job was inserted with it."""
+    clock = FakeClock(datetime.now(UTC))
+    svc = services(pg_store, clock)
+    user, project = member(svc)
+    in_flight = f"inputs/{user}/{uuid.uuid4()}.png"
+    abandoned = f"inputs/{user}/{uuid.uuid4()}.png"
+    for path in (in_flight, abandoned):
+        blobs(svc).put(path, b"upload", "image/png")
+        blobs(svc).written[path] = clock()
+    erased = usecases.erase_user(svc, user)
+    assert erased.blobs == []
+    assert {in_flight, abandoned} <= set(blobs(svc).objects), "too young the first time"
+    # The multipart creation that uploaded `in_flight` inserts its job after the erasure's first pass.
+    job = pg_store.create_job(new_job(project, user, input_path=in_flight))
+    assert job is not None
+    clock.advance(seconds=(usecases.LEASE_GRACE + usecases.LATE_UPLOAD_GRACE).total_seconds() + 1)
+    assert usecases.finish_purges(svc) == 1
+    assert abandoned not in blobs(svc).objects, "the second pass deleted what no job took"
+    assert in_flight in blobs(svc).objects, "the gate kept the job's input"
+    assert pg_store.get_job(job.id) is not None
 
 
 def test_retention_keeps_a_thread_a_refinement_joined_after_it_was_read(
