@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from typing import Any, cast
 
 import psycopg
@@ -21,6 +17,19 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from nano_banana.adapters.pg_notify import JobChangeListener, session_conninfo
+from nano_banana.adapters.postgres_rows import (
+    Row,
+    assistant_text_success,
+    decode_cursor,
+    encode_cursor,
+    inserted,
+    job_of,
+    owed,
+    queries,
+    source_gone,
+    usage_params,
+    variant_of,
+)
 from nano_banana.domain import (
     ACTIVE,
     Job,
@@ -28,181 +37,14 @@ from nano_banana.domain import (
     Message,
     ModelUsage,
     NewJob,
-    Reference,
     Role,
     Variant,
     VariantUpload,
-    Webhook,
-    WebhookDelivery,
     job_prefix,
     sources_for,
-    webhook_id,
 )
-from nano_banana.errors import InvalidRequest, NotFound, Unavailable
+from nano_banana.errors import InvalidRequest, Unavailable
 from nano_banana.ports import DeletedJob, JobPage, ReceiptClaim, UsageBucket
-
-Row = dict[str, Any]
-
-
-@cache
-def queries() -> dict[str, str]:
-    """The named queries of queries.sql, with the {job_columns} and {subtree} fragments expanded."""
-    text = resources.files("nano_banana.adapters").joinpath("queries.sql").read_text()
-    blocks = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)
-    named = {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
-    fragments = {
-        name: "\n".join(line for line in named.pop(name).splitlines() if not line.startswith("--"))
-        for name in ("webhook_columns", "job_columns", "record_webhook", "subtree")
-    }
-    fragments["job_columns"] = fragments["job_columns"].replace("{webhook_columns}", fragments["webhook_columns"])
-
-    def expand(body: str) -> str:
-        for name, fragment in fragments.items():
-            body = body.replace("{" + name + "}", fragment)
-        return body
-
-    return {name: expand(body) for name, body in named.items()}
-
-
-def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-def _ts(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-
-
-def _variant(v: dict[str, Any]) -> Variant:
-    return Variant(
-        id=_uuid(v["id"]),
-        job_id=_uuid(v["job_id"]),
-        index=int(v["index"]),
-        storage_path=str(v["storage_path"]),
-        mime_type=str(v["mime_type"]),
-        width=int(v["width"]),
-        height=int(v["height"]),
-        bytes=int(v["bytes"]),
-        created_at=_ts(v["created_at"]),
-    )
-
-
-def _delivery(d: dict[str, Any]) -> WebhookDelivery:
-    return WebhookDelivery(
-        event=str(d["event"]),
-        state=str(d["state"]),
-        attempts=int(d["attempts"]),
-        last_status=int(d["last_status"]) if d["last_status"] is not None else None,
-        delivered_at=_ts(d["delivered_at"]) if d["delivered_at"] is not None else None,
-        reason=d["reason"],
-        created_at=_ts(d["created_at"]),
-    )
-
-
-def _webhook(row: Row) -> Webhook | None:
-    if not row.get("webhook_url"):
-        return None
-    deliveries = row.get("webhook_deliveries") or []
-    if isinstance(deliveries, str):
-        deliveries = json.loads(deliveries)
-    return Webhook(
-        url=row["webhook_url"],
-        events=tuple(row.get("webhook_events") or ()),
-        deliveries=tuple(_delivery(d) for d in deliveries),
-    )
-
-
-def _usage_params(usage: ModelUsage | None) -> dict[str, int | None]:
-    used = usage or ModelUsage()
-    return {
-        "prompt_tokens": used.prompt_tokens,
-        "output_tokens": used.output_tokens,
-        "total_tokens": used.total_tokens,
-        "generation_ms": used.generation_ms,
-    }
-
-
-def _job(row: Row) -> Job:
-    variants = row.get("variants") or []
-    if isinstance(variants, str):
-        variants = json.loads(variants)
-    return Job(
-        webhook=_webhook(row),
-        id=row["id"],
-        project_id=row["project_id"],
-        user_id=row["user_id"],
-        thread_id=row["thread_id"],
-        parent_job_id=row["parent_job_id"],
-        source_variant_id=row["source_variant_id"],
-        prompt=row["prompt"],
-        input_path=row["input_path"],
-        input_mime_type=row["input_mime_type"],
-        input_width=row["input_width"],
-        input_height=row["input_height"],
-        status=JobStatus(row["status"]),
-        error_code=row["error_code"],
-        error_message=row["error_message"],
-        variant_count=row["variant_count"],
-        aspect_ratio=row["aspect_ratio"],
-        model=row["model"],
-        attempt=row["attempt"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        deadline_at=row["deadline_at"],
-        updated_at=row["updated_at"],
-        note=row.get("note"),
-        variants=tuple(_variant(v) for v in variants),
-        resolution=row.get("resolution"),
-        references=tuple(
-            Reference(str(r["path"]), str(r["mime_type"]), int(r["width"]), int(r["height"]), int(r["bytes"]))
-            for r in row.get("reference_images") or ()
-        ),
-        usage=ModelUsage(
-            row.get("prompt_tokens"), row.get("output_tokens"), row.get("total_tokens"), row.get("generation_ms")
-        ),
-    )
-
-
-def _owed(job_id: uuid.UUID, status: JobStatus) -> dict[str, str]:
-    """The `record_webhook` fragment's parameters: the delivery a transition into `status` owes."""
-    return {"webhook_event": status.value, "webhook_id": webhook_id(job_id, status.value)}
-
-
-def _source_gone(new: NewJob) -> NotFound:
-    """The job, variant or upload a new job is made from was deleted while it was being created."""
-    if new.parent_job_id is not None:
-        return NotFound("job not found", details={"jobId": str(new.parent_job_id)})
-    return NotFound("the image inputPath names was deleted", details={"field": "inputPath"})
-
-
-def _inserted(new: NewJob, rows: list[Row]) -> Job | None:
-    """create_job's one row: the job; None when the key's job exists; NotFound when its source is gone."""
-    if rows and rows[0]["id"] is not None:
-        return _job(rows[0])
-    if rows and not rows[0]["source_found"]:
-        raise _source_gone(new)
-    if rows and rows[0].get("references_found") is False:
-        raise NotFound("an image referencePaths names was deleted", details={"field": "referencePaths"})
-    return None
-
-
-def encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(job_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest("cursor is not valid", details={"field": "cursor"}) from exc
-
-
-def assistant_text_success(count: int, note: str | None) -> str:
-    plural = "variant" if count == 1 else "variants"
-    return f"Here {'is' if count == 1 else 'are'} {count} {plural}." + (f" {note}" if note else "")
 
 
 class PostgresJobStore:
@@ -275,7 +117,7 @@ class PostgresJobStore:
 
     def _one_job(self, name: str, params: dict[str, Any]) -> Job | None:
         rows = self._query(name, params)
-        return _job(rows[0]) if rows else None
+        return job_of(rows[0]) if rows else None
 
     # ------------------------------------------------------------ access
 
@@ -358,7 +200,7 @@ class PostgresJobStore:
 
     def create_job(self, new: NewJob) -> Job | None:
         with self._refusals(new):
-            return _inserted(new, self._query("create_job", self._new_job_params(new)))
+            return inserted(new, self._query("create_job", self._new_job_params(new)))
 
     def discard_queued(self, job_id: uuid.UUID) -> bool:
         return bool(self._query("discard_queued", {"id": job_id}))
@@ -374,7 +216,7 @@ class PostgresJobStore:
         try:
             yield
         except pg_errors.ForeignKeyViolation as exc:
-            raise _source_gone(new) from exc
+            raise source_gone(new) from exc
         except pg_errors.IntegrityError as exc:  # check, not-null, unique (outside the key's ON CONFLICT)
             constraint = exc.diag.constraint_name or type(exc).__name__
             raise InvalidRequest("the job was refused by the database", details={"constraint": constraint}) from exc
@@ -387,11 +229,11 @@ class PostgresJobStore:
             turns = int(self._run(conn, "thread_turns", {"thread_id": new.thread_id})[0]["turns"])
             if turns >= max_turns:
                 return turns
-            return _inserted(new, self._run(conn, "create_job", self._new_job_params(new)))
+            return inserted(new, self._run(conn, "create_job", self._new_job_params(new)))
 
     def variant_in_project(self, storage_path: str, project_id: uuid.UUID) -> Variant | None:
         rows = self._query("variant_in_project", {"path": storage_path, "project_id": project_id})
-        return _variant(rows[0]) if rows else None
+        return variant_of(rows[0]) if rows else None
 
     def visible_paths(self, user_id: uuid.UUID, paths: Sequence[tuple[str, uuid.UUID | None]]) -> set[str]:
         if not paths:
@@ -401,7 +243,7 @@ class PostgresJobStore:
 
     def find_by_idempotency_key(self, user_id: uuid.UUID, key: str) -> tuple[Job, str | None] | None:
         rows = self._query("find_by_idempotency_key", {"user_id": user_id, "key": key})
-        return (_job(rows[0]), rows[0]["request_hash"]) if rows else None
+        return (job_of(rows[0]), rows[0]["request_hash"]) if rows else None
 
     def get_job(self, job_id: uuid.UUID, *, user_id: uuid.UUID | None = None) -> Job | None:
         if user_id is None:
@@ -420,18 +262,18 @@ class PostgresJobStore:
                 "limit": limit + 1,
             },
         )
-        jobs = [_job(r) for r in rows[:limit]]
+        jobs = [job_of(r) for r in rows[:limit]]
         return JobPage(jobs=jobs, next_cursor=encode_cursor(jobs[-1]) if len(rows) > limit else None)
 
     def claim_for_generation(self, job_id: uuid.UUID, now: datetime) -> Job | None:
         from_statuses = [s.value for s in sources_for(JobStatus.running)]
-        params = {"id": job_id, "from_statuses": from_statuses, "now": now, **_owed(job_id, JobStatus.running)}
+        params = {"id": job_id, "from_statuses": from_statuses, "now": now, **owed(job_id, JobStatus.running)}
         return self._one_job("claim_for_generation", params)
 
     def thread_history(self, job: Job) -> list[Job]:
         if job.parent_job_id is None:
             return []
-        return [_job(r) for r in self._query("thread_history", {"id": job.id})]
+        return [job_of(r) for r in self._query("thread_history", {"id": job.id})]
 
     def complete(
         self,
@@ -465,8 +307,8 @@ class PostgresJobStore:
             "content": assistant_text_success(len(rows_in), note),
             "first_variant_id": rows_in[0]["id"] if rows_in else None,
             "receipt": receipt,
-            **_owed(job_id, JobStatus.succeeded),
-            **_usage_params(usage),
+            **owed(job_id, JobStatus.succeeded),
+            **usage_params(usage),
         }
         return self._one_job("complete", params)
 
@@ -493,8 +335,8 @@ class PostgresJobStore:
             "only_if_past_deadline": only_if_past_deadline,
             "content": f"Sorry, this one failed ({code}): {message[:500]}",
             "receipt": receipt,
-            **_owed(job_id, JobStatus.failed),
-            **_usage_params(usage),
+            **owed(job_id, JobStatus.failed),
+            **usage_params(usage),
         }
         return self._one_job("fail", params)
 
@@ -503,7 +345,7 @@ class PostgresJobStore:
             "id": job_id,
             "from_statuses": [s.value for s in ACTIVE],
             "content": "Canceled.",
-            **_owed(job_id, JobStatus.canceled),
+            **owed(job_id, JobStatus.canceled),
         }
         return self._one_job("cancel", params)
 
@@ -512,7 +354,7 @@ class PostgresJobStore:
 
     def stale_queued_jobs(self, now: datetime, deadline_before: datetime, limit: int) -> list[Job]:
         params = {"now": now, "deadline_before": deadline_before, "limit": limit}
-        return [_job(r) for r in self._query("stale_queued_jobs", params)]
+        return [job_of(r) for r in self._query("stale_queued_jobs", params)]
 
     def job_statuses(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobStatus]:
         if not job_ids:
@@ -533,7 +375,7 @@ class PostgresJobStore:
                 variant_id=row["variant_id"],
                 created_at=row["message_created_at"],
             )
-            out.append((message, _job(row)))
+            out.append((message, job_of(row)))
         return out
 
     def claim_webhook(self, webhook_id: str, *, now: datetime, stale_before: datetime) -> ReceiptClaim:
@@ -572,7 +414,7 @@ class PostgresJobStore:
     # ------------------------------------------------------------ deletion, retention, purges
 
     def job_subtree(self, job_ids: Sequence[uuid.UUID], *, by_input: bool = False) -> list[Job]:
-        return [_job(r) for r in self._query("job_subtree", {"ids": list(job_ids), "by_input": by_input})]
+        return [job_of(r) for r in self._query("job_subtree", {"ids": list(job_ids), "by_input": by_input})]
 
     def delete_jobs(
         self,
