@@ -63,3 +63,13 @@ def test_api_page_names_every_error_code() -> None:
         "processor_unavailable",
     }  # job errorCodes, listed separately
     assert {c for c in codes if f"`{c}`" not in readme} == set()
+
+
+def test_no_module_of_the_package_passes_600_lines() -> None:
+    """One concern per module (STYLE.md): a module past ~400 lines holds two; 600 is where it must split."""
+    sizes = {
+        str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+        for p in (ROOT / "functions" / "nano_banana").rglob("*.py")
+    }
+    assert len(sizes) > 40, "the package was found"
+    assert {p: n for p, n in sizes.items() if n > 600} == {}
