@@ -47,6 +47,14 @@ from nano_banana.errors import InvalidRequest, Unavailable
 from nano_banana.ports import DeletedJob, JobPage, ReceiptClaim, UsageBucket
 
 
+class _NewThreads(Exception):
+    """A deletion's subtree reached threads it has not locked: start again with them."""
+
+    def __init__(self, threads: set[uuid.UUID]) -> None:
+        super().__init__(f"{len(threads)} new threads")
+        self.threads = threads
+
+
 class PostgresJobStore:
     """The JobStore port. Autocommit connections: each statement below is its own transaction
     unless wrapped in `_transaction`. Counts statements sent (round trips) for benchmarks."""
@@ -178,11 +186,13 @@ class PostgresJobStore:
             "webhook_events": list(new.webhook_events),
             "resolution": new.resolution,
             # Variants named as references (not the job's own uploaded ones): create_job locks them.
-            "reference_variants": [
-                r.path
-                for r in new.references
-                if r.path.startswith("jobs/") and not r.path.startswith(job_prefix(new.id))
-            ],
+            "reference_variants": list(
+                dict.fromkeys(
+                    r.path
+                    for r in new.references
+                    if r.path.startswith("jobs/") and not r.path.startswith(job_prefix(new.id))
+                )
+            ),
             # Uploads it borrows (an inputPath's, referencePaths'): create_job holds them through their rows.
             "input_borrowed": new.input_borrowed and new.input_path.startswith("inputs/"),
             "uploads": [
@@ -432,30 +442,24 @@ class PostgresJobStore:
         the subtree, or finds it gone); read again until no job or thread joined. Then re-check retention's
         cutoff under the locks, delete and record purges."""
         ids = list(job_ids)
-        with self._connection() as conn, conn.transaction():
-            threads: set[uuid.UUID] = set()
-            jobs: set[uuid.UUID] = set()
-            while True:
-                rows = self._run(conn, "subtree_threads", {"ids": ids, "by_input": by_input})
-                new_threads = {r["thread_id"] for r in rows} - threads
-                new_jobs = {r["id"] for r in rows} - jobs
-                if not new_threads and not new_jobs:
+        threads: set[uuid.UUID] = set()
+        with self._connection() as conn:
+            while True:  # an attempt; a thread found after any lock was taken starts it again
+                try:
+                    with conn.transaction():
+                        rows = self._delete_locked(
+                            conn,
+                            ids,
+                            threads,
+                            by_input=by_input,
+                            now=now,
+                            late_uploads_s=late_uploads_s,
+                            extra_purges=extra_purges,
+                            expired_before=expired_before,
+                        )
                     break
-                for thread_id in sorted(new_threads):
-                    self._run(conn, "lock_thread", {"thread_id": thread_id})
-                self._run(conn, "lock_jobs", {"ids": sorted(new_jobs)})
-                threads.update(new_threads)
-                jobs.update(new_jobs)
-            if expired_before is not None:
-                ids = [r["id"] for r in self._run(conn, "still_expired", {"ids": ids, "before": expired_before})]
-            params = {
-                "ids": ids,
-                "by_input": by_input,
-                "now": now,
-                "late_s": late_uploads_s,
-                "extra": list(extra_purges),
-            }
-            rows = self._run(conn, "delete_jobs", params)
+                except _NewThreads as found:
+                    threads |= found.threads
         return [
             DeletedJob(
                 id=r["id"],
@@ -468,6 +472,42 @@ class PostgresJobStore:
             )
             for r in rows
         ]
+
+    def _delete_locked(
+        self,
+        conn: psycopg.Connection[Row],
+        ids: list[uuid.UUID],
+        threads: set[uuid.UUID],
+        *,
+        by_input: bool,
+        now: datetime,
+        late_uploads_s: float,
+        extra_purges: Sequence[str],
+        expired_before: datetime | None,
+    ) -> list[Row]:
+        """One attempt of delete_jobs: every thread lock first, in id order (a refinement takes its thread's
+        lock before its variants, so no thread lock is ever taken while holding a row lock), then the rows'."""
+        for thread_id in sorted(threads):
+            self._run(conn, "lock_thread", {"thread_id": thread_id})
+        held, jobs = bool(threads), set[uuid.UUID]()
+        while True:
+            rows = self._run(conn, "subtree_threads", {"ids": ids, "by_input": by_input})
+            if new_threads := {r["thread_id"] for r in rows} - threads:
+                if held:
+                    raise _NewThreads(new_threads)  # rolls back: released, then all taken again in order
+                for thread_id in sorted(new_threads):  # nothing held yet: take them now, in order
+                    self._run(conn, "lock_thread", {"thread_id": thread_id})
+                threads |= new_threads
+                held = True
+                continue
+            if not (new_jobs := {r["id"] for r in rows} - jobs):
+                break
+            self._run(conn, "lock_jobs", {"ids": sorted(new_jobs)})
+            jobs.update(new_jobs)
+        if expired_before is not None:
+            ids = [r["id"] for r in self._run(conn, "still_expired", {"ids": ids, "before": expired_before})]
+        params = {"ids": ids, "by_input": by_input, "now": now, "late_s": late_uploads_s, "extra": list(extra_purges)}
+        return self._run(conn, "delete_jobs", params)
 
     def referenced_paths(self, paths: Sequence[str], *, excluding: Sequence[uuid.UUID] = ()) -> set[str]:
         if not paths:

@@ -80,16 +80,19 @@ select monthly_images from pip_ai_project_budgets where project_id = %(project_i
 -- same way through the job rows that reference it: none left means it is being purged, and the insert
 -- refuses. Always one row: the job's columns are null when nothing was inserted (the key's job exists, or
 -- a source is gone: source_found / references_found say which).
-with source as (
-  select count(*) > 0 as found from (
-    select 1 from pip_ai_image_variants v where v.storage_path = %(input_path)s for key share
-  ) locked
+with variants as materialized (
+  -- The input's variant and the variants named as reference images (referencePaths), locked in one pass in
+  -- id order, the order a deletion's lock_jobs takes them in: two such lockers never wait on each other in
+  -- a cycle.
+  select v.storage_path as path from pip_ai_image_variants v
+  where v.storage_path = %(input_path)s or v.storage_path = any(%(reference_variants)s::text[])
+  order by v.id for key share
+), source as (
+  select exists (select 1 from variants where path = %(input_path)s) as found
 ), refs as (
-  -- The same for the variants named as reference images (referencePaths): every one still there, locked.
-  select count(distinct path) = cardinality(%(reference_variants)s::text[]) as found from (
-    select v.storage_path as path from pip_ai_image_variants v
-    where v.storage_path = any(%(reference_variants)s::text[]) for key share
-  ) locked
+  -- Every variant named as a reference still there (the list holds each path once).
+  select (select count(distinct path) from variants where path = any(%(reference_variants)s::text[]))
+         = cardinality(%(reference_variants)s::text[]) as found
 ), uploads as (
   -- The borrowed uploads that some job row still references (as its input or a reference), those rows
   -- locked: their deletion waits for this insert, and its purge then sees this job's reference.
@@ -331,7 +334,8 @@ where exists (
 -- name: subtree
 -- (fragment) the CTE `tree`: the jobs of %(ids)s and every refinement made from them (children by
 -- parent_job_id); with by_input also jobs whose input is one of their variants, by path, in any thread,
--- or the same upload (`inputs/`) as one of theirs. UNION (not ALL) stops at visited rows.
+-- or the same upload (`inputs/`) as one of theirs, or naming one of those as a reference image. UNION (not
+-- ALL) stops at visited rows.
 tree as (
   select j.id, j.input_path from pip_ai_image_jobs j where j.id = any(%(ids)s::uuid[])
   union
@@ -339,6 +343,10 @@ tree as (
     on c.parent_job_id = t.id
     or (%(by_input)s and c.input_path like 'jobs/%%' and split_part(c.input_path, '/', 2) = t.id::text)
     or (%(by_input)s and t.input_path like 'inputs/%%' and c.input_path = t.input_path)
+    -- jobs that name one of their variants or their upload as a reference image
+    or (%(by_input)s and c.reference_images <> '[]'::jsonb and exists (
+          select 1 from jsonb_array_elements(c.reference_images) r
+          where r->>'path' like 'jobs/' || t.id || '/%%' or r->>'path' = t.input_path))
 )
 
 -- name: job_subtree
